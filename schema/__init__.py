@@ -1,0 +1,1 @@
+"""The catalog's Neo4j schema: ordered ``V<NNN>__<name>.cypher`` migrations and their runner."""

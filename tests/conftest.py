@@ -1,0 +1,116 @@
+"""Shared fixtures: seeds, the report header, and the session's real Neo4j server.
+
+The Neo4j server comes from, in order: ``NEO4J_URI`` (+ ``NEO4J_USER``/``NEO4J_PASSWORD``) if set;
+else testcontainers' Neo4j container if a Docker engine answers; else the project's local
+runtime (Neo4j Community assembled from Maven Central), started in a temporary folder on free
+ports and stopped at the end. There is no fake: every integration test talks to a real server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+
+import numpy as np
+import pytest
+import torch
+
+from circuit_atlas.connection import Neo4jSettings, open_driver, server_version
+from circuit_atlas.neo4j_runtime import Distribution, LocalServer, ServerSettings, free_port
+
+DOCKER_IMAGE = "neo4j:5.26-community"
+SERVER_VERSION = pytest.StashKey[str]()
+
+
+def docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        return bool(docker.from_env(timeout=3).ping())
+    except Exception:  # no client library, no socket, no engine: all mean "no Docker here"
+        return False
+
+
+def neo4j_provider() -> str:
+    if os.environ.get("NEO4J_URI"):
+        return "env"
+    return "docker" if docker_engine_answers() else "local"
+
+
+def pytest_report_header(config) -> list[str]:
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    provider = neo4j_provider()
+    if provider == "env":
+        neo4j_line = f"neo4j: existing server at {os.environ['NEO4J_URI']}"
+    elif provider == "docker":
+        neo4j_line = f"neo4j: testcontainers {DOCKER_IMAGE}"
+    else:
+        dist = Distribution.in_cache()
+        state = "installed" if dist.is_installed() else "NOT installed: run `circuit-atlas neo4j install`"
+        neo4j_line = f"neo4j: {dist.version} community, local runtime from Maven Central ({dist.root}, {state})"
+    return [f"torch: {torch.__version__}, device {device}", neo4j_line]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings(tmp_path_factory) -> Neo4jSettings:
+    """Connection settings of the session's real Neo4j server (started here when needed)."""
+    provider = neo4j_provider()
+    if provider == "env":
+        yield Neo4jSettings(os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"),
+                            os.environ["NEO4J_PASSWORD"], os.environ.get("NEO4J_DATABASE", "neo4j"))
+    elif provider == "docker":
+        from testcontainers.neo4j import Neo4jContainer
+
+        password = secrets.token_urlsafe(12)
+        with Neo4jContainer(DOCKER_IMAGE, password=password).with_env("NEO4J_PLUGINS", '["apoc"]') as container:
+            yield Neo4jSettings(container.get_connection_url(), "neo4j", password)
+    else:
+        server = LocalServer(tmp_path_factory.mktemp("neo4j"), Distribution.in_cache())
+        settings = server.start(ServerSettings(bolt_port=free_port(), http_port=free_port()), echo=lambda _: None)
+        try:
+            yield Neo4jSettings(settings.bolt_uri, "neo4j", server.password())
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def neo4j_driver(neo4j_settings, pytestconfig):
+    driver = open_driver(neo4j_settings)
+    pytestconfig.stash[SERVER_VERSION] = f"{server_version(driver)} at {neo4j_settings.uri}"
+    yield driver
+    driver.close()
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+@pytest.fixture
+def empty_catalog(neo4j_driver, neo4j_settings):
+    """The session's database with no data, constraints or indexes: every test starts from here.
+
+    Index and constraint names come from the server's own SHOW output, never from test input;
+    Cypher has no parameters for schema names, so they are quoted here.
+    """
+    db = neo4j_settings.database
+    with neo4j_driver.session(database=db) as session:
+        session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+        for record in session.run("SHOW CONSTRAINTS YIELD name").data():
+            session.run(f"DROP CONSTRAINT {_quoted(record['name'])}").consume()
+        for record in session.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP'").data():
+            session.run(f"DROP INDEX {_quoted(record['name'])}").consume()
+    return neo4j_driver
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    version = terminalreporter.config.stash.get(SERVER_VERSION, None)
+    if version is not None:
+        terminalreporter.write_line(f"neo4j server used: {version}")

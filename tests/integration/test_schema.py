@@ -1,0 +1,74 @@
+"""Schema migrations against the real server: idempotent, recorded, and checksum-guarded."""
+
+import pytest
+
+from circuit_atlas.errors import UserError
+from circuit_atlas.schema.migrations import (available_migrations, migrate, migration_states,
+                                             require_current_schema)
+
+
+def schema_snapshot(driver, database):
+    constraints = driver.execute_query("SHOW CONSTRAINTS YIELD name, labelsOrTypes, properties "
+                                       "RETURN collect([name, labelsOrTypes, properties]) AS c",
+                                       database_=database).records[0]["c"]
+    indexes = driver.execute_query("SHOW INDEXES YIELD name, type, labelsOrTypes, properties "
+                                   "WHERE type <> 'LOOKUP' RETURN collect([name, type, labelsOrTypes, properties]) AS i",
+                                   database_=database).records[0]["i"]
+    return sorted(map(tuple, map(str, constraints))), sorted(map(str, indexes))
+
+
+def test_migrate_applies_everything_once_then_is_a_no_op(empty_catalog, neo4j_settings):
+    db = neo4j_settings.database
+    assert [s.status for s in migration_states(empty_catalog, db)] == ["pending"] * len(available_migrations())
+    applied = migrate(empty_catalog, db)
+    assert [m.version for m in applied] == [m.version for m in available_migrations()]
+    first = schema_snapshot(empty_catalog, db)
+    assert migrate(empty_catalog, db) == []
+    assert schema_snapshot(empty_catalog, db) == first
+    assert all(s.status == "applied" for s in migration_states(empty_catalog, db))
+    require_current_schema(empty_catalog, db)
+
+
+def test_schema_has_the_constraints_and_indexes_the_queries_need(empty_catalog, neo4j_settings):
+    migrate(empty_catalog, neo4j_settings.database)
+    rows = empty_catalog.execute_query("SHOW INDEXES YIELD name, type, labelsOrTypes, properties",
+                                       database_=neo4j_settings.database).records
+    by_name = {r["name"]: r for r in rows}
+    unique_ids = {"model_id": "Model", "checkpoint_id": "Checkpoint", "block_id": "Block",
+                  "subspace_id": "Subspace", "data_slice_id": "DataSlice", "ingest_run_id": "IngestRun"}
+    for constraint, label in unique_ids.items():
+        assert by_name[constraint]["labelsOrTypes"] == [label]
+        assert by_name[constraint]["properties"] == ["id"]
+    assert by_name["checkpoint_model_step"]["properties"] == ["model_id", "step"]
+    assert by_name["block_checkpoint_layer"]["properties"] == ["checkpoint_id", "layer"]
+    assert by_name["subspace_block_role"]["properties"] == ["block_id", "role"]
+    assert by_name["flows_on_slice_attribution"]["labelsOrTypes"] == ["FLOWS_ON"]
+    assert by_name["block_fingerprint"]["type"] == "VECTOR"
+
+
+def test_an_edited_applied_migration_is_refused(empty_catalog, neo4j_settings):
+    db = neo4j_settings.database
+    migrate(empty_catalog, db)
+    # What an edited file looks like from the database's side: the recorded checksum differs.
+    empty_catalog.execute_query("MATCH (m:SchemaMigration {version: 2}) SET m.checksum = 'deadbeef'", database_=db)
+    with pytest.raises(UserError, match=r"V002__lookup_indexes.cypher was applied with checksum deadbeef.*must not be"):
+        migrate(empty_catalog, db)
+
+
+def test_a_catalog_from_a_newer_version_is_refused(empty_catalog, neo4j_settings):
+    db = neo4j_settings.database
+    migrate(empty_catalog, db)
+    empty_catalog.execute_query("CREATE (:SchemaMigration {version: 999, name: 'future', checksum: 'x'})", database_=db)
+    with pytest.raises(UserError, match=r"\[999\].*newer version"):
+        migration_states(empty_catalog, db)
+
+
+def test_a_catalog_from_an_older_schema_is_reported_and_upgraded_in_place(empty_catalog, neo4j_settings):
+    db = neo4j_settings.database
+    migrate(empty_catalog, db)
+    last = available_migrations()[-1]
+    empty_catalog.execute_query("MATCH (m:SchemaMigration {version: $v}) DELETE m", v=last.version, database_=db)
+    with pytest.raises(UserError, match=rf"V{last.version:03d}__{last.name}.*circuit-atlas schema migrate"):
+        require_current_schema(empty_catalog, db)
+    assert [m.version for m in migrate(empty_catalog, db)] == [last.version]
+    require_current_schema(empty_catalog, db)
