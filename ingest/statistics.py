@@ -1,0 +1,191 @@
+"""The statistics pass: one streaming pass over the data accumulating every moment the
+compression needs, vectorised over heads, with float64 accumulators.
+
+Notation (DESIGN.md section 2): x̂ the normalised input a channel's weights see, y its output,
+g = dL/d(residual) where y joins the residual stream, with L the sum over tokens of the
+cross-entropy against labels *sampled from the model's own prediction* (so E[g gᵀ] is the
+Fisher; the true-label gradient vanishes where a trained model is right). Per layer ``l`` and
+head ``h``, with q̃ = q - b_Q etc. the bias-free head vectors and w_j = Σ_i A_ij the attention
+key j receives:
+
+============  ==========================================  =============================
+moment        definition                                  shape
+============  ==========================================  =============================
+``qq``        E_i[q̃_i q̃_iᵀ]  = W_Qᵀ S_q W_Q                 [L, H, d_head, d_head]
+``kk``        E_i[Σ_j A_ij k̃_j k̃_jᵀ] = W_Kᵀ S_k W_K         [L, H, d_head, d_head]
+``vv``        E_i[Σ_j A_ij ṽ_j ṽ_jᵀ] = W_Vᵀ S_v W_V         [L, H, d_head, d_head]
+``zz``        E[z zᵀ] (head output before W_O)            [L, H, d_head, d_head]
+``G_attn``    E[g gᵀ] at ``hook_attn_out``                [L, d, d]
+``S_mlp``     E[x̂ x̂ᵀ] at the MLP input                     [L, d, d]
+``H_mlp``     E[g_x̂ g_x̂ᵀ], g_x̂ = dL/dx̂ through the MLP      [L, d, d]
+``Y_mlp``     E[y yᵀ] at ``hook_mlp_out``                 [L, d, d]
+``G_mlp``     E[g gᵀ] at ``hook_mlp_out``                 [L, d, d]
+``Y_embed``   E[y yᵀ] of token (and position) embeddings  [d, d]
+``G_embed``   E[g gᵀ] at the embedding output             [d, d]
+``S_final``   E[x̂ x̂ᵀ] at the unembedding input             [d, d]
+``H_final``   E[g_x̂ g_x̂ᵀ] at the unembedding input          [d, d]
+``final_mean`` E[x̂] at the unembedding input                [d]
+``R_*``       E[r rᵀ] of the centred residual stream each reader stage reads (flow)
+============  ==========================================  =============================
+
+plus the means of every writer's output (for mean ablation). The S-weighted head moments are
+only d_head x d_head: the compression never needs S_k itself (see compression.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .model_adapter import LoadedModel, site
+
+
+@dataclass
+class Moments:
+    n_tokens: int
+    qq: Tensor
+    kk: Tensor
+    vv: Tensor
+    zz: Tensor
+    z_mean: Tensor
+    G_attn: Tensor
+    S_mlp: Tensor
+    H_mlp: Tensor
+    Y_mlp: Tensor
+    y_mlp_mean: Tensor
+    G_mlp: Tensor
+    Y_embed: Tensor
+    embed_mean: Tensor
+    Y_pos: Tensor | None
+    pos_mean: Tensor | None
+    G_embed: Tensor
+    S_final: Tensor
+    H_final: Tensor
+    final_mean: Tensor
+    R_attn: Tensor
+    R_mlp: Tensor
+    R_final: Tensor
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+
+
+def batches(tokens: Tensor, batch_tokens: int):
+    """Consecutive row blocks of ``tokens`` with about ``batch_tokens`` tokens each."""
+    rows = max(1, batch_tokens // tokens.shape[1])
+    for start in range(0, tokens.shape[0], rows):
+        yield tokens[start:start + rows]
+
+
+def _outer(a: Tensor) -> Tensor:
+    """Σ over all leading dims of a aᵀ: [..., d] -> [d, d], in float64."""
+    flat = a.reshape(-1, a.shape[-1]).double()
+    return flat.T @ flat
+
+
+def _centred(r: Tensor) -> Tensor:
+    return r - r.mean(-1, keepdim=True)
+
+
+def sampled_label_loss(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """Σ over tokens of the cross-entropy against labels sampled from softmax(logits)."""
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    with torch.no_grad():
+        labels = torch.multinomial(torch.softmax(flat, -1), 1, generator=generator).squeeze(-1)
+    return torch.nn.functional.cross_entropy(flat, labels, reduction="sum")
+
+
+def fisher_gradients(model: LoadedModel, tokens: Tensor, generator: torch.Generator
+                     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """One batch: logits, captured activations, and dL/d(activation) at the gradient sites.
+
+    Gradient sites: ``hook_attn_out`` and ``hook_mlp_out`` (where a layer's heads and MLP join
+    the residual stream), the MLP input ``ln2.hook_normalized`` (dL/dx̂ through the MLP only, as
+    nothing else reads it), the embedding output and the unembedding input.
+    """
+    spec = model.spec
+    layers = range(spec.n_layers)
+    grad_sites = ([site("attn_out", l) for l in layers] + [site("mlp_out", l) for l in layers]
+                  + [site("mlp_x", l) for l in layers] + [site("embed"), site("final_x")])
+    read_sites = [site(name, l) for l in layers for name in ("q", "k", "v", "pattern", "z", "resid_pre", "resid_mid")]
+    read_sites += [site("pos_embed"), site("resid_final")]
+    logits, acts = model.run_capturing(tokens, grad_sites + read_sites)
+    loss = sampled_label_loss(logits, generator)
+    grads = torch.autograd.grad(loss, [acts[name] for name in grad_sites])
+    return logits, acts, dict(zip(grad_sites, grads))
+
+
+def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4096, seed: int = 0,
+                       progress: bool = True) -> Moments:
+    """Stream ``tokens`` ``[n_seq, seq_len]`` once and return the normalised :class:`Moments`."""
+    spec, w, device = model.spec, model.weights, model.device
+    L, H, dh, d = spec.n_layers, spec.n_heads, spec.d_head, spec.d_model
+
+    def zeros(*shape: int) -> Tensor:
+        return torch.zeros(*shape, device=device, dtype=torch.float64)
+
+    m = Moments(
+        n_tokens=0, qq=zeros(L, H, dh, dh), kk=zeros(L, H, dh, dh), vv=zeros(L, H, dh, dh),
+        zz=zeros(L, H, dh, dh), z_mean=zeros(L, H, dh), G_attn=zeros(L, d, d),
+        S_mlp=zeros(L, d, d), H_mlp=zeros(L, d, d), Y_mlp=zeros(L, d, d), y_mlp_mean=zeros(L, d),
+        G_mlp=zeros(L, d, d), Y_embed=zeros(d, d), embed_mean=zeros(d),
+        Y_pos=zeros(d, d) if spec.positional == "standard" else None,
+        pos_mean=zeros(d) if spec.positional == "standard" else None,
+        G_embed=zeros(d, d), S_final=zeros(d, d), H_final=zeros(d, d), final_mean=zeros(d),
+        R_attn=zeros(L, d, d), R_mlp=zeros(L, d, d), R_final=zeros(d, d),
+    )
+    generator = torch.Generator(device=device).manual_seed(seed)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    bar = tqdm(total=tokens.numel(), desc="statistics", unit="tok", disable=not progress, leave=False)
+    for batch in batches(tokens, batch_tokens):
+        logits, acts, grads = fisher_gradients(model, batch, generator)
+        finite &= torch.isfinite(logits).all()
+        with torch.no_grad():
+            for l in range(L):
+                pattern = acts[site("pattern", l)]  # [b, h, query, key]
+                received = pattern.sum(2).double()  # [b, h, key]
+                q = acts[site("q", l)] - w.b_Q[l]
+                k = (acts[site("k", l)] - w.b_K[l]).double()
+                v = (acts[site("v", l)] - w.b_V[l]).double()
+                z = acts[site("z", l)]
+                m.qq[l] += torch.einsum("bphe,bphf->hef", q.double(), q.double())
+                m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k)
+                m.vv[l] += torch.einsum("bhp,bphe,bphf->hef", received, v, v)
+                m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())
+                m.z_mean[l] += z.double().sum((0, 1))
+                m.G_attn[l] += _outer(grads[site("attn_out", l)])
+                x, y = acts[site("mlp_x", l)], acts[site("mlp_out", l)]
+                m.S_mlp[l] += _outer(x)
+                m.H_mlp[l] += _outer(grads[site("mlp_x", l)])
+                m.Y_mlp[l] += _outer(y)
+                m.y_mlp_mean[l] += y.double().sum((0, 1))
+                m.G_mlp[l] += _outer(grads[site("mlp_out", l)])
+                m.R_attn[l] += _outer(_centred(acts[site("resid_pre", l)]))
+                mlp_reads = "resid_pre" if spec.parallel_attn_mlp else "resid_mid"
+                m.R_mlp[l] += _outer(_centred(acts[site(mlp_reads, l)]))
+                finite &= torch.isfinite(grads[site("attn_out", l)]).all() & torch.isfinite(y).all()
+            embed = acts[site("embed")]
+            m.Y_embed += _outer(embed)
+            m.embed_mean += embed.double().sum((0, 1))
+            if m.Y_pos is not None:
+                pos = acts[site("pos_embed")].expand_as(embed)
+                m.Y_pos += _outer(pos)
+                m.pos_mean += pos.double().sum((0, 1))
+            m.G_embed += _outer(grads[site("embed")])
+            m.S_final += _outer(acts[site("final_x")])
+            m.final_mean += acts[site("final_x")].double().sum((0, 1))
+            m.H_final += _outer(grads[site("final_x")])
+            m.R_final += _outer(_centred(acts[site("resid_final")]))
+        m.n_tokens += batch.numel()
+        bar.update(batch.numel())
+    bar.close()
+    if not bool(finite):
+        raise UserError("The model produced NaN or inf activations or gradients on this data. The "
+                        "checkpoint may be diverged, or the data drives it out of range; nothing was written.")
+    for name, value in m.tensors().items():
+        value /= m.n_tokens
+    return m
