@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -45,7 +46,11 @@ server_dir_option = click.option(
 
 
 def connection_options(command):
-    """Add --uri --user --password --database --neo4j-dir and pass ``settings: Neo4jSettings``."""
+    """Add --uri --user --password --database --neo4j-dir; pass ``connection: Connection``.
+
+    Settings are resolved only when a command connects, so a command that may not need the
+    catalog (``ingest`` without ``--load``) works without a password.
+    """
 
     @click.option("--uri", envvar="NEO4J_URI", help="Bolt URI of the catalog  [env NEO4J_URI; "
                   "default: the local server of --neo4j-dir, else bolt://127.0.0.1:7687]")
@@ -61,26 +66,34 @@ def connection_options(command):
                   help="Local server folder to take the URI and password from when not given.")
     @functools.wraps(command)
     def wrapper(uri, user, password, database, neo4j_dir, **kwargs):
-        settings = resolve_settings(uri, user, password, database, neo4j_dir)
-        return command(settings=settings, **kwargs)
+        return command(connection=Connection(uri, user, password, database, neo4j_dir), **kwargs)
 
     return wrapper
 
 
-def resolve_settings(uri: str | None, user: str, password: str | None, database: str,
-                     neo4j_dir: Path) -> Neo4jSettings:
-    """Explicit options and env vars win; a local server folder fills in what is missing."""
-    server = LocalServer(neo4j_dir, Distribution.in_cache())
-    local = server.settings()
-    if uri is None:
-        uri = local.bolt_uri if local else "bolt://127.0.0.1:7687"
-    if password is None and local is not None and uri == local.bolt_uri:
-        password = server.password()
-    if password is None:
-        raise UserError(f"No Neo4j password for {uri}: pass --password or set NEO4J_PASSWORD, or "
-                        f"start a local server with `circuit-atlas neo4j start` (found through "
-                        f"--neo4j-dir).")
-    return Neo4jSettings(uri=uri, user=user, password=password, database=database)
+@dataclass(frozen=True)
+class Connection:
+    """The connection options as given; :meth:`settings` fills in what is missing."""
+
+    uri: str | None
+    user: str
+    password: str | None
+    database: str
+    neo4j_dir: Path
+
+    def settings(self) -> Neo4jSettings:
+        """Explicit options and env vars win; a local server folder fills in what is missing."""
+        server = LocalServer(self.neo4j_dir, Distribution.in_cache())
+        local = server.settings()
+        uri = self.uri or (local.bolt_uri if local else "bolt://127.0.0.1:7687")
+        password = self.password
+        if password is None and local is not None and uri == local.bolt_uri:
+            password = server.password()
+        if password is None:
+            raise UserError(f"No Neo4j password for {uri}: pass --password or set NEO4J_PASSWORD, or "
+                            f"start a local server with `circuit-atlas neo4j start` (found through "
+                            f"--neo4j-dir).")
+        return Neo4jSettings(uri=uri, user=self.user, password=password, database=self.database)
 
 
 @contextmanager
@@ -162,8 +175,9 @@ def schema_group() -> None:
 @click.option("--list", "list_only", is_flag=True, help="Show applied and pending migrations; change nothing.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="Output format of --list.")
-def schema_migrate(settings: Neo4jSettings, list_only: bool, fmt: str) -> None:
+def schema_migrate(connection: Connection, list_only: bool, fmt: str) -> None:
     """Apply the pending schema migrations (a no-op when up to date)."""
+    settings = connection.settings()
     with catalog(settings) as driver:
         if list_only:
             rows = [{"version": f"V{s.version:03d}", "name": s.name, "status": s.status,
@@ -178,6 +192,104 @@ def schema_migrate(settings: Neo4jSettings, list_only: bool, fmt: str) -> None:
             click.echo(f"Applied {', '.join(m.filename for m in applied)} on {where}.")
         else:
             click.echo(f"Schema already at V{latest.version:03d} on {where}; nothing to apply.")
+
+
+# --- ingest and load ---------------------------------------------------------------------------
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {choice}: torch sees no CUDA device on this machine. Use --device cpu.")
+    return choice
+
+
+prune_options = [
+    click.option("--top-k", default=16, show_default=True,
+                 help="Load at most this many edges per reader subspace, by attribution."),
+    click.option("--min-attribution", default=0.0, show_default=True,
+                 help="Load only edges with at least this attribution (loss units)."),
+]
+
+
+def with_options(options):
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def _load_all(driver, database: str, paths: list[Path], top_k: int, min_attribution: float) -> None:
+    from .artifacts import read_artifact
+    from .loader import load_artifact
+
+    def order(path: Path):
+        manifest = read_artifact(path).manifest
+        return manifest["model"]["name"], manifest["checkpoint"]["step"]
+
+    for path in sorted(paths, key=order):
+        load_artifact(driver, database, path, top_k, min_attribution, echo=click.echo)
+
+
+@cli.command("ingest")
+@click.argument("model")
+@click.option("--checkpoint", "checkpoints", multiple=True,
+              help="A checkpoint: a local model directory, or a hub revision of MODEL (e.g. step1000). Repeatable.")
+@click.option("--data", "data", multiple=True, required=True,
+              help="A slice: random, repeated, PATH.npy/.pt/.txt, or NAME=SOURCE. Repeatable.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the artifact directories (one per checkpoint).")
+@click.option("--load", "load", is_flag=True, help="Load the artifacts into Neo4j when done.")
+@click.option("--name", help="Model name in the catalog  [default: the checkpoint's or MODEL's name]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seq-len", type=int, help="Tokens per sequence  [default: min(context, 128)]")
+@click.option("--n-seq", default=256, show_default=True, help="Sequences per built-in slice.")
+@click.option("--holdout", default=0.2, show_default=True, help="Share of each slice held out for fidelity.")
+@click.option("--fidelity", default=0.95, show_default=True,
+              help="Target loss recovered (all channels compressed at once) when searching the rank fraction.")
+@click.option("--energy", type=float, help="Fix the rank fraction instead of searching it.")
+@click.option("--max-rank", type=int, help="Cap on every subspace's rank.")
+@click.option("--floor", default=1e-3, show_default=True,
+              help="Rank 0 below this share of the largest importance of the same kind.")
+@click.option("--batch-tokens", default=4096, show_default=True, help="Tokens per batch.")
+@click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
+@with_options(prune_options)
+@connection_options
+def ingest_command(connection: Connection, model: str, checkpoints: tuple[str, ...], data: tuple[str, ...],
+                   out: Path, load: bool, name: str | None, device: str, seq_len: int | None, n_seq: int,
+                   holdout: float, fidelity: float, energy: float | None, max_rank: int | None, floor: float,
+                   batch_tokens: int, seed: int, top_k: int, min_attribution: float) -> None:
+    """Compress MODEL's channels on the data, score their edges, write artifacts (and load them)."""
+    from .pipeline import IngestConfig, ingest
+
+    config = IngestConfig(seq_len=seq_len, n_seq=n_seq, holdout=holdout, fidelity=fidelity, energy=energy,
+                          max_rank=max_rank, floor=floor, batch_tokens=batch_tokens, seed=seed)
+    settings = None
+    if load:  # fail before the compute, not after it
+        settings = connection.settings()
+        with catalog(settings) as driver:
+            migrations.require_current_schema(driver, settings.database)
+    paths = ingest(model, list(checkpoints), list(data), out, config, _device(device), name, echo=click.echo)
+    if load:
+        with catalog(settings) as driver:
+            _load_all(driver, settings.database, paths, top_k, min_attribution)
+
+
+@cli.command("load")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@with_options(prune_options)
+@connection_options
+def load_command(connection: Connection, path: Path, top_k: int, min_attribution: float) -> None:
+    """Load an artifact directory (or every one under PATH) into Neo4j, in step order."""
+    from .artifacts import find_artifacts
+
+    paths = find_artifacts(path)
+    settings = connection.settings()
+    with catalog(settings) as driver:
+        _load_all(driver, settings.database, paths, top_k, min_attribution)
 
 
 def main() -> None:

@@ -50,6 +50,9 @@ SITES = {
     "resid_final": "ln_final.hook_in",
 }
 
+#: A checkpoint directory may carry this file: {"model", "label", "step", "tokens_seen"}.
+CHECKPOINT_SIDECAR = "circuit_atlas_checkpoint.json"
+
 NORMALIZATIONS = {"LN": "LN", "LNPre": "LN", "RMS": "RMS", "RMSPre": "RMS"}
 
 
@@ -180,9 +183,9 @@ def load_model(source: str, revision: str | None = None, device: str | torch.dev
                         f"Hugging Face model this machine can reach ({str(error).splitlines()[0]}). "
                         f"Check the name, or download it and pass its directory.") from error
     except RuntimeError as error:
-        if "size mismatch" in str(error) or "shape" in str(error):
-            raise UserError(f"The weights of {source!r} do not fit its config.json: "
-                            f"{str(error).splitlines()[0][:400]}. Fix config.json or re-save the model.") from error
+        if any(sign in str(error) for sign in ("size mismatch", "mismatched_sizes", "shape")):
+            raise UserError(f"The weights of {source!r} do not fit its config.json (tensor shapes differ from "
+                            f"what the config implies). Fix config.json or re-save the model.") from error
         raise
     except ValueError as error:
         raise UserError(f"Cannot load {source!r}: {str(error).splitlines()[0][:400]}") from error

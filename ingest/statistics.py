@@ -91,12 +91,25 @@ def _centred(r: Tensor) -> Tensor:
     return r - r.mean(-1, keepdim=True)
 
 
-def sampled_label_loss(logits: Tensor, generator: torch.Generator) -> Tensor:
-    """Σ over tokens of the cross-entropy against labels sampled from softmax(logits)."""
-    flat = logits.reshape(-1, logits.shape[-1]).float()
+def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """One label per position drawn from the model's own prediction softmax(logits) [b, p]."""
     with torch.no_grad():
-        labels = torch.multinomial(torch.softmax(flat, -1), 1, generator=generator).squeeze(-1)
-    return torch.nn.functional.cross_entropy(flat, labels, reduction="sum")
+        probabilities = torch.softmax(logits.reshape(-1, logits.shape[-1]).float(), -1)
+        return torch.multinomial(probabilities, 1, generator=generator).view(logits.shape[:-1])
+
+
+def label_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Σ over positions of the cross-entropy of ``logits`` against ``labels``."""
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                             reduction="sum")
+
+
+GRADIENT_SITES = ("attn_out", "mlp_out", "mlp_x")
+
+
+def mlp_input_residual(spec) -> str:
+    """The residual site an MLP normalises: the block input in a parallel block, else resid_mid."""
+    return "resid_pre" if spec.parallel_attn_mlp else "resid_mid"
 
 
 def fisher_gradients(model: LoadedModel, tokens: Tensor, generator: torch.Generator
@@ -109,12 +122,12 @@ def fisher_gradients(model: LoadedModel, tokens: Tensor, generator: torch.Genera
     """
     spec = model.spec
     layers = range(spec.n_layers)
-    grad_sites = ([site("attn_out", l) for l in layers] + [site("mlp_out", l) for l in layers]
-                  + [site("mlp_x", l) for l in layers] + [site("embed"), site("final_x")])
-    read_sites = [site(name, l) for l in layers for name in ("q", "k", "v", "pattern", "z", "resid_pre", "resid_mid")]
+    grad_sites = [site(name, l) for name in GRADIENT_SITES for l in layers] + [site("embed"), site("final_x")]
+    per_layer = ("q", "k", "v", "pattern", "z", "resid_pre", mlp_input_residual(spec))
+    read_sites = [site(name, l) for l in layers for name in dict.fromkeys(per_layer)]
     read_sites += [site("pos_embed"), site("resid_final")]
     logits, acts = model.run_capturing(tokens, grad_sites + read_sites)
-    loss = sampled_label_loss(logits, generator)
+    loss = label_loss(logits, sample_labels(logits, generator))
     grads = torch.autograd.grad(loss, [acts[name] for name in grad_sites])
     return logits, acts, dict(zip(grad_sites, grads))
 
@@ -165,8 +178,7 @@ def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4
                 m.y_mlp_mean[l] += y.double().sum((0, 1))
                 m.G_mlp[l] += _outer(grads[site("mlp_out", l)])
                 m.R_attn[l] += _outer(_centred(acts[site("resid_pre", l)]))
-                mlp_reads = "resid_pre" if spec.parallel_attn_mlp else "resid_mid"
-                m.R_mlp[l] += _outer(_centred(acts[site(mlp_reads, l)]))
+                m.R_mlp[l] += _outer(_centred(acts[site(mlp_input_residual(spec), l)]))
                 finite &= torch.isfinite(grads[site("attn_out", l)]).all() & torch.isfinite(y).all()
             embed = acts[site("embed")]
             m.Y_embed += _outer(embed)

@@ -1,0 +1,263 @@
+"""Edges: how one channel's writes line up with another's reads (DESIGN.md section 2).
+
+For a writer A (write basis U_A [d, r_A], importances s_A) and a read role of a reader B (read
+basis C_B [d, r_B], importances t_B), A before B in the forward pass:
+
+- ``strength`` = ||diag(t_B) C_Bᵀ U_A diag(s_A)||_F, in importance units (compare within a role);
+- ``weight`` = strength / (||s_A|| ||t_B||) in [0, 1], the data-aware composition score;
+- ``flow`` = E||C_Bᵀ y_A||² / E||C_Bᵀ r_B||², the share of the (centred) residual stream B
+  reads, within its read subspace, that A wrote. Both expectations are token-uniform for every
+  role (the attention weighting of k and v enters the subspaces, not the flow), and r_B is the
+  residual stream before B's normalisation, which has the units of y_A.
+- ``attribution`` on a slice: the mean over sequences of |Σ_pos g_Bᵀ P_B (y_A - E y_A)|, the
+  first-order effect on the sequence's metric (mean next-token loss, true labels) of the part of
+  A's output that B reads, with P_B = C_B C_Bᵀ and g_B the gradient of the metric with respect
+  to the residual stream through B's role only (the role's input gradient, pulled back through
+  the normalisation). ``attribution_signed`` keeps the sign.
+
+Channel activity on a slice: mean over sequences of |Σ_pos g_cᵀ (y_c - E y_c)| (``attribution``)
+and the mean ||y_c|| per token (``mean_norm``); for the reader-only unembedding, its input x̂.
+
+Everything is batched: the structural scores are two GEMMs over all bases stacked side by
+side, the attribution one einsum per batch over every reader role and writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .channels import Channel, feeds
+from .compression import Compression, psd_roots
+from .fidelity import sequence_losses
+from .model_adapter import LoadedModel, site
+from .statistics import Moments, batches, mlp_input_residual
+
+
+@dataclass(frozen=True)
+class ReadRole:
+    channel: Channel
+    role: str
+
+
+def read_roles(channels: list[Channel]) -> list[ReadRole]:
+    return [ReadRole(c, role) for c in channels for role in c.read_roles]
+
+
+def writers(channels: list[Channel]) -> list[Channel]:
+    return [c for c in channels if c.writes]
+
+
+def _stacked(bases: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Columns of every basis side by side [d, Σk], and the owner index of each column."""
+    owner = torch.cat([torch.full((b.shape[1],), i, dtype=torch.long) for i, b in enumerate(bases)])
+    return torch.cat(bases, dim=1), owner
+
+
+def _segment_square_sums(product: Tensor, row_owner: Tensor, col_owner: Tensor, rows: int, cols: int) -> Tensor:
+    """Σ of squares of ``product`` entries per (row owner, column owner) block -> [rows, cols]."""
+    squares = product.square()
+    by_col = torch.zeros(squares.shape[0], cols, dtype=squares.dtype, device=squares.device)
+    by_col.index_add_(1, col_owner.to(squares.device), squares)
+    out = torch.zeros(rows, cols, dtype=squares.dtype, device=squares.device)
+    out.index_add_(0, row_owner.to(squares.device), by_col)
+    return out
+
+
+def writer_output_factor(channel: Channel, moments: Moments, W_O: Tensor) -> Tensor:
+    """F [d, m] with F Fᵀ = E[y yᵀ] of the writer's output (for a head y = z W_O)."""
+    if channel.kind == "attn_head":
+        zz_root, _ = psd_roots(moments.zz[channel.layer, channel.head])
+        return W_O[channel.layer, channel.head].double().T @ zz_root
+    if channel.kind == "mlp":
+        return psd_roots(moments.Y_mlp[channel.layer])[0]
+    return psd_roots(moments.Y_embed if channel.kind == "embed" else moments.Y_pos)[0]
+
+
+def reader_residual_moment(channel: Channel, moments: Moments) -> Tensor:
+    if channel.kind == "attn_head":
+        return moments.R_attn[channel.layer]
+    if channel.kind == "mlp":
+        return moments.R_mlp[channel.layer]
+    return moments.R_final
+
+
+@dataclass
+class StructuralScores:
+    """[reader role, writer] matrices; entries where the writer does not feed the reader are 0."""
+
+    weight: Tensor
+    strength: Tensor
+    flow: Tensor
+
+
+def structural_scores(compression: Compression, moments: Moments, channels: list[Channel], W_O: Tensor) -> StructuralScores:
+    readers, sources = read_roles(channels), writers(channels)
+    device = moments.qq.device
+    W_O = W_O.to(device)
+    write_bases = [compression.basis(c, "out") for c in sources]
+    write_importance = [compression.singular_values(c, "out")[: b.shape[1]] for c, b in zip(sources, write_bases)]
+    read_bases = [compression.basis(r.channel, r.role) for r in readers]
+    read_importance = [compression.singular_values(r.channel, r.role)[: b.shape[1]] for r, b in zip(readers, read_bases)]
+
+    read_matrix, read_owner = _stacked(read_bases)
+    weighted_read, _ = _stacked([b * t for b, t in zip(read_bases, read_importance)])
+    weighted_write, write_owner = _stacked([b * s for b, s in zip(write_bases, write_importance)])
+    strength = _segment_square_sums(weighted_read.T @ weighted_write, read_owner, write_owner,
+                                    len(readers), len(sources)).sqrt()
+    norms = torch.outer(torch.stack([t.norm() for t in read_importance]),
+                        torch.stack([s.norm() for s in write_importance]))
+    weight = torch.where(norms > 0, strength / norms.clamp_min(1e-300), torch.zeros_like(strength))
+
+    factors, factor_owner = _stacked([writer_output_factor(c, moments, W_O) for c in sources])
+    written = _segment_square_sums(read_matrix.T @ factors, read_owner, factor_owner, len(readers), len(sources))
+    residual = torch.stack([torch.trace(b.T @ reader_residual_moment(r.channel, moments) @ b)
+                            for r, b in zip(readers, read_bases)])
+    flow = torch.where(residual[:, None] > 0, written / residual[:, None].clamp_min(1e-300), torch.zeros_like(written))
+
+    mask = feeds_mask(readers, sources).to(device)
+    return StructuralScores(weight * mask, strength * mask, flow * mask)
+
+
+def feeds_mask(readers: list[ReadRole], sources: list[Channel]) -> Tensor:
+    return torch.tensor([[feeds(w, r.channel) for w in sources] for r in readers], dtype=torch.float64)
+
+
+def _pull_back(g: Tensor, x: Tensor, residual: Tensor, normalization: str) -> Tensor:
+    """dL/dr from dL/dx̂ through x̂ = norm(r) (no affine: it is folded). Broadcasts over heads.
+
+    LN: (g - mean(g) - x̂ (x̂·g)/d) / σ; RMS: (g - x̂ (x̂·g)/d) / σ; σ = ||r_c|| / ||x̂|| per token.
+    """
+    d = x.shape[-1]
+    centred = residual - residual.mean(-1, keepdim=True) if normalization == "LN" else residual
+    sigma = centred.norm(dim=-1, keepdim=True) / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if g.dim() == x.dim() + 1:  # [b, p, h, d] against [b, p, d]
+        x, sigma = x.unsqueeze(-2), sigma.unsqueeze(-2)
+    projected = g - x * (x * g).sum(-1, keepdim=True) / d
+    if normalization == "LN":
+        projected = projected - g.mean(-1, keepdim=True)
+    return projected / sigma
+
+
+@dataclass
+class SliceScores:
+    """One slice: edge attributions [reader role, writer] and activity per channel."""
+
+    n_sequences: int
+    attribution: Tensor  # mean |.| over sequences
+    attribution_signed: Tensor
+    activity: dict[str, float]
+    mean_norm: dict[str, float]
+
+
+def slice_scores(model: LoadedModel, compression: Compression, moments: Moments, channels: list[Channel],
+                 tokens: Tensor, batch_tokens: int = 4096, progress: bool = True, desc: str = "attribution"
+                 ) -> SliceScores:
+    """Stream a slice once (true-label metric) and score every edge and channel on it."""
+    spec, w, device = model.spec, model.weights, model.device
+    L, H = spec.n_layers, spec.n_heads
+    readers, sources = read_roles(channels), writers(channels)
+    f32 = dict(device=device, dtype=torch.float32)
+
+    def padded_bases(role: str) -> Tensor:  # [L, H, d, kmax]
+        bases = [[compression.basis(c, role) for c in channels if c.kind == "attn_head" and c.layer == l]
+                 for l in range(L)]
+        kmax = max(1, max(b.shape[1] for row in bases for b in row))
+        out = torch.zeros(L, H, spec.d_model, kmax, **f32)
+        for l, row in enumerate(bases):
+            for h, b in enumerate(row):
+                out[l, h, :, : b.shape[1]] = b.to(**f32)
+        return out
+
+    head_bases = {role: padded_bases(role) for role in ("q", "k", "v")}
+    mlp_bases = [compression.basis(c, "in").to(**f32) for c in channels if c.kind == "mlp"]
+    unembed_basis = compression.basis(channels[-1], "in").to(**f32)
+    W = {"q": w.W_Q.to(**f32), "k": w.W_K.to(**f32), "v": w.W_V.to(**f32)}
+    W_O = w.W_O.to(**f32)
+    means = {"embed": moments.embed_mean, "pos_embed": moments.pos_mean, "final": moments.final_mean}
+    z_mean, y_mean = moments.z_mean.to(**f32), moments.y_mlp_mean.to(**f32)
+
+    layers = range(L)
+    mlp_reads = mlp_input_residual(spec)
+    grad_sites = ([site(r, l) for l in layers for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")]
+                  + [site("final_x"), site("embed")])
+    value_sites = ([site(s, l) for l in layers for s in dict.fromkeys(("z", "attn_x", "resid_pre", mlp_reads))]
+                   + [site("pos_embed"), site("resid_final")])
+
+    abs_sum = torch.zeros(len(readers), len(sources), dtype=torch.float64, device=device)
+    signed_sum = torch.zeros_like(abs_sum)
+    activity = torch.zeros(len(channels), dtype=torch.float64, device=device)
+    norm_sum = torch.zeros(len(channels), dtype=torch.float64, device=device)
+    n_seq = 0
+
+    bar = tqdm(total=tokens.numel(), desc=desc, unit="tok", disable=not progress, leave=False)
+    for batch in batches(tokens, batch_tokens):
+        logits, acts = model.run_capturing(batch, grad_sites + value_sites)
+        metric = sequence_losses(logits, batch).sum()
+        grads = dict(zip(grad_sites, torch.autograd.grad(metric, [acts[s] for s in grad_sites])))
+        with torch.no_grad():
+            outputs, output_grads = [], []  # per writer: y - E y [b, p, d] and dL/d(where y joins)
+            for c in sources:
+                if c.kind in ("embed", "pos_embed"):
+                    y = acts[site(c.kind)].expand_as(acts[site("embed")])
+                    outputs.append((y, y - means[c.kind].to(**f32)))
+                    output_grads.append(grads[site("embed")])
+                elif c.kind == "attn_head":
+                    z = acts[site("z", c.layer)][:, :, c.head]
+                    outputs.append((z @ W_O[c.layer, c.head], (z - z_mean[c.layer, c.head]) @ W_O[c.layer, c.head]))
+                    output_grads.append(grads[site("attn_out", c.layer)])
+                else:
+                    y = acts[site("mlp_out", c.layer)]
+                    outputs.append((y, y - y_mean[c.layer]))
+                    output_grads.append(grads[site("mlp_out", c.layer)])
+            centred_out = torch.stack([o[1] for o in outputs], dim=2)  # [b, p, W, d]
+
+            projected = []  # per reader role: P_B g_B [b, p, d]
+            for l in layers:
+                x, r = acts[site("attn_x", l)], acts[site("resid_pre", l)]
+                for role in ("q", "k", "v"):
+                    g_x = torch.einsum("bphe,hde->bphd", grads[site(role, l)], W[role][l])
+                    g_r = _pull_back(g_x, x, r, spec.normalization)
+                    basis = head_bases[role][l]
+                    projected.append(torch.einsum("bphk,hdk->bphd", torch.einsum("bphd,hdk->bphk", g_r, basis), basis))
+                g_r = _pull_back(grads[site("mlp_x", l)], acts[site("mlp_x", l)], acts[site(mlp_reads, l)], spec.normalization)
+                projected.append(((g_r @ mlp_bases[l]) @ mlp_bases[l].T).unsqueeze(2))
+            g_r = _pull_back(grads[site("final_x")], acts[site("final_x")], acts[site("resid_final")], spec.normalization)
+            projected.append(((g_r @ unembed_basis) @ unembed_basis.T).unsqueeze(2))
+            # Reader order of read_roles(): per layer heads (q, k, v each), then the MLP, then unembed.
+            per_layer = []
+            for l in layers:
+                q, k, v, mlp = projected[4 * l: 4 * l + 4]
+                per_layer.append(torch.stack([q, k, v], dim=3).flatten(2, 3))  # [b, p, H*3, d] head-major
+                per_layer.append(mlp)
+            per_layer.append(projected[-1])
+            reader_grads = torch.cat(per_layer, dim=2)  # [b, p, R, d]
+            per_sequence = torch.einsum("bprd,bpwd->brw", reader_grads, centred_out).double()
+            abs_sum += per_sequence.abs().sum(0)
+            signed_sum += per_sequence.sum(0)
+
+            for i, c in enumerate(channels):
+                if c.writes:
+                    j = sources.index(c)
+                    effect = (output_grads[j] * outputs[j][1]).sum((1, 2))
+                    norm = outputs[j][0].norm(dim=-1).sum()
+                else:
+                    x = acts[site("final_x")]
+                    effect = (grads[site("final_x")] * (x - means["final"].to(**f32))).sum((1, 2))
+                    norm = x.norm(dim=-1).sum()
+                activity[i] += effect.double().abs().sum()
+                norm_sum[i] += norm.double()
+        n_seq += batch.shape[0]
+        bar.update(batch.numel())
+    bar.close()
+    mask = feeds_mask(readers, sources).to(device)
+    return SliceScores(
+        n_sequences=n_seq,
+        attribution=abs_sum / n_seq * mask,
+        attribution_signed=signed_sum / n_seq * mask,
+        activity={c.name: float(a) / n_seq for c, a in zip(channels, activity)},
+        mean_norm={c.name: float(n) / tokens.numel() for c, n in zip(channels, norm_sum)},
+    )

@@ -1,0 +1,77 @@
+"""Behaviour fingerprints: a fixed-length vector per channel, comparable across models.
+
+Attention scores come from attention patterns on probe sequences (a random segment of distinct
+tokens, then an exact repeat), as TransformerLens' head detector computes them: for a query at
+position i in the repeat, with segment length s, the mean attention on
+
+- ``previous_token``: i - 1;    - ``induction``: i - s + 1 (the token after i's earlier copy);
+- ``duplicate_token``: i - s;   - ``first_token``: 0;      - ``self``: i;
+
+and ``attention_entropy``, the entropy of the pattern over the i + 1 visible keys divided by
+log(i + 1). These scores are ground truth that does not come from the compression.
+
+The fingerprint (:data:`FEATURES`) appends the channel's activity and output norm on the
+built-in ``random`` and ``repeated`` probe slices, each divided by the largest in its model so
+that models of different scales compare, and a one-hot of the channel kind.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .channels import Channel
+from .model_adapter import LoadedModel, site
+
+PATTERN_SCORES = ("previous_token", "induction", "duplicate_token", "first_token", "self", "attention_entropy")
+KINDS = ("embed", "pos_embed", "attn_head", "mlp", "unembed")
+FEATURES = (*PATTERN_SCORES, "activity_random", "activity_repeated", "norm_random", "norm_repeated",
+            *(f"kind_{k}" for k in KINDS))
+
+
+def probe_tokens(d_vocab: int, n_ctx: int, n_seq: int = 32, seed: int = 20240611) -> Tensor:
+    """``n_seq`` sequences: a segment of distinct random tokens, then its exact repeat."""
+    segment = min(n_ctx, 64, 2 * d_vocab) // 2
+    generator = torch.Generator().manual_seed(seed)
+    first = torch.stack([torch.randperm(d_vocab, generator=generator)[:segment] for _ in range(n_seq)])
+    return torch.cat([first, first], dim=1)
+
+
+def attention_scores(model: LoadedModel, tokens: Tensor) -> dict[str, Tensor]:
+    """Each of :data:`PATTERN_SCORES` per head [n_layers, n_heads] on repeat-probe ``tokens``."""
+    spec = model.spec
+    s = tokens.shape[1] // 2
+    queries = torch.arange(s, 2 * s)
+    names = [site("pattern", l) for l in range(spec.n_layers)]
+    with torch.no_grad():
+        _, acts = model.run_capturing(tokens, names)
+    scores = {name: torch.zeros(spec.n_layers, spec.n_heads) for name in PATTERN_SCORES}
+    targets = {"previous_token": queries - 1, "induction": queries - s + 1, "duplicate_token": queries - s,
+               "first_token": torch.zeros_like(queries), "self": queries}
+    positions = torch.arange(2 * s)
+    for l, name in enumerate(names):
+        pattern = acts[name].float().cpu()  # [b, h, query, key]
+        for score, target in targets.items():
+            scores[score][l] = pattern[:, :, queries, target].mean((0, 2))
+        entropy = -(pattern * pattern.clamp_min(1e-12).log()).sum(-1)  # [b, h, query]
+        visible = torch.log((positions + 1).float()).clamp_min(1e-12)
+        scores["attention_entropy"][l] = (entropy[..., 1:] / visible[1:]).mean((0, 2))
+    return scores
+
+
+def fingerprints(channels: list[Channel], scores: dict[str, Tensor], activity: dict[str, dict[str, float]],
+                 mean_norm: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+    """The :data:`FEATURES` vector per channel name; ``activity[probe][channel]`` from slice scores."""
+    def relative(values: dict[str, float]) -> dict[str, float]:
+        largest = max(values.values()) or 1.0
+        return {k: v / largest for k, v in values.items()}
+
+    activity = {probe: relative(v) for probe, v in activity.items()}
+    mean_norm = {probe: relative(v) for probe, v in mean_norm.items()}
+    result = {}
+    for c in channels:
+        pattern = [float(scores[s][c.layer, c.head]) if c.kind == "attn_head" else 0.0 for s in PATTERN_SCORES]
+        behaviour = [activity["random"][c.name], activity["repeated"][c.name],
+                     mean_norm["random"][c.name], mean_norm["repeated"][c.name]]
+        result[c.name] = pattern + behaviour + [1.0 if c.kind == k else 0.0 for k in KINDS]
+    return result
