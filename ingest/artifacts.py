@@ -10,7 +10,7 @@ One self-describing directory per (model, checkpoint, slices, config)::
     edges.parquet         writer, reader, role, weight, strength, flow, attribution,
                           attribution_signed (on all the ingest data); every pair, unpruned
     slice_edges.parquet   slice, writer, reader, role, attribution, attribution_signed
-    activity.parquet      slice, block, attribution, mean_norm
+    activity.parquet      slice, block, attribution, attribution_signed, ablation, mean_norm
     matches.parquet       previous_checkpoint, block, similarity, fingerprint_similarity
     bases.safetensors     "<block>/<role>" -> float32 [d_model, rank], orthonormal columns
 

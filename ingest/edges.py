@@ -15,8 +15,12 @@ basis C_B [d, r_B], importances t_B), A before B in the forward pass:
   to the residual stream through B's role only (the role's input gradient, pulled back through
   the normalisation). ``attribution_signed`` keeps the sign.
 
-Channel activity on a slice: mean over sequences of |Σ_pos g_cᵀ (y_c - E y_c)| (``attribution``)
-and the mean ||y_c|| per token (``mean_norm``); for the reader-only unembedding, its input x̂.
+Channel activity on a slice: mean over sequences of |Σ_pos g_cᵀ (y_c - E y_c)| (``attribution``),
+its signed mean (``attribution_signed``: the first-order change of the metric from mean-ablated to
+actual output, negative where the channel helps), and the mean ||y_c|| per token
+(``mean_norm``); for the reader-only unembedding, its input x̂. The magnitude says a channel
+matters on the slice, the sign whether it helps: on random tokens an induction head still moves
+every sequence's loss, but not in one direction.
 
 Everything is batched: the structural scores are two GEMMs over all bases stacked side by
 side, the attribution one einsum per batch over every reader role and writer.
@@ -149,7 +153,8 @@ class SliceScores:
     n_sequences: int
     attribution: Tensor  # mean |.| over sequences
     attribution_signed: Tensor
-    activity: dict[str, float]
+    activity: dict[str, float]  # mean |.| over sequences
+    activity_signed: dict[str, float]  # first-order L(actual) - L(mean-ablated); negative = helps
     mean_norm: dict[str, float]
 
 
@@ -190,6 +195,7 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
     abs_sum = torch.zeros(len(readers), len(sources), dtype=torch.float64, device=device)
     signed_sum = torch.zeros_like(abs_sum)
     activity = torch.zeros(len(channels), dtype=torch.float64, device=device)
+    activity_signed = torch.zeros_like(activity)
     norm_sum = torch.zeros(len(channels), dtype=torch.float64, device=device)
     n_seq = 0
 
@@ -249,6 +255,7 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
                     effect = (grads[site("final_x")] * (x - means["final"].to(**f32))).sum((1, 2))
                     norm = x.norm(dim=-1).sum()
                 activity[i] += effect.double().abs().sum()
+                activity_signed[i] += effect.double().sum()
                 norm_sum[i] += norm.double()
         n_seq += batch.shape[0]
         bar.update(batch.numel())
@@ -259,5 +266,6 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
         attribution=abs_sum / n_seq * mask,
         attribution_signed=signed_sum / n_seq * mask,
         activity={c.name: float(a) / n_seq for c, a in zip(channels, activity)},
+        activity_signed={c.name: float(a) / n_seq for c, a in zip(channels, activity_signed)},
         mean_norm={c.name: float(n) / tokens.numel() for c, n in zip(channels, norm_sum)},
     )

@@ -177,3 +177,16 @@ def channel_fidelity(model: LoadedModel, compression: Compression, moments: Mome
         ablated = mean_loss(model, heldout, intervention_hooks(model, compression, moments, ablate=[channel]), batch_tokens)
         result[channel.name] = loss_recovered(loss_clean, compressed, ablated)
     return result
+
+
+def ablation_effects(model: LoadedModel, compression: Compression, moments: Moments, channels: list[Channel],
+                     tokens: Tensor, batch_tokens: int = 4096) -> dict[str, float]:
+    """Per channel, the mean next-token loss on ``tokens`` with it mean-ablated minus without.
+
+    The exact (not first-order) effect of removing the channel: positive where it helps. First-order
+    attribution misses effects that pass through saturated attention, such as a previous-token
+    head's, which acts through the keys of an induction head whose softmax is near one-hot.
+    """
+    clean = mean_loss(model, tokens, (), batch_tokens)
+    return {c.name: mean_loss(model, tokens, intervention_hooks(model, compression, moments, ablate=[c]), batch_tokens)
+            - clean for c in channels}

@@ -196,7 +196,7 @@ def load_artifact(driver: neo4j.Driver, database: str, path: Path, top_k: int | 
                                                              t["slice_edges"]["role"])]]
     flows = endpoint_rows(slice_edges, ["slice", "role", "attribution", "attribution_signed"])
     activity = [{"block_id": block_id[r["block"]], "slice_id": slice_id[r["slice"]],
-                 "properties": {"attribution": float(r["attribution"]), "mean_norm": float(r["mean_norm"])}}
+                 "properties": {k: float(r[k]) for k in ("attribution", "attribution_signed", "ablation", "mean_norm")}}
                 for r in t["activity"].to_dict("records")]
     previous = t["matches"]["previous_checkpoint"].unique()
     previous_id = f"{model_id}@{previous[0]}" if len(previous) else None

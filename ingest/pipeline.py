@@ -25,7 +25,7 @@ from .compression import decompose
 from .data import DataSlice, load_slice, synthetic_tokens
 from .edges import SliceScores, read_roles, slice_scores, structural_scores, writers
 from .errors import UserError
-from .fidelity import channel_fidelity, choose_fraction
+from .fidelity import ablation_effects, channel_fidelity, choose_fraction
 from .fingerprints import PATTERN_SCORES, attention_scores, fingerprints, probe_tokens
 from .model_adapter import CHECKPOINT_SIDECAR, load_model
 from .statistics import accumulate_moments
@@ -45,6 +45,7 @@ class IngestConfig:
     batch_tokens: int = 4096
     seed: int = 0
     match_threshold: float = 0.5  # MATCHES between neighbouring checkpoints at or above this
+    ablation_sequences: int = 64  # sequences per slice for the exact per-channel ablation effect
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -86,6 +87,17 @@ def resolve_checkpoints(model: str, checkpoints: list[str]) -> list[CheckpointSo
         as_path = Path(checkpoint).expanduser()
         resolved.append(_checkpoint_source(str(as_path), None) if as_path.exists() else _checkpoint_source(model, checkpoint))
     return sorted(resolved, key=lambda c: c.step)
+
+
+def spread_rows(tokens: torch.Tensor, count: int) -> torch.Tensor:
+    """At most ``count`` rows spread evenly over ``tokens`` (a union slice mixes its parts)."""
+    rows = torch.linspace(0, tokens.shape[0] - 1, min(count, tokens.shape[0])).round().long()
+    return tokens[rows]
+
+
+def all_slices(slices: list[DataSlice], union: DataSlice) -> list[DataSlice]:
+    """The given slices, and the ingest data as a slice of its own when it is their union."""
+    return slices if union in slices else [*slices, union]
 
 
 def _union(slices: list[DataSlice]) -> DataSlice:
@@ -154,7 +166,9 @@ def _combined(scores: list[SliceScores]) -> SliceScores:
 
     names = scores[0].activity
     return SliceScores(n, mean(lambda s: s.attribution), mean(lambda s: s.attribution_signed),
-                       {k: mean(lambda s: s.activity[k]) for k in names}, {k: mean(lambda s: s.mean_norm[k]) for k in names})
+                       {k: mean(lambda s: s.activity[k]) for k in names},
+                       {k: mean(lambda s: s.activity_signed[k]) for k in names},
+                       {k: mean(lambda s: s.mean_norm[k]) for k in names})
 
 
 def ingest_checkpoint(checkpoint: CheckpointSource, data_args: list[str], out_root: Path, config: IngestConfig,
@@ -193,6 +207,8 @@ def ingest_checkpoint(checkpoint: CheckpointSource, data_args: list[str], out_ro
     per_slice = {s.name: slice_scores(model, compression, moments, channels, s.tokens, config.batch_tokens,
                                       progress, desc=f"attribution {s.name}") for s in slices}
     per_slice[union.name] = per_slice.get(union.name) or _combined(list(per_slice.values()))
+    ablation = {s.name: ablation_effects(model, compression, moments, channels, spread_rows(s.tokens, config.ablation_sequences),
+                                         config.batch_tokens) for s in all_slices(slices, union)}
     probe = probe_tokens(spec.d_vocab, spec.n_ctx)
     pattern_scores = attention_scores(model, probe)
     probes = {kind: slice_scores(model, compression, moments, channels,
@@ -227,17 +243,18 @@ def ingest_checkpoint(checkpoint: CheckpointSource, data_args: list[str], out_ro
             readers, sources, {"attribution": scores.attribution, "attribution_signed": scores.attribution_signed},
             {"slice": slice_name})]),
         "activity": pd.DataFrame([{"slice": slice_name, "block": c.name, "attribution": scores.activity[c.name],
+                                   "attribution_signed": scores.activity_signed[c.name],
+                                   "ablation": ablation[slice_name][c.name],
                                    "mean_norm": scores.mean_norm[c.name]}
                                   for slice_name, scores in per_slice.items() for c in channels]),
         "matches": _matches(channels, bases, prints, previous, config.match_threshold),
     }
-    all_slices = slices if union in slices else [*slices, union]
     manifest = {
         "model": {**spec.as_dict(), "name": name},
         "checkpoint": {"label": checkpoint.label, "step": checkpoint.step, "tokens_seen": checkpoint.tokens_seen,
                        "loss": report.loss_clean, "source": checkpoint.source, "revision": checkpoint.revision},
         "slices": [{"id": s.id, "name": s.name, "description": s.description, "n_tokens": s.n_tokens,
-                    "n_sequences": int(s.tokens.shape[0]), "metric": s.metric} for s in all_slices],
+                    "n_sequences": int(s.tokens.shape[0]), "metric": s.metric} for s in all_slices(slices, union)],
         "ingest_slice": union.name,
         "config": asdict(config), "config_hash": config.digest(),
         "fidelity": report.as_dict(),

@@ -36,7 +36,7 @@ class InductionRecipe:
     d_vocab: int = 64
     d_model: int = 64
     n_layers: int = 2
-    n_heads: int = 4
+    n_heads: int = 2
     d_mlp: int = 256
     seq_len: int = 48
     min_segment: int = 4
@@ -44,9 +44,9 @@ class InductionRecipe:
     batch_size: int = 64
     steps: int = 3000
     learning_rate: float = 1e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     warmup: int = 100
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
 
     @property
     def name(self) -> str:
@@ -113,7 +113,7 @@ def train_induction(recipe: InductionRecipe, out: Path, progress: bool = True,
         loss.backward()
         optimizer.step()
         schedule.step()
-        loss_value = float(loss)
+        loss_value = loss.item()
         if step % recipe.checkpoint_every == 0 or step == recipe.steps:
             _save(model, root / f"step-{step:05d}", recipe, step, loss_value)
     echo(f"Trained {recipe.name}: {recipe.steps} steps in {time.time() - started:.0f} s, final loss {loss_value:.3f}.")

@@ -12,7 +12,8 @@ key j receives:
 moment        definition                                  shape
 ============  ==========================================  =============================
 ``qq``        E_i[q̃_i q̃_iᵀ]  = W_Qᵀ S_q W_Q                 [L, H, d_head, d_head]
-``kk``        E_i[Σ_j A_ij k̃_j k̃_jᵀ] = W_Kᵀ S_k W_K         [L, H, d_head, d_head]
+``kk``        E_i[Σ_j A_ij (k̃_j - k̄_i)(k̃_j - k̄_i)ᵀ]           [L, H, d_head, d_head]
+              with k̄_i = Σ_j A_ij k̃_j  (= W_Kᵀ S_k W_K, see below)
 ``vv``        E_i[Σ_j A_ij ṽ_j ṽ_jᵀ] = W_Vᵀ S_v W_V         [L, H, d_head, d_head]
 ``zz``        E[z zᵀ] (head output before W_O)            [L, H, d_head, d_head]
 ``G_attn``    E[g gᵀ] at ``hook_attn_out``                [L, d, d]
@@ -30,6 +31,13 @@ moment        definition                                  shape
 
 plus the means of every writer's output (for mean ablation). The S-weighted head moments are
 only d_head x d_head: the compression never needs S_k itself (see compression.py).
+
+S_k is the attention-weighted key covariance *around each query's mean key*, not the
+reference E_i[Σ_j A_ij x_j x_jᵀ]: a query's softmax does not change when the same vector is
+added to every key it sees (its Jacobian is diag(a) - a aᵀ), so only this covariance moves
+attention. With the uncentred moment, a direction shared by all keys (a constant or
+slowly varying component) counted as read by the keys, and heads that merely carry such a
+component looked K-composed with every key reader.
 """
 
 from __future__ import annotations
@@ -166,7 +174,8 @@ def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4
                 v = (acts[site("v", l)] - w.b_V[l]).double()
                 z = acts[site("z", l)]
                 m.qq[l] += torch.einsum("bphe,bphf->hef", q.double(), q.double())
-                m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k)
+                k_seen = torch.einsum("bhqp,bphe->bqhe", pattern.double(), k)  # Σ_j A_ij k_j per query
+                m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k) - torch.einsum("bqhe,bqhf->hef", k_seen, k_seen)
                 m.vv[l] += torch.einsum("bhp,bphe,bphf->hef", received, v, v)
                 m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())
                 m.z_mean[l] += z.double().sum((0, 1))

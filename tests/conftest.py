@@ -52,6 +52,14 @@ def pytest_report_header(config) -> list[str]:
     return [f"torch: {torch.__version__}, device {device}", neo4j_line]
 
 
+@pytest.fixture(scope="session")
+def reference_checkpoints() -> list:
+    """The project's reference induction model, trained once per machine and cached (see README)."""
+    from circuit_atlas.reference import InductionRecipe, default_reference_dir, train_induction
+
+    return train_induction(InductionRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)

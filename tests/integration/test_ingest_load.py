@@ -1,0 +1,149 @@
+"""ingest -> artifact -> Neo4j, against the real server: completeness, idempotence, bad inputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from builders import random_gpt2
+from click.testing import CliRunner
+
+from circuit_atlas.artifacts import read_artifact, write_artifact
+from circuit_atlas.cli import cli
+from circuit_atlas.errors import UserError
+from circuit_atlas.neo4j_runtime import free_port
+from circuit_atlas.schema.migrations import migrate
+
+COUNT_QUERY = """
+MATCH (c:Checkpoint {id: $id})
+OPTIONAL MATCH (c)-[:HAS_BLOCK]->(b:Block)
+OPTIONAL MATCH (b)-[:HAS_SUBSPACE]->(s:Subspace)
+RETURN c.status AS status, count(DISTINCT b) AS blocks, count(DISTINCT s) AS subspaces,
+       COUNT { (:Subspace {checkpoint_id: $id})-[:FEEDS]->() } AS feeds,
+       COUNT { (:Subspace {checkpoint_id: $id})-[:FLOWS_ON]->() } AS flows,
+       COUNT { (:Block {checkpoint_id: $id})-[:ACTIVE_ON]->() } AS active
+"""
+
+
+def graph_snapshot(driver, database):
+    """Every node's labels and properties and every relationship, as sortable text."""
+    nodes = driver.execute_query("MATCH (n) WHERE NOT n:SchemaMigration RETURN labels(n) AS l, properties(n) AS p",
+                                 database_=database).records
+    rels = driver.execute_query("MATCH (a)-[r]->(b) RETURN a.id AS a, type(r) AS t, properties(r) AS p, b.id AS b",
+                                database_=database).records
+    return sorted(json.dumps([r["l"], r["p"]], sort_keys=True, default=str) for r in nodes), \
+        sorted(json.dumps([r["a"], r["t"], r["p"], r["b"]], sort_keys=True, default=str) for r in rels)
+
+
+@pytest.fixture
+def migrated(empty_catalog, neo4j_settings):
+    migrate(empty_catalog, neo4j_settings.database)
+    return empty_catalog
+
+
+@pytest.fixture(scope="module")
+def reference_artifact(reference_checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts")
+    result = CliRunner().invoke(cli, ["ingest", str(reference_checkpoints[-1]), "--data", "repeated", "--data", "random",
+                                      "--out", str(out), "--n-seq", "64"])
+    assert result.exit_code == 0, result.output
+    [path] = [p for p in out.iterdir() if not p.name.startswith(".")]
+    return path
+
+
+def test_ingest_writes_an_artifact_and_load_makes_a_complete_checkpoint(migrated, neo4j_settings, cli_env,
+                                                                        reference_artifact):
+    artifact = read_artifact(reference_artifact)
+    result = CliRunner().invoke(cli, ["load", str(reference_artifact)], env=cli_env)
+    assert result.exit_code == 0, result.output
+    checkpoint_id = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
+    [row] = migrated.execute_query(COUNT_QUERY, id=checkpoint_id, database_=neo4j_settings.database).records
+    tables = artifact.tables
+    assert row["status"] == "complete"
+    assert row["blocks"] == len(tables["blocks"]) == 12  # embed, 2 x (4 heads + MLP), unembed
+    assert row["subspaces"] == len(tables["subspaces"])
+    assert 0 < row["feeds"] <= len(tables["edges"])
+    n_slices = len(artifact.manifest["slices"])  # repeated, random and the ingest data (their union)
+    assert n_slices == 3 and row["flows"] == n_slices * row["feeds"]
+    assert row["active"] == n_slices * row["blocks"]
+    bases = artifact.bases()
+    for key, basis in bases.items():
+        if basis.shape[1]:
+            torch.testing.assert_close(basis.T @ basis, torch.eye(basis.shape[1]), atol=1e-4, rtol=0)
+
+
+def test_loading_the_same_artifact_twice_gives_the_same_graph(migrated, neo4j_settings, cli_env, reference_artifact):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["load", str(reference_artifact)], env=cli_env).exit_code == 0
+    first = graph_snapshot(migrated, neo4j_settings.database)
+    assert runner.invoke(cli, ["load", str(reference_artifact)], env=cli_env).exit_code == 0
+    assert graph_snapshot(migrated, neo4j_settings.database) == first
+
+
+def test_artifact_round_trip_and_damage_detection(tmp_path):
+    tables = {name: pd.DataFrame({"a": [1, 2], "b": [[0.5, 1.5], [2.5]]}) for name in
+              ("blocks", "subspaces", "edges", "slice_edges", "activity", "matches")}
+    bases = {"L0H0/out": torch.eye(4)[:, :2]}
+    path = write_artifact(tmp_path / "a", {"model": {"name": "m"}}, tables, bases)
+    artifact = read_artifact(path)
+    assert artifact.manifest["model"] == {"name": "m"}
+    pd.testing.assert_frame_equal(artifact.tables["edges"].assign(b=lambda f: f["b"].map(list)),
+                                  tables["edges"])
+    torch.testing.assert_close(artifact.bases()["L0H0/out"], bases["L0H0/out"])
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    (path / "edges.parquet").write_bytes(b"damaged")
+    with pytest.raises(UserError, match="does not match its hash"):
+        read_artifact(path)
+
+
+def _no_model_nodes(driver, database):
+    return driver.execute_query("MATCH (n) WHERE NOT n:SchemaMigration RETURN count(n) AS n",
+                                database_=database).records[0]["n"] == 0
+
+
+def _huge_embeddings(folder):
+    from safetensors.torch import load_file, save_file
+
+    weights_file = next(folder.glob("*.safetensors"))
+    weights = load_file(weights_file)
+    weights["transformer.wte.weight"] *= 1e37  # finite, but LayerNorm's variance overflows to inf
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    return folder
+
+
+BAD_INPUTS = {
+    "unknown model name": (lambda tmp: "no-such-org/no-such-model", ["--data", "random"], "Could not load model"),
+    "directory without weights": (lambda tmp: [p.unlink() for p in random_gpt2(tmp / "m").glob("*.safetensors")] and str(tmp / "m"),
+                                  ["--data", "random"], "no weights"),
+    "empty data": (lambda tmp: np.save(tmp / "empty.npy", np.zeros((0, 8), dtype=np.int64)) or str(random_gpt2(tmp / "m")),
+                   ["--data", "{tmp}/empty.npy"], "is empty"),
+    "slice longer than the context": (lambda tmp: str(random_gpt2(tmp / "m")), ["--data", "random", "--seq-len", "64"],
+                                      "context of 16"),
+    "inf in activations": (lambda tmp: str(_huge_embeddings(random_gpt2(tmp / "m"))), ["--data", "random", "--seq-len", "8"],
+                           "NaN or inf activations"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_inputs_are_clear_errors_and_write_nothing(case, migrated, neo4j_settings, cli_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_model, data_args, message = BAD_INPUTS[case]
+    model = make_model(tmp_path)
+    out = tmp_path / "out"
+    args = ["ingest", model, *[a.format(tmp=tmp_path) for a in data_args], "--out", str(out), "--load", "--n-seq", "8"]
+    result = CliRunner().invoke(cli, args, env=cli_env)
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir())
+    assert _no_model_nodes(migrated, neo4j_settings.database)
+
+
+def test_ingest_with_load_checks_the_catalog_before_computing(empty_catalog, neo4j_settings, cli_env, tmp_path):
+    model = str(random_gpt2(tmp_path / "m"))
+    args = ["ingest", model, "--data", "random", "--out", str(tmp_path / "out"), "--load", "--n-seq", "8"]
+    outdated = CliRunner().invoke(cli, args, env=cli_env)  # empty catalog: schema never migrated
+    assert outdated.exit_code == 1 and "circuit-atlas schema migrate" in outdated.output
+    down = CliRunner().invoke(cli, args, env={**cli_env, "NEO4J_URI": f"bolt://127.0.0.1:{free_port()}"})
+    assert down.exit_code == 1 and "No Neo4j server answers" in down.output
+    assert not (tmp_path / "out").exists()
