@@ -7,6 +7,7 @@ one-line click error and a non-zero exit.
 from __future__ import annotations
 
 import functools
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +291,82 @@ def load_command(connection: Connection, path: Path, top_k: int, min_attribution
     settings = connection.settings()
     with catalog(settings) as driver:
         _load_all(driver, settings.database, paths, top_k, min_attribution)
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    """``key=value`` pairs; a value that reads as JSON (a number, true, a list) is taken as such."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"-p {pair!r}: write parameters as key=value, e.g. -p checkpoint=model@step-01000.")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@cli.command("query")
+@click.argument("name", required=False)
+@click.option("-p", "--param", "pairs", multiple=True, help="A query parameter, key=value. Repeatable.")
+@click.option("--list", "list_only", is_flag=True, help="List every query with its header.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format.")
+@connection_options
+def query_command(connection: Connection, name: str | None, pairs: tuple[str, ...], list_only: bool, fmt: str) -> None:
+    """Run a query of the Cypher library by NAME (read-only), or list them."""
+    from circuit_atlas import queries
+
+    library = queries.library()
+    if list_only or name is None:
+        for query in library.values():
+            click.echo(f"{query.name}({', '.join('$' + p for p in query.params)})\n  {query.description}\n"
+                       f"  returns: {query.returns}")
+        return
+    if name not in library:
+        raise UserError(f"No query named {name!r}. `circuit-atlas query --list` shows them all.")
+    query, params = library[name], _parse_params(pairs)
+    missing = [p for p in query.params if p not in params]
+    if missing:
+        raise UserError(f"Query {name} needs {', '.join('-p ' + p + '=...' for p in missing)}.")
+    settings = connection.settings()
+    with catalog(settings) as driver:
+        rows = queries.run(driver, settings.database, query, params)
+    click.echo(render(rows, fmt))
+
+
+# --- the reference models and the demo ---------------------------------------------------------------
+
+@cli.group("reference", cls=AtlasGroup)
+def reference_group() -> None:
+    """Reference models with known circuits, trained here (no model hub needed)."""
+
+
+@reference_group.command("train")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the checkpoints  [default: $CIRCUIT_ATLAS_CACHE/reference-models]")
+@click.option("--seed", default=0, show_default=True, help="Training seed (several seeds, several models).")
+@click.option("--steps", default=3000, show_default=True, help="Training steps.")
+def reference_train(out: Path | None, seed: int, steps: int) -> None:
+    """Train (or reuse) the 2-layer induction model and save its checkpoints as HF directories."""
+    from .reference import InductionRecipe, default_reference_dir, train_induction
+
+    folders = train_induction(InductionRecipe(seed=seed, steps=steps), out or default_reference_dir(), echo=click.echo)
+    click.echo(f"{len(folders)} checkpoints in {folders[0].parent}; ground truth in {folders[0].parent / 'head_scores.json'}")
+
+
+@cli.command("demo")
+@server_dir_option
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
+              default=lambda: default_server_dir().parent / "artifacts", show_default="~/.circuit-atlas/artifacts",
+              help="Folder for the artifact directories.")
+def demo_command(server_dir: Path, artifacts: Path) -> None:
+    """The main job on the built-in reference model: train, ingest, load, and show the circuits."""
+    from .demo import run_demo
+
+    run_demo(server_dir, artifacts, echo=click.echo)
 
 
 def main() -> None:

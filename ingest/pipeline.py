@@ -277,3 +277,4 @@ def ingest(model: str, checkpoints: list[str], data_args: list[str], out_root: P
                                            previous, progress, echo)
         paths.append(path)
     return paths
+

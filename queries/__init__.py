@@ -1,1 +1,80 @@
-"""The Cypher library: one query per ``.cypher`` file, each opening with a header of comments."""
+"""The Cypher library: one query per ``.cypher`` file, loaded by name.
+
+Each file opens with a header of ``//`` comment lines, the same text Neo4j Browser shows when the
+file is pasted there::
+
+    // name: top_edges
+    // description: The strongest edges of a checkpoint ...
+    // returns: writer, reader, role, weight, flow, attribution, strength
+    // params: $checkpoint, $by ('weight', 'flow' or 'attribution'), $limit
+
+User values reach a query only as parameters; the library never formats text into Cypher.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import neo4j
+
+from circuit_atlas.errors import UserError
+
+HEADER_FIELDS = ("name", "description", "returns", "params")
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    returns: str
+    params: tuple[str, ...]
+    text: str
+
+    def used_params(self) -> set[str]:
+        """The ``$parameters`` the Cypher body uses (comments excluded)."""
+        body = "\n".join(line for line in self.text.splitlines() if not line.lstrip().startswith("//"))
+        return set(re.findall(r"\$(\w+)", body))
+
+
+def parse(text: str) -> Query:
+    """A query file's header and body; raises ValueError on a header that lacks a field."""
+    fields: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        if not line.startswith("//"):
+            break
+        content = line[2:].strip()
+        match = re.match(r"(\w+):\s*(.*)", content)
+        if match and match.group(1) in HEADER_FIELDS:
+            current = match.group(1)
+            fields[current] = match.group(2)
+        elif current:
+            fields[current] += " " + content
+    missing = [f for f in HEADER_FIELDS if f not in fields]
+    if missing:
+        raise ValueError(f"query header lacks {missing}")
+    params = tuple(dict.fromkeys(re.findall(r"\$(\w+)", fields["params"])))
+    return Query(fields["name"], fields["description"], fields["returns"], params, text)
+
+
+def library() -> dict[str, Query]:
+    """Every query shipped in this package, by name."""
+    queries = {}
+    for entry in sorted(resources.files(__name__).iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".cypher"):
+            query = parse(entry.read_text())
+            assert query.name == entry.name.removesuffix(".cypher"), f"{entry.name} is named {query.name}"
+            queries[query.name] = query
+    return queries
+
+
+def run(driver: neo4j.Driver, database: str, query: Query, params: dict) -> list[dict]:
+    """Run ``query`` in a read transaction (it cannot write) and return its rows."""
+    try:
+        with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
+            return session.execute_read(lambda tx: [record.data() for record in tx.run(query.text, params)])
+    except neo4j.exceptions.ClientError as error:
+        raise UserError(f"Query {query.name} failed with {params}: {error.message} "
+                        f"(parameters: {', '.join('$' + p for p in query.params)}).") from error

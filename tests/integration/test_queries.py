@@ -1,0 +1,174 @@
+"""Each query of the library against a hand-made catalog whose answers are known."""
+
+import pytest
+from click.testing import CliRunner
+
+from circuit_atlas import queries
+from circuit_atlas.cli import cli
+from circuit_atlas.schema.migrations import migrate
+
+LIBRARY = queries.library()
+
+# Checkpoint m@1 (complete): channels A..E. Edges (writer out -> reader role) with weight/flow/attribution:
+EDGES = [("A", "B", "k", 0.9, 0.5, 0.30), ("B", "C", "v", 0.8, 0.4, 0.20), ("D", "E", "q", 0.7, 0.3, 0.10),
+         ("C", "D", "in", 0.05, 0.1, 0.01)]
+# Ablation effect per slice (nats) and slice attribution per edge:
+EFFECTS = {"rep": {"A": 1.0, "B": 0.8, "C": 0.6, "D": 0.01, "E": 0.02},
+           "rnd": {"A": 0.02, "B": -0.1, "C": 0.5, "D": 0.03, "E": 0.01}}
+SLICE_ATTRIBUTION = {"rep": {("A", "B"): 0.25, ("B", "C"): 0.15, ("D", "E"): 0.05, ("C", "D"): 0.001},
+                     "rnd": {("A", "B"): 0.01, ("B", "C"): 0.02, ("D", "E"): 0.01, ("C", "D"): 0.001}}
+FINGERPRINTS = {"A": [1.0, 0.0, 0.0], "B": [0.0, 1.0, 0.0], "C": [0.9, 0.1, 0.0], "D": [0.0, 0.0, 1.0], "E": [0.1, 0.0, 1.0]}
+
+BUILD = """
+MERGE (m:Model {id: 'm'}) SET m.name = 'm'
+WITH m
+UNWIND $checkpoints AS ck
+CREATE (c:Checkpoint {id: ck.id, model_id: 'm', step: ck.step, status: ck.status, loss: 3.0, fidelity: 0.97,
+                      rank_fraction: 0.99})
+CREATE (m)-[:HAS_CHECKPOINT]->(c)
+WITH c, ck
+UNWIND $blocks AS blk
+CREATE (b:Block {id: ck.id + '/' + blk.name, checkpoint_id: ck.id, name: blk.name, kind: 'attn_head', layer: blk.layer,
+                 head: 0, fidelity: 0.99, fingerprint: blk.fingerprint, induction: blk.layer * 0.1})
+CREATE (c)-[:HAS_BLOCK]->(b)
+FOREACH (role IN ['q', 'k', 'v', 'in', 'out'] |
+  CREATE (b)-[:HAS_SUBSPACE]->(:Subspace {id: b.id + '/' + role, block_id: b.id, checkpoint_id: ck.id, role: role, rank: 2}))
+"""
+
+LINK = """
+UNWIND $edges AS e
+MATCH (a:Subspace {id: e.source}), (b:Subspace {id: e.target})
+CREATE (a)-[:FEEDS {role: e.role, weight: e.weight, flow: e.flow, attribution: e.attribution, strength: e.weight}]->(b)
+WITH a, b, e
+UNWIND e.slices AS s
+CREATE (a)-[:FLOWS_ON {slice: s.slice, role: e.role, attribution: s.attribution, attribution_signed: -s.attribution}]->(b)
+"""
+
+ACTIVE = """
+UNWIND $rows AS r
+MERGE (d:DataSlice {id: r.slice + ':h'}) SET d.name = r.slice
+WITH d, r
+MATCH (b:Block {id: r.block})
+CREATE (b)-[:ACTIVE_ON {ablation: r.effect, attribution: abs(r.effect), mean_norm: 1.0}]->(d)
+"""
+
+MATCHES = """
+UNWIND $pairs AS p
+MATCH (x:Block {id: p[0]}), (y:Block {id: p[1]})
+CREATE (x)-[:MATCHES {similarity: p[2], method: 'subspace'}]->(y)
+"""
+
+
+@pytest.fixture
+def catalog(empty_catalog, neo4j_settings):
+    db = neo4j_settings.database
+    migrate(empty_catalog, db)
+    checkpoints = [{"id": "m@1", "step": 1, "status": "complete"}, {"id": "m@2", "step": 2, "status": "complete"},
+                   {"id": "m@3", "step": 3, "status": "loading"}]
+    blocks = [{"name": n, "layer": i, "fingerprint": FINGERPRINTS[n]} for i, n in enumerate("ABCDE")]
+    empty_catalog.execute_query(BUILD, checkpoints=checkpoints, blocks=blocks, database_=db)
+    edges = [{"source": f"m@1/{w}/out", "target": f"m@1/{r}/{role}", "role": role, "weight": wt, "flow": fl,
+              "attribution": at, "slices": [{"slice": s, "attribution": SLICE_ATTRIBUTION[s][(w, r)]} for s in EFFECTS]}
+             for w, r, role, wt, fl, at in EDGES]
+    empty_catalog.execute_query(LINK, edges=edges, database_=db)
+    rows = [{"block": f"m@1/{b}", "slice": s, "effect": e} for s, effects in EFFECTS.items() for b, e in effects.items()]
+    empty_catalog.execute_query(ACTIVE, rows=rows, database_=db)
+    empty_catalog.execute_query(MATCHES, pairs=[["m@1/A", "m@2/A", 0.9], ["m@2/A", "m@3/A", 0.8]], database_=db)
+    return lambda name, **params: queries.run(empty_catalog, db, LIBRARY[name], params)
+
+
+def test_catalog_overview_lists_complete_checkpoints_only(catalog):
+    rows = catalog("catalog_overview")
+    assert [(r["checkpoint"], r["blocks"], r["edges"]) for r in rows] == [("m@1", 5, 4), ("m@2", 5, 0)]
+
+
+def test_checkpoint_channels(catalog):
+    rows = catalog("checkpoint_channels", checkpoint="m@1")
+    assert [r["channel"] for r in rows] == list("ABCDE")
+    assert rows[0]["ranks"] == ["in=2", "k=2", "out=2", "q=2", "v=2"]
+    assert catalog("checkpoint_channels", checkpoint="m@3") == []  # still loading: invisible
+
+
+@pytest.mark.parametrize("by,expected", [("weight", ["A", "B", "D", "C"]), ("flow", ["A", "B", "D", "C"]),
+                                          ("attribution", ["A", "B", "D", "C"])])
+def test_top_edges(catalog, by, expected):
+    rows = catalog("top_edges", checkpoint="m@1", by=by, limit=10)
+    assert [r["writer"] for r in rows] == expected
+    assert (rows[0]["reader"], rows[0]["role"], rows[0]["weight"]) == ("B", "k", 0.9)
+    assert len(catalog("top_edges", checkpoint="m@1", by=by, limit=2)) == 2
+
+
+def test_top_slice_edges(catalog):
+    rows = catalog("top_slice_edges", checkpoint="m@1", slice="rnd", limit=2)
+    assert [(r["writer"], r["reader"], r["attribution"]) for r in rows] == [("B", "C", 0.02), ("A", "B", 0.01)]
+
+
+@pytest.mark.parametrize("min_weight,expected", [
+    (0.5, [("A", 3, ["A", "B", "C"]), ("D", 2, ["D", "E"])]),
+    (0.01, [("A", 5, ["A", "B", "C", "D", "E"])]),
+    (0.95, [("A", 1, ["A"]), ("B", 1, ["B"]), ("C", 1, ["C"]), ("D", 1, ["D"]), ("E", 1, ["E"])]),
+])
+def test_components_in_pure_cypher(catalog, min_weight, expected):
+    rows = catalog("components", checkpoint="m@1", min_weight=min_weight)
+    assert [(r["component"], r["size"], sorted(r["channels"])) for r in rows] == expected
+
+
+def test_circuit_on_each_slice(catalog):
+    rep = catalog("circuit", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
+    assert [(r["writer"], r["reader"], r["role"]) for r in rep] == [("A", "B", "k"), ("B", "C", "v"), ("C", None, None)]
+    rnd = catalog("circuit", checkpoint="m@1", slice="rnd", min_effect=0.5, min_attribution=0.1)
+    assert [(r["writer"], r["reader"]) for r in rnd] == [("C", None)]
+
+
+def test_circuit_graph_returns_nodes_and_paths(catalog):
+    [row] = catalog("circuit_graph", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
+    assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C"]
+    assert len(row["edges"]) == 2 and row["slice"]["name"] == "rep"
+
+
+def test_slice_contrast(catalog):
+    rows = catalog("slice_contrast", checkpoint="m@1", slice_a="rep", slice_b="rnd", min_effect=0.5)
+    assert [(r["channel"], r["effect_a"], r["effect_b"]) for r in rows] == [("A", 1.0, 0.02), ("B", 0.8, -0.1)]
+
+
+def test_channel_timeline_follows_matches_over_complete_checkpoints(catalog):
+    rows = catalog("channel_timeline", checkpoint="m@2", channel="A")
+    assert [(r["checkpoint"], r["similarity_to_previous"]) for r in rows] == [("m@1", None), ("m@2", 0.9)]
+
+
+def test_similar_channels_use_the_vector_index(catalog, neo4j_settings, empty_catalog):
+    empty_catalog.execute_query("CALL db.awaitIndexes(60)", database_=neo4j_settings.database)
+    rows = catalog("similar_channels", checkpoint="m@1", channel="A", limit=3)
+    assert [(r["checkpoint"], r["channel"]) for r in rows][:2] == [("m@2", "A"), ("m@1", "C")]
+    assert rows[0]["similarity"] == pytest.approx(1.0)
+
+
+def test_user_values_are_parameters_not_cypher(catalog):
+    assert catalog("checkpoint_channels", checkpoint="m@1' OR 1=1 //") == []
+    assert catalog("top_edges", checkpoint="m@1", by="weight DESC //", limit=1)[0]["writer"] == "A"
+
+
+def test_query_cli_formats_and_errors(catalog, cli_env):
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["query", "--list"], env=cli_env)
+    assert listed.exit_code == 0 and all(name in listed.output for name in LIBRARY)
+    csv = runner.invoke(cli, ["query", "top_edges", "-p", "checkpoint=m@1", "-p", "by=weight", "-p", "limit=1",
+                              "--format", "csv"], env=cli_env)
+    assert csv.exit_code == 0, csv.output
+    assert csv.output.splitlines()[:2] == ["writer,reader,role,weight,flow,attribution,strength", "A,B,k,0.9,0.5,0.3,0.9"]
+    missing = runner.invoke(cli, ["query", "top_edges", "-p", "checkpoint=m@1"], env=cli_env)
+    assert missing.exit_code == 1 and "-p by=..." in missing.output
+    unknown = runner.invoke(cli, ["query", "no_such_query"], env=cli_env)
+    assert unknown.exit_code == 1 and "--list" in unknown.output
+
+
+def test_queries_run_read_only(catalog, neo4j_driver, neo4j_settings):
+    import neo4j
+
+    from circuit_atlas.errors import UserError
+
+    writer = queries.Query("w", "writes", "nothing", (), "CREATE (:Model {id: 'intruder'})")
+    with pytest.raises(UserError, match="failed"):
+        queries.run(neo4j_driver, neo4j_settings.database, writer, {})
+    assert neo4j_driver.execute_query("MATCH (m:Model {id: 'intruder'}) RETURN count(m) AS n",
+                                      database_=neo4j_settings.database, routing_=neo4j.RoutingControl.READ).records[0]["n"] == 0
