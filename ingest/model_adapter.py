@@ -189,11 +189,12 @@ def load_model(source: str, revision: str | None = None, device: str | torch.dev
         raise
     except ValueError as error:
         raise UserError(f"Cannot load {source!r}: {str(error).splitlines()[0][:400]}") from error
+    _check_finite(bridge, source)
     bridge.enable_compatibility_mode(disable_warnings=True)
     bridge.eval()
     for parameter in bridge.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(bridge, _spec(bridge, source), _weights(bridge, source), _tokenizer(bridge), device)
+    return LoadedModel(bridge, _spec(bridge, source), _weights(bridge), _tokenizer(bridge), device)
 
 
 def _spec(bridge, source: str) -> ModelSpec:
@@ -214,11 +215,16 @@ def _spec(bridge, source: str) -> ModelSpec:
     )
 
 
-def _weights(bridge, source: str) -> Weights:
-    bad = [name for name, value in bridge.original_model.named_parameters() if not torch.isfinite(value).all()]
+def _check_finite(bridge, source: str) -> None:
+    """The checkpoint's own weights (before any folding) must be finite."""
+    bad = [name.replace("._original_component", "") for name, value in bridge.original_model.named_parameters()
+           if not torch.isfinite(value).all()]
     if bad:
         raise UserError(f"The weights of {source!r} contain NaN or inf (in {', '.join(sorted(set(bad))[:6])}). "
                         f"The checkpoint is corrupt or diverged; use another one.")
+
+
+def _weights(bridge) -> Weights:
     return Weights(**{name: getattr(bridge, name).detach().float().clone()
                       for name in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O")})
 

@@ -44,7 +44,7 @@ class IngestConfig:
     floor: float = 1e-3  # a role below this share of its group's largest importance has rank 0
     batch_tokens: int = 4096
     seed: int = 0
-    match_threshold: float = 0.5  # MATCHES between neighbouring checkpoints at or above this
+    match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
     ablation_sequences: int = 64  # sequences per slice for the exact per-channel ablation effect
 
     def digest(self) -> str:

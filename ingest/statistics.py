@@ -103,6 +103,8 @@ def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
     """One label per position drawn from the model's own prediction softmax(logits) [b, p]."""
     with torch.no_grad():
         probabilities = torch.softmax(logits.reshape(-1, logits.shape[-1]).float(), -1)
+        # Non-finite logits are reported after the pass (no host sync here): sample those rows uniformly.
+        probabilities = torch.where(torch.isfinite(probabilities), probabilities, torch.ones_like(probabilities))
         return torch.multinomial(probabilities, 1, generator=generator).view(logits.shape[:-1])
 
 

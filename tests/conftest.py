@@ -9,6 +9,9 @@ ports and stopped at the end. There is no fake: every integration test talks to 
 from __future__ import annotations
 
 import os
+
+# The tests never reach a model hub (these machines cannot): fail fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import random
 import secrets
 
