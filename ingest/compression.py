@@ -174,9 +174,6 @@ class Compression:
         self.ranks = {group: select_ranks(dec.sigma, self.fraction, self.max_rank, self.floor)
                       for group, dec in self.decompositions.items()}
 
-    def with_fraction(self, fraction: float) -> "Compression":
-        return Compression(self.decompositions, fraction, self.max_rank, self.floor)
-
     def group_of(self, channel: Channel, role: str) -> str:
         return next(g for g in KIND_GROUPS[channel.kind] if role in GROUPS[g])
 
