@@ -165,6 +165,7 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
     spec, w, device = model.spec, model.weights, model.device
     L, H = spec.n_layers, spec.n_heads
     readers, sources = read_roles(channels), writers(channels)
+    assert channels == [*sources, channels[-1]] and channels[-1].kind == "unembed", "writers first, unembed last"
     f32 = dict(device=device, dtype=torch.float32)
 
     def padded_bases(role: str) -> Tensor:  # [L, H, d, kmax]
@@ -205,21 +206,23 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
         metric = sequence_losses(logits, batch).sum()
         grads = dict(zip(grad_sites, torch.autograd.grad(metric, [acts[s] for s in grad_sites])))
         with torch.no_grad():
-            outputs, output_grads = [], []  # per writer: y - E y [b, p, d] and dL/d(where y joins)
-            for c in sources:
-                if c.kind in ("embed", "pos_embed"):
-                    y = acts[site(c.kind)].expand_as(acts[site("embed")])
-                    outputs.append((y, y - means[c.kind].to(**f32)))
-                    output_grads.append(grads[site("embed")])
-                elif c.kind == "attn_head":
-                    z = acts[site("z", c.layer)][:, :, c.head]
-                    outputs.append((z @ W_O[c.layer, c.head], (z - z_mean[c.layer, c.head]) @ W_O[c.layer, c.head]))
-                    output_grads.append(grads[site("attn_out", c.layer)])
-                else:
-                    y = acts[site("mlp_out", c.layer)]
-                    outputs.append((y, y - y_mean[c.layer]))
-                    output_grads.append(grads[site("mlp_out", c.layer)])
-            centred_out = torch.stack([o[1] for o in outputs], dim=2)  # [b, p, W, d]
+            # Every writer's output, centred output and the gradient where it joins the stream,
+            # stacked in writers() order (embeddings, then per layer all heads and the MLP): [b, p, W, d].
+            embed = acts[site("embed")]
+            raw, centred, joins = [embed], [embed - means["embed"].to(**f32)], [grads[site("embed")]]
+            if any(c.kind == "pos_embed" for c in sources):
+                pos = acts[site("pos_embed")].expand_as(embed)
+                raw.append(pos), centred.append(pos - means["pos_embed"].to(**f32)), joins.append(grads[site("embed")])
+            raw, centred, joins = [t.unsqueeze(2) for t in raw], [t.unsqueeze(2) for t in centred], [t.unsqueeze(2) for t in joins]
+            for l in layers:
+                z = acts[site("z", l)]
+                raw.append(torch.einsum("bphe,hed->bphd", z, W_O[l]))
+                centred.append(torch.einsum("bphe,hed->bphd", z - z_mean[l], W_O[l]))
+                joins.append(grads[site("attn_out", l)].unsqueeze(2).expand(-1, -1, H, -1))
+                y = acts[site("mlp_out", l)]
+                raw.append(y.unsqueeze(2)), centred.append((y - y_mean[l]).unsqueeze(2))
+                joins.append(grads[site("mlp_out", l)].unsqueeze(2))
+            outputs, centred_out, output_grads = torch.cat(raw, 2), torch.cat(centred, 2), torch.cat(joins, 2)
 
             projected = []  # per reader role: P_B g_B [b, p, d]
             for l in layers:
@@ -245,18 +248,13 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
             abs_sum += per_sequence.abs().sum(0)
             signed_sum += per_sequence.sum(0)
 
-            for i, c in enumerate(channels):
-                if c.writes:
-                    j = sources.index(c)
-                    effect = (output_grads[j] * outputs[j][1]).sum((1, 2))
-                    norm = outputs[j][0].norm(dim=-1).sum()
-                else:
-                    x = acts[site("final_x")]
-                    effect = (grads[site("final_x")] * (x - means["final"].to(**f32))).sum((1, 2))
-                    norm = x.norm(dim=-1).sum()
-                activity[i] += effect.double().abs().sum()
-                activity_signed[i] += effect.double().sum()
-                norm_sum[i] += norm.double()
+            x = acts[site("final_x")]  # the unembedding, the only reader-only channel, comes last
+            effects = torch.cat([(output_grads * centred_out).sum((1, 3)),
+                                 (grads[site("final_x")] * (x - means["final"].to(**f32))).sum((1, 2)).unsqueeze(1)], 1)
+            norms = torch.cat([outputs.norm(dim=-1).sum((0, 1)), x.norm(dim=-1).sum().unsqueeze(0)])
+            activity += effects.double().abs().sum(0)
+            activity_signed += effects.double().sum(0)
+            norm_sum += norms.double()
         n_seq += batch.shape[0]
         bar.update(batch.numel())
     bar.close()
