@@ -15,6 +15,7 @@ Everything after the connection goes through the same driver code whatever runs 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,10 @@ def default_server_dir() -> Path:
 
 def pom_text() -> str:
     return resources.files("circuit_atlas").joinpath(POM_RESOURCE).read_text()
+
+
+def pom_digest() -> str:
+    return hashlib.sha256(pom_text().encode()).hexdigest()
 
 
 def pinned_neo4j_version() -> str:
@@ -94,7 +99,10 @@ class Distribution:
         return self.root.name.removeprefix("neo4j-")
 
     def is_installed(self) -> bool:
-        return self.marker.is_file() and any(self.lib.glob("neo4j-kernel-*.jar"))
+        """True when the jars were resolved from this very pom (an edited pom reinstalls)."""
+        if not self.marker.is_file() or not any(self.lib.glob("neo4j-kernel-*.jar")):
+            return False
+        return json.loads(self.marker.read_text()).get("pom_sha256") == pom_digest()
 
     def classpath(self) -> str:
         return str(self.lib / "*")
@@ -129,7 +137,7 @@ class Distribution:
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
         jars = sorted(p.name for p in self.lib.glob("*.jar"))
-        self.marker.write_text(json.dumps({"neo4j_version": self.version, "jars": len(jars),
+        self.marker.write_text(json.dumps({"neo4j_version": self.version, "pom_sha256": pom_digest(), "jars": len(jars),
                                            "plugins": sorted(p.name for p in self.plugins.glob("*.jar"))},
                                           indent=2))
         echo(f"Installed {len(jars)} jars.")

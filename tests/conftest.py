@@ -81,7 +81,7 @@ def neo4j_settings(tmp_path_factory) -> Neo4jSettings:
         from testcontainers.neo4j import Neo4jContainer
 
         password = secrets.token_urlsafe(12)
-        with Neo4jContainer(DOCKER_IMAGE, password=password).with_env("NEO4J_PLUGINS", '["apoc"]') as container:
+        with Neo4jContainer(DOCKER_IMAGE, password=password).with_env("NEO4J_PLUGINS", '["apoc", "graph-data-science"]') as container:
             yield Neo4jSettings(container.get_connection_url(), "neo4j", password)
     else:
         server = LocalServer(tmp_path_factory.mktemp("neo4j"), Distribution.in_cache())
