@@ -336,6 +336,28 @@ def query_command(connection: Connection, name: str | None, pairs: tuple[str, ..
     click.echo(render(rows, fmt))
 
 
+@cli.command("export")
+@click.argument("checkpoint")
+@click.argument("slice_name", metavar="SLICE")
+@click.option("-o", "--out", "paths", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A file to write: .json, .svg or .png. Repeatable.")
+@click.option("--min-effect", default=0.1, show_default=True,
+              help="Nats of slice loss a channel's mean ablation must add to be in the circuit.")
+@click.option("--min-attribution", default=0.02, show_default=True,
+              help="Slice attribution (nats) an edge between circuit channels must carry.")
+@connection_options
+def export_command(connection: Connection, checkpoint: str, slice_name: str, paths: tuple[Path, ...],
+                   min_effect: float, min_attribution: float) -> None:
+    """Export the circuit of CHECKPOINT on data slice SLICE as JSON and as a picture (SVG, PNG)."""
+    from .export import export, fetch_circuit
+
+    settings = connection.settings()
+    with catalog(settings) as driver:
+        circuit = fetch_circuit(driver, settings.database, checkpoint, slice_name, min_effect, min_attribution)
+    export(circuit, list(paths))
+    click.echo(f"{len(circuit.channels)} channels, {len(circuit.edges)} edges -> {', '.join(map(str, paths))}")
+
+
 # --- the reference models and the demo ---------------------------------------------------------------
 
 @cli.group("reference", cls=AtlasGroup)

@@ -1,0 +1,159 @@
+"""A checkpoint's circuit on one data slice, exported as JSON and drawn as SVG or PNG.
+
+The circuit is the library's ``circuit`` query (the channels whose mean ablation raises the
+slice's loss by at least ``min_effect``, the edges between them with slice attribution at least
+``min_attribution``), placed with ``checkpoint_channels``. The drawing follows the residual
+stream left to right: column ``2 * layer + 1`` for a layer's heads (stacked by head index),
+``2 * layer + 2`` for its MLP, the embeddings first and the unembedding last. A channel's area
+grows with its ablation effect, an arrow's width with its attribution; colours are those of the
+Browser stylesheet (``queries/circuit-atlas.grass``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import neo4j
+
+from . import queries
+from .errors import UserError
+
+KIND_COLOURS = {"embed": "#8DCC93", "pos_embed": "#8DCC93", "attn_head": "#4C8EDA", "mlp": "#F79767",
+                "unembed": "#C990C0"}
+COLUMN_OFFSET = {"embed": 2, "pos_embed": 2, "attn_head": 1, "mlp": 2, "unembed": 1}
+ROW_OF_KIND = {"pos_embed": 1}
+ROLE_ORDER = ("q", "k", "v", "in")
+FORMATS = (".json", ".svg", ".png")
+# SVG text stays text (searchable, editable), and element ids do not change from run to run.
+SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "circuit-atlas"}
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    kind: str
+    layer: int
+    head: int | None
+    effect: float  # nats of slice loss its mean ablation adds
+    fidelity: float | None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(column, row) in the residual stream's order."""
+        row = self.head if self.head is not None else ROW_OF_KIND.get(self.kind, 0)
+        return 2 * self.layer + COLUMN_OFFSET[self.kind], row
+
+
+@dataclass(frozen=True)
+class Edge:
+    writer: str
+    reader: str
+    role: str
+    attribution: float  # nats of slice loss the edge carries
+
+
+@dataclass(frozen=True)
+class Circuit:
+    checkpoint: str
+    slice: str
+    min_effect: float
+    min_attribution: float
+    channels: list[Channel]
+    edges: list[Edge]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def fetch_circuit(driver: neo4j.Driver, database: str, checkpoint: str, slice_name: str,
+                  min_effect: float, min_attribution: float) -> Circuit:
+    """The circuit from the catalog; a UserError names what is missing when it is empty."""
+    library = queries.library()
+    placed = {row["channel"]: row for row in queries.run(driver, database, library["checkpoint_channels"],
+                                                         {"checkpoint": checkpoint})}
+    if not placed:
+        raise UserError(f"No complete checkpoint {checkpoint!r} in the catalog; "
+                        "`circuit-atlas query catalog_overview` lists them.")
+    rows = queries.run(driver, database, library["circuit"], {"checkpoint": checkpoint, "slice": slice_name,
+                                                              "min_effect": min_effect,
+                                                              "min_attribution": min_attribution})
+    if not rows:
+        raise UserError(f"No channel of {checkpoint} raises the loss of slice {slice_name!r} by {min_effect} nats "
+                        "or more: check the slice name (one of the names given to `ingest --data`) or lower "
+                        "--min-effect.")
+    effects = {row["writer"]: row["writer_effect"] for row in rows}
+    channels = [Channel(name, placed[name]["kind"], placed[name]["layer"], placed[name]["head"], effect,
+                        placed[name]["fidelity"]) for name, effect in effects.items()]
+    edges = [Edge(row["writer"], row["reader"], row["role"], row["attribution"]) for row in rows if row["reader"]]
+    return Circuit(checkpoint, slice_name, min_effect, min_attribution, channels, edges)
+
+
+def draw(circuit: Circuit, path: Path) -> None:
+    """The circuit as a picture; the format (SVG or PNG) follows ``path``'s suffix.
+
+    The edges between two channels (one per read role) are drawn as one arrow labelled with the
+    roles, its width growing with their summed attribution.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with matplotlib.rc_context(SVG_SETTINGS):
+        _draw(circuit, path)
+
+
+def _draw(circuit: Circuit, path: Path) -> None:
+    from matplotlib import pyplot
+    from matplotlib.patches import FancyArrowPatch
+
+    at = {c.name: c.position for c in circuit.channels}
+    pairs: dict[tuple[str, str], list[Edge]] = {}
+    for edge in sorted(circuit.edges, key=lambda e: ROLE_ORDER.index(e.role)):
+        pairs.setdefault((edge.writer, edge.reader), []).append(edge)
+    columns, rows = [x for x, _ in at.values()], [y for _, y in at.values()]
+    figure, axes = pyplot.subplots(figsize=(2.5 + 1.8 * (max(columns) - min(columns)),
+                                            2.2 + 1.8 * (max(rows) - min(rows))))
+    top_effect = max(abs(c.effect) for c in circuit.channels) or 1.0
+    top_attribution = max((sum(e.attribution for e in group) for group in pairs.values()), default=1.0) or 1.0
+    for (writer, reader), group in pairs.items():
+        (x0, y0), (x1, y1) = at[writer], at[reader]
+        y0, y1 = -y0, -y1
+        bend = 0.0 if x1 - x0 == 1 and y0 == y1 else 0.25
+        attribution = sum(e.attribution for e in group)
+        axes.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12,
+                                       connectionstyle=f"arc3,rad={bend}", shrinkA=18, shrinkB=18, color="#666666",
+                                       alpha=0.8, linewidth=0.6 + 5.0 * attribution / top_attribution, zorder=1))
+        middle = ((x0 + x1) / 2 + bend / 2 * (y1 - y0), (y0 + y1) / 2 - bend / 2 * (x1 - x0))
+        axes.text(*middle, f"{','.join(e.role for e in group)} {attribution:.2f}", fontsize=6.5, ha="center",
+                  va="center", color="#333333", zorder=3,
+                  bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    for channel in circuit.channels:
+        x, y = channel.position
+        area = 120 + 900 * abs(channel.effect) / top_effect  # points squared
+        axes.scatter([x], [-y], s=area, color=KIND_COLOURS[channel.kind], edgecolors="#222222", linewidths=0.8, zorder=2)
+        axes.annotate(f"{channel.name}\n{channel.effect:+.2f}", (x, -y), xytext=(0, -area ** 0.5 / 2 - 2),
+                      textcoords="offset points", fontsize=8, ha="center", va="top", zorder=4,
+                      bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    axes.set_title(f"{circuit.checkpoint} on '{circuit.slice}': channels adding >= {circuit.min_effect} nats "
+                   f"when ablated, edges carrying >= {circuit.min_attribution}", fontsize=8)
+    axes.set_xlim(min(columns) - 0.6, max(columns) + 0.6)
+    axes.set_ylim(-max(rows) - 0.6, -min(rows) + 0.4)
+    axes.set_aspect("equal")
+    axes.set_axis_off()
+    figure.tight_layout()
+    figure.savefig(path, dpi=150, metadata={"Date": None} if path.suffix.lower() == ".svg" else None)
+    pyplot.close(figure)
+
+
+def export(circuit: Circuit, paths: list[Path]) -> None:
+    """Write ``circuit`` to each path: ``.json``, ``.svg`` or ``.png``."""
+    unknown = [str(p) for p in paths if p.suffix.lower() not in FORMATS]
+    if unknown:
+        raise UserError(f"Cannot export to {', '.join(unknown)}: name files ending in {', '.join(FORMATS)}.")
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".json":
+            path.write_text(circuit.to_json() + "\n")
+        else:
+            draw(circuit, path)
