@@ -19,6 +19,9 @@ from .model_adapter import ModelSpec
 
 READ_ROLES = {"attn_head": ("q", "k", "v"), "mlp": ("in",), "unembed": ("in",)}
 WRITE_KINDS = ("embed", "pos_embed", "attn_head", "mlp")
+# The catalog labels a Block node with its kind too (for Cypher and the Browser stylesheet).
+KIND_LABELS = {"embed": "Embedding", "pos_embed": "Embedding", "attn_head": "AttentionHead", "mlp": "MLP",
+               "unembed": "Unembedding"}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ artifact, never from the clock.
 
 Ids: ``Model.id`` = model name; ``Checkpoint.id`` = ``<model>@<label>``; ``Block.id`` =
 ``<checkpoint id>/<block name>``; ``Subspace.id`` = ``<block id>/<role>``; ``DataSlice.id`` =
-``<name>:<token hash>``.
+``<name>:<token hash>``. A Block also carries its kind's label (``AttentionHead``, ``MLP``,
+``Embedding``, ``Unembedding``).
 
 Edges are pruned here, not in the artifact: per reader subspace the ``top_k`` writers by
 attribution on the ingest data with attribution at least ``min_attribution``; an edge with a
@@ -32,6 +33,7 @@ import pandas as pd
 from circuit_atlas.schema.migrations import require_current_schema
 
 from .artifacts import Artifact, read_artifact
+from .channels import KIND_LABELS
 
 BATCH_ROWS = 5000
 
@@ -60,7 +62,7 @@ CREATE_BLOCKS = """
 MATCH (c:Checkpoint {id: $checkpoint_id})
 UNWIND $rows AS row
 CREATE (b:Block)
-SET b = row, b.checkpoint_id = $checkpoint_id
+SET b = row, b.checkpoint_id = $checkpoint_id, b:$($kind_labels[row.kind])
 CREATE (c)-[:HAS_BLOCK]->(b)
 """
 
@@ -215,7 +217,8 @@ def load_artifact(driver: neo4j.Driver, database: str, path: Path, top_k: int | 
                  (CREATE_ACTIVE_ON, activity)]
         for statement, rows in steps:
             for chunk in _chunks(rows):
-                session.execute_write(lambda tx, s=statement, c=chunk: tx.run(s, rows=c, checkpoint_id=checkpoint_id).consume())
+                session.execute_write(lambda tx, s=statement, c=chunk: tx.run(s, rows=c, checkpoint_id=checkpoint_id,
+                                                                                     kind_labels=KIND_LABELS).consume())
         if previous_id is not None:
             for chunk in _chunks(matches):
                 session.execute_write(lambda tx, c=chunk: tx.run(CREATE_MATCHES, rows=c, previous_id=previous_id).consume())

@@ -1,11 +1,12 @@
 """Versioned, checksummed schema migrations, recorded in the database they change.
 
-A migration is a file ``V<NNN>__<name>.cypher`` in this package: DDL statements (constraints and
-indexes, all ``IF NOT EXISTS`` with fixed names), each ending in ``;``. ``migrate`` applies the
+A migration is a file ``V<NNN>__<name>.cypher`` in this package, statements each ending in ``;``:
+either DDL (constraints and indexes, all ``IF NOT EXISTS`` with fixed names) or data updates that
+only add labels (``MATCH ... SET n:Label``), never both in one file. ``migrate`` applies the
 pending ones in version order, each in its own transaction, then records
 ``(:SchemaMigration {version, name, checksum, applied_at})`` in a second transaction (Neo4j
 refuses schema changes and writes in one). Because every statement is idempotent, a crash
-between the two only means the next run applies the same DDL again.
+between the two only means the next run applies the same statements again.
 
 Applied files are immutable: a file whose SHA-256 differs from the recorded checksum is refused,
 and so is a catalog whose history names a migration this code does not have (a newer catalog).

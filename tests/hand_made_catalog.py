@@ -23,7 +23,7 @@ CREATE (c:Checkpoint {id: ck.id, model_id: 'm', step: ck.step, status: ck.status
 CREATE (m)-[:HAS_CHECKPOINT]->(c)
 WITH c, ck
 UNWIND $blocks AS blk
-CREATE (b:Block {id: ck.id + '/' + blk.name, checkpoint_id: ck.id, name: blk.name, kind: 'attn_head', layer: blk.layer,
+CREATE (b:Block:AttentionHead {id: ck.id + '/' + blk.name, checkpoint_id: ck.id, name: blk.name, kind: 'attn_head', layer: blk.layer,
                  head: 0, fidelity: 0.99, fingerprint: blk.fingerprint, induction: blk.layer * 0.1})
 CREATE (c)-[:HAS_BLOCK]->(b)
 FOREACH (role IN ['q', 'k', 'v', 'in', 'out'] |

@@ -67,6 +67,11 @@ def test_ingest_writes_an_artifact_and_load_makes_a_complete_checkpoint(migrated
     n_slices = len(artifact.manifest["slices"])  # repeated, random and the ingest data (their union)
     assert n_slices == 3 and row["flows"] == n_slices * row["feeds"]
     assert row["active"] == n_slices * row["blocks"]
+    kinds = migrated.execute_query("MATCH (b:Block {checkpoint_id: $id}) RETURN b.kind AS kind, labels(b) AS labels",
+                                   id=checkpoint_id, database_=neo4j_settings.database).records
+    assert {(r["kind"], tuple(sorted(r["labels"]))) for r in kinds} == {
+        ("embed", ("Block", "Embedding")), ("attn_head", ("AttentionHead", "Block")), ("mlp", ("Block", "MLP")),
+        ("unembed", ("Block", "Unembedding"))}
     bases = artifact.bases()
     for key, basis in bases.items():
         if basis.shape[1]:

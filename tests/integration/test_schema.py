@@ -2,6 +2,7 @@
 
 import pytest
 
+from circuit_atlas.channels import KIND_LABELS
 from circuit_atlas.errors import UserError
 from circuit_atlas.schema.migrations import (available_migrations, migrate, migration_states,
                                              require_current_schema)
@@ -72,3 +73,16 @@ def test_a_catalog_from_an_older_schema_is_reported_and_upgraded_in_place(empty_
         require_current_schema(empty_catalog, db)
     assert [m.version for m in migrate(empty_catalog, db)] == [last.version]
     require_current_schema(empty_catalog, db)
+
+
+def test_the_label_migration_labels_blocks_of_an_older_catalog(empty_catalog, neo4j_settings):
+    db = neo4j_settings.database
+    migrate(empty_catalog, db)
+    [labels] = [m for m in available_migrations() if m.name == "block_kind_labels"]
+    empty_catalog.execute_query("MATCH (m:SchemaMigration {version: $v}) DELETE m", v=labels.version, database_=db)
+    empty_catalog.execute_query("UNWIND $kinds AS kind CREATE (:Block {id: 'old/' + kind, kind: kind})",
+                                kinds=list(KIND_LABELS), database_=db)
+    migrate(empty_catalog, db)
+    rows = empty_catalog.execute_query("MATCH (b:Block) RETURN b.kind AS kind, [l IN labels(b) WHERE l <> 'Block'] AS l",
+                                       database_=db).records
+    assert {r["kind"]: r["l"] for r in rows} == {kind: [label] for kind, label in KIND_LABELS.items()}

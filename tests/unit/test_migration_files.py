@@ -1,5 +1,8 @@
-"""The shipped migrations are well-formed: numbered 1..n, idempotent DDL, stable checksums."""
+"""The shipped migrations are well-formed: numbered 1..n, idempotent statements, stable checksums."""
 
+import re
+
+from circuit_atlas.channels import KIND_LABELS
 from circuit_atlas.schema.migrations import available_migrations, checksum, split_statements
 
 
@@ -9,12 +12,27 @@ def test_versions_are_contiguous_and_files_are_found_in_the_installed_package():
     assert len(migrations) >= 3
 
 
-def test_every_statement_is_idempotent_ddl():
+def is_idempotent_ddl(statement: str) -> bool:
+    return statement.upper().startswith("CREATE ") and "IF NOT EXISTS" in statement.upper()
+
+
+def is_label_update(statement: str) -> bool:
+    """MATCH ... SET n:Label and nothing else: running it twice changes nothing more."""
+    return re.fullmatch(r"MATCH \(b:Block[^)]*\)( WHERE [^;]+?)? SET b:[A-Za-z]+", statement) is not None
+
+
+def test_every_migration_is_idempotent_ddl_or_label_updates_never_both():
     for migration in available_migrations():
         assert migration.statements, migration.filename
-        for statement in migration.statements:
-            assert statement.upper().startswith("CREATE "), statement
-            assert "IF NOT EXISTS" in statement.upper(), statement
+        kinds = {"ddl" if is_idempotent_ddl(s) else "labels" if is_label_update(s) else s for s in migration.statements}
+        assert kinds in ({"ddl"}, {"labels"}), (migration.filename, kinds)
+
+
+def test_the_label_migration_covers_every_block_kind():
+    [migration] = [m for m in available_migrations() if m.name == "block_kind_labels"]
+    text = " ".join(migration.statements)
+    for kind, label in KIND_LABELS.items():
+        assert f"'{kind}'" in text and f"SET b:{label}" in text, kind
 
 
 def test_every_node_label_of_the_design_has_a_unique_id_constraint():
