@@ -312,12 +312,18 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
 @click.argument("name", required=False)
 @click.option("-p", "--param", "pairs", multiple=True, help="A query parameter, key=value. Repeatable.")
 @click.option("--list", "list_only", is_flag=True, help="List every query with its header.")
+@click.option("--style", "style_only", is_flag=True,
+              help="Print the Neo4j Browser stylesheet as a :style command to paste into Browser.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format.")
 @connection_options
-def query_command(connection: Connection, name: str | None, pairs: tuple[str, ...], list_only: bool, fmt: str) -> None:
+def query_command(connection: Connection, name: str | None, pairs: tuple[str, ...], list_only: bool, style_only: bool,
+                  fmt: str) -> None:
     """Run a query of the Cypher library by NAME (read-only), or list them."""
     from circuit_atlas import queries
 
+    if style_only:
+        click.echo(queries.style_command())
+        return
     library = queries.library()
     if list_only or name is None:
         for query in library.values():

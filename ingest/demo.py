@@ -62,12 +62,9 @@ def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = pr
     finally:
         driver.close()
     echo(f"\nNeo4j Browser: {server_settings.browser_url}  (user {USER}, password in {server.password_file})")
-    echo("Paste there, to draw the final checkpoint's circuit on repeated sequences:")
-    echo(f":param {{checkpoint: '{ids[-1]}', slice: 'repeated', min_effect: {CIRCUIT['min_effect']}, "
+    echo("Paste there, one command at a time, to style the catalog and draw the final checkpoint's circuit "
+         "on repeated sequences:")
+    echo(queries.style_command())
+    echo(f":params {{checkpoint: '{ids[-1]}', slice: 'repeated', min_effect: {CIRCUIT['min_effect']}, "
          f"min_attribution: {CIRCUIT['min_attribution']}}}")
-    echo(_body(library["circuit_graph"].text))
-
-
-def _body(text: str) -> str:
-    """A query without its header comment lines."""
-    return "\n".join(line for line in text.splitlines() if not line.startswith("//"))
+    echo(library["circuit_view"].body)

@@ -9,6 +9,7 @@ file is pasted there::
     // params: $checkpoint, $by ('weight', 'flow' or 'attribution'), $limit
 
 User values reach a query only as parameters; the library never formats text into Cypher.
+Beside the queries lies the stylesheet that Neo4j Browser draws the catalog with.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import neo4j
 from circuit_atlas.errors import UserError
 
 HEADER_FIELDS = ("name", "description", "returns", "params")
+STYLESHEET = "circuit-atlas.grass"
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,14 @@ class Query:
     params: tuple[str, ...]
     text: str
 
+    @property
+    def body(self) -> str:
+        """The Cypher without its comment lines."""
+        return "\n".join(line for line in self.text.splitlines() if not line.lstrip().startswith("//"))
+
     def used_params(self) -> set[str]:
-        """The ``$parameters`` the Cypher body uses (comments excluded)."""
-        body = "\n".join(line for line in self.text.splitlines() if not line.lstrip().startswith("//"))
-        return set(re.findall(r"\$(\w+)", body))
+        """The ``$parameters`` the Cypher body uses."""
+        return set(re.findall(r"\$(\w+)", self.body))
 
 
 def parse(text: str) -> Query:
@@ -68,6 +74,17 @@ def library() -> dict[str, Query]:
             assert query.name == entry.name.removesuffix(".cypher"), f"{entry.name} is named {query.name}"
             queries[query.name] = query
     return queries
+
+
+def stylesheet() -> str:
+    """Neo4j Browser's stylesheet (GraSS) for the catalog: a colour per block kind, captions, and
+    widths for the graded ``CARRIES_*`` relationships of ``circuit_view``."""
+    return resources.files(__name__).joinpath(STYLESHEET).read_text()
+
+
+def style_command() -> str:
+    """The stylesheet as one ``:style`` line to paste into Neo4j Browser's editor."""
+    return ":style " + " ".join(stylesheet().split())
 
 
 def run(driver: neo4j.Driver, database: str, query: Query, params: dict) -> list[dict]:

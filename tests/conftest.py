@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import random
 import secrets
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -70,26 +71,42 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@dataclass(frozen=True)
+class SessionServer:
+    settings: Neo4jSettings
+    browser_url: str | None  # Neo4j Browser's address, where known
+
+
 @pytest.fixture(scope="session")
-def neo4j_settings(tmp_path_factory) -> Neo4jSettings:
-    """Connection settings of the session's real Neo4j server (started here when needed)."""
+def neo4j_server(tmp_path_factory) -> SessionServer:
+    """The session's real Neo4j server (started here when needed)."""
     provider = neo4j_provider()
     if provider == "env":
-        yield Neo4jSettings(os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"),
-                            os.environ["NEO4J_PASSWORD"], os.environ.get("NEO4J_DATABASE", "neo4j"))
+        yield SessionServer(Neo4jSettings(os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"),
+                                          os.environ["NEO4J_PASSWORD"], os.environ.get("NEO4J_DATABASE", "neo4j")),
+                            os.environ.get("NEO4J_BROWSER_URL"))
     elif provider == "docker":
         from testcontainers.neo4j import Neo4jContainer
 
         password = secrets.token_urlsafe(12)
-        with Neo4jContainer(DOCKER_IMAGE, password=password).with_env("NEO4J_PLUGINS", '["apoc", "graph-data-science"]') as container:
-            yield Neo4jSettings(container.get_connection_url(), "neo4j", password)
+        container = Neo4jContainer(DOCKER_IMAGE, password=password).with_env(
+            "NEO4J_PLUGINS", '["apoc", "graph-data-science"]').with_exposed_ports(7474)
+        with container:
+            browser = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(7474)}/browser/"
+            yield SessionServer(Neo4jSettings(container.get_connection_url(), "neo4j", password), browser)
     else:
         server = LocalServer(tmp_path_factory.mktemp("neo4j"), Distribution.in_cache())
         settings = server.start(ServerSettings(bolt_port=free_port(), http_port=free_port()), echo=lambda _: None)
         try:
-            yield Neo4jSettings(settings.bolt_uri, "neo4j", server.password())
+            yield SessionServer(Neo4jSettings(settings.bolt_uri, "neo4j", server.password()), settings.browser_url)
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings(neo4j_server) -> Neo4jSettings:
+    """Connection settings of the session's server."""
+    return neo4j_server.settings
 
 
 @pytest.fixture(scope="session")

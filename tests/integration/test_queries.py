@@ -115,6 +115,15 @@ def test_circuit_graph_returns_nodes_and_paths(catalog):
     assert len(row["edges"]) == 2 and row["slice"]["name"] == "rep"
 
 
+def test_circuit_view_grades_channel_edges_by_attribution(catalog, empty_catalog, neo4j_settings):
+    [row] = empty_catalog.execute_query(LIBRARY["circuit_view"].text, checkpoint="m@1", slice="rep", min_effect=0.5,
+                                        min_attribution=0.01, database_=neo4j_settings.database).records
+    assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C"]
+    carries = sorted((r.start_node["name"], r.type, r.end_node["name"], r["roles"], r["share"]) for r in row["carries"])
+    # 0.25 is the strongest pair; 0.15 lies between a third and two thirds of it.
+    assert carries == [("A", "CARRIES_STRONG", "B", ["k"], 1.0), ("B", "CARRIES_MEDIUM", "C", ["v"], pytest.approx(0.6))]
+
+
 def test_slice_contrast(catalog):
     rows = catalog("slice_contrast", checkpoint="m@1", slice_a="rep", slice_b="rnd", min_effect=0.5)
     assert [(r["channel"], r["effect_a"], r["effect_b"]) for r in rows] == [("A", 1.0, 0.02), ("B", 0.8, -0.1)]
