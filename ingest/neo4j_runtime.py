@@ -4,11 +4,12 @@ Two pieces:
 
 - :class:`Distribution`: the server's jars, resolved once by ``mvn`` from the project's pom
   (``neo4j-runtime-pom.xml``) into a cache folder shared by every server on the machine. A
-  second install finds the marker file and downloads nothing.
+  second install finds the marker file (which records the pom's digest) and downloads nothing.
 - :class:`LocalServer`: one server home (``conf/ data/ logs/ plugins/ import/ run/``) in a
   folder of the user's choosing, started in the background with Neo4j's own launcher
   (``org.neo4j.server.startup.Neo4jCommand start``, what ``bin/neo4j start`` runs), listening on
   127.0.0.1 only, with auth on and a generated password kept in ``DIR/password`` (mode 0600).
+  Every start brings ``plugins/`` in line with the distribution's plugin jars.
 
 Everything after the connection goes through the same driver code whatever runs the server.
 """
@@ -256,11 +257,23 @@ class LocalServer:
         for folder in HOME_FOLDERS:
             (self.directory / folder).mkdir(parents=True, exist_ok=True)
         (self.directory / "conf" / "neo4j.conf").write_text(settings.neo4j_conf())
-        plugins = self.directory / "plugins"
-        for jar in self.distribution.plugins.glob("*.jar"):
-            if not (plugins / jar.name).exists():
-                shutil.copy2(jar, plugins / jar.name)
+        self._sync_plugins()
         self.settings_file.write_text(json.dumps(settings.__dict__, indent=2))
+
+    def _sync_plugins(self) -> None:
+        """Make ``plugins/`` hold the distribution's plugin jars, removing those an earlier
+        distribution put there (two versions of one plugin stop Neo4j from starting); jars
+        the user added are left alone."""
+        plugins = self.directory / "plugins"
+        record = plugins / "circuit-atlas-plugins.json"
+        ours = set(json.loads(record.read_text())) if record.is_file() else set()
+        wanted = {jar.name: jar for jar in self.distribution.plugins.glob("*.jar")}
+        for name in ours - set(wanted):
+            (plugins / name).unlink(missing_ok=True)
+        for name, jar in wanted.items():
+            if not (plugins / name).exists():
+                shutil.copy2(jar, plugins / name)
+        record.write_text(json.dumps(sorted(wanted), indent=2))
 
     def _set_initial_password(self) -> None:
         """Generate a password and set it before the very first start (Neo4j allows it only then)."""
