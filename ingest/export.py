@@ -4,9 +4,10 @@ The circuit is the library's ``circuit`` query (the channels whose mean ablation
 slice's loss by at least ``min_effect``, the edges between them with slice attribution at least
 ``min_attribution``), placed with ``checkpoint_channels``. The drawing follows the residual
 stream left to right: column ``2 * layer + 1`` for a layer's heads (stacked by head index),
-``2 * layer + 2`` for its MLP, the embeddings first and the unembedding last. A channel's area
-grows with its ablation effect, an arrow's width with its attribution; colours are those of the
-Browser stylesheet (``queries/circuit-atlas.grass``).
+``2 * layer + 2`` for its MLP, the embeddings first and the unembedding last; columns and rows
+without a circuit channel are dropped. A channel's area grows with its ablation effect, an
+arrow's width with its attribution; colours are those of the Browser stylesheet
+(``queries/circuit-atlas.grass``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ def fetch_circuit(driver: neo4j.Driver, database: str, checkpoint: str, slice_na
     return Circuit(checkpoint, slice_name, min_effect, min_attribution, channels, edges)
 
 
+def layout(circuit: Circuit) -> dict[str, tuple[int, int]]:
+    """Each channel's (column, row) in the picture: its position in the residual stream's order,
+    with the columns and rows that hold no circuit channel left out (a circuit of a 48-layer
+    model stays as wide as the layers it uses)."""
+    columns = sorted({c.position[0] for c in circuit.channels})
+    rows = sorted({c.position[1] for c in circuit.channels})
+    return {c.name: (columns.index(c.position[0]), rows.index(c.position[1])) for c in circuit.channels}
+
+
 def draw(circuit: Circuit, path: Path) -> None:
     """The circuit as a picture; the format (SVG or PNG) follows ``path``'s suffix.
 
@@ -107,7 +117,7 @@ def _draw(circuit: Circuit, path: Path) -> None:
     from matplotlib import pyplot
     from matplotlib.patches import FancyArrowPatch
 
-    at = {c.name: c.position for c in circuit.channels}
+    at = layout(circuit)
     pairs: dict[tuple[str, str], list[Edge]] = {}
     for edge in sorted(circuit.edges, key=lambda e: ROLE_ORDER.index(e.role)):
         pairs.setdefault((edge.writer, edge.reader), []).append(edge)
@@ -129,7 +139,7 @@ def _draw(circuit: Circuit, path: Path) -> None:
                   va="center", color="#333333", zorder=3,
                   bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     for channel in circuit.channels:
-        x, y = channel.position
+        x, y = at[channel.name]
         area = 120 + 900 * abs(channel.effect) / top_effect  # points squared
         axes.scatter([x], [-y], s=area, color=KIND_COLOURS[channel.kind], edgecolors="#222222", linewidths=0.8, zorder=2)
         axes.annotate(f"{channel.name}\n{channel.effect:+.2f}", (x, -y), xytext=(0, -area ** 0.5 / 2 - 2),
