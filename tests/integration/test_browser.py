@@ -52,6 +52,7 @@ class BrowserPage:
                      "--window-size=1400,1000"):
             options.add_argument(flag)
         self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        self.timeout = timeout
         self.wait = WebDriverWait(self.driver, timeout)
         self.url = url
 
@@ -63,11 +64,26 @@ class BrowserPage:
         return self.css("[data-testid=stream] article[data-testid=frame]")
 
     def log_in(self, bolt_uri: str, user: str, password: str) -> None:
+        """Fill the connect form (the URL pre-fills scheme, address and user) and submit it.
+
+        The form re-renders while Browser probes the server, and a submit in that window is lost,
+        so it is submitted again (Enter in the password field) until the stream says connected.
+        """
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.ui import WebDriverWait
+
         bolt = urlparse(bolt_uri)
         self.driver.get(f"{self.url}?connectURL=bolt://{user}@{bolt.hostname}:{bolt.port}")
         self.wait.until(lambda _: self.css("[data-testid=password]"))[0].send_keys(password)
-        self.css("[data-testid=connect]")[0].click()
-        self.wait.until(lambda _: "You are connected as user" in self.css("[data-testid=stream]")[0].text)
+
+        def connected(_) -> bool:
+            if "You are connected as user" in self.css("[data-testid=stream]")[0].text:
+                return True
+            for field in self.css("[data-testid=password]"):
+                field.send_keys(Keys.ENTER)
+            return False
+
+        WebDriverWait(self.driver, self.timeout, poll_frequency=3).until(connected)
 
     def run(self, command: str):
         """Type one line into the editor, run it (Ctrl+Enter) and return its frame."""
