@@ -124,6 +124,16 @@ def test_circuit_view_grades_channel_edges_by_attribution(catalog, empty_catalog
     assert carries == [("A", "CARRIES_STRONG", "B", ["k"], 1.0), ("B", "CARRIES_MEDIUM", "C", ["v"], pytest.approx(0.6))]
 
 
+def test_channel_graph_grades_channel_edges_by_weight(catalog, empty_catalog, neo4j_settings):
+    [row] = empty_catalog.execute_query(LIBRARY["channel_graph"].text, checkpoint="m@1", min_weight=0.01,
+                                        database_=neo4j_settings.database).records
+    assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C", "D", "E"]
+    carries = sorted((r.start_node["name"], r.type, r.end_node["name"], r["weight"]) for r in row["carries"])
+    # Against the top weight 0.9: 0.8 and 0.7 reach two thirds of it, 0.05 not a third.
+    assert carries == [("A", "CARRIES_STRONG", "B", 0.9), ("B", "CARRIES_STRONG", "C", 0.8),
+                       ("C", "CARRIES_WEAK", "D", 0.05), ("D", "CARRIES_STRONG", "E", 0.7)]
+
+
 def test_slice_contrast(catalog):
     rows = catalog("slice_contrast", checkpoint="m@1", slice_a="rep", slice_b="rnd", min_effect=0.5)
     assert [(r["channel"], r["effect_a"], r["effect_b"]) for r in rows] == [("A", 1.0, 0.02), ("B", 0.8, -0.1)]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_library_has_the_queries_the_docs_promise():
     assert {"catalog_overview", "checkpoint_channels", "top_edges", "top_slice_edges", "components",
-            "components_apoc", "components_gds", "circuit", "circuit_graph", "circuit_view", "slice_contrast",
+            "components_apoc", "components_gds", "circuit", "circuit_graph", "circuit_view", "channel_graph", "slice_contrast",
             "channel_timeline", "similar_channels"} <= set(LIBRARY)
 
 
@@ -66,7 +66,8 @@ def test_the_stylesheet_styles_every_label_and_type_of_the_catalog():
     widths = [float(rules[f"relationship.CARRIES_{grade}"]["shaft-width"].removesuffix("px"))
               for grade in ("STRONG", "MEDIUM", "WEAK")]
     assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3
-    assert all(f"'CARRIES_{grade}'" in LIBRARY["circuit_view"].body for grade in ("STRONG", "MEDIUM", "WEAK"))
+    for view in ("circuit_view", "channel_graph"):
+        assert all(f"'CARRIES_{grade}'" in LIBRARY[view].body for grade in ("STRONG", "MEDIUM", "WEAK")), view
 
 
 def test_the_style_command_is_one_line_to_paste():
