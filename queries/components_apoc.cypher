@@ -2,7 +2,8 @@
 // description: The same components as `components`, by union-find over the edge list with APOC's map
 //   functions (use when the APOC plugin is installed). APOC core has no WCC procedure and its path
 //   expanders filter by type and label, not by weight, so this folds the edges once: each edge joins its
-//   ends' components, relabelling the members of the smaller one (union by size, so O(E + N log N)).
+//   ends' components, relabelling the members of the smaller one (union by size). APOC maps are values,
+//   so every union copies the two maps: O(E + N U) for U unions.
 // returns: component (its first member in catalog order), size, channels
 // params: $checkpoint, $min_weight
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)

@@ -63,6 +63,11 @@ def test_components(catalog, components_variant, min_weight, expected):
     assert [(r["component"], r["size"], r["channels"]) for r in rows] == expected
 
 
+def test_components_of_an_unknown_or_loading_checkpoint_are_empty(catalog, components_variant):
+    assert catalog(components_variant, checkpoint="m@9", min_weight=0.5) == []
+    assert catalog(components_variant, checkpoint="m@3", min_weight=0.5) == []
+
+
 def breadth_first_components(names: list[str], edges: list[tuple[str, str, float]], min_weight: float) -> list:
     """Reference answer: (first member, size, members in catalog order), largest first."""
     neighbours = {name: set() for name in names}

@@ -73,3 +73,8 @@ def test_the_stylesheet_styles_every_label_and_type_of_the_catalog():
 def test_the_style_command_is_one_line_to_paste():
     command = queries.style_command()
     assert command.startswith(":style node {") and "\n" not in command
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_bodies_have_no_comments_so_they_paste_as_one_line(name):
+    assert "//" not in LIBRARY[name].body
