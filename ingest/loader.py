@@ -80,17 +80,10 @@ MERGE (d:DataSlice {id: row.id})
 SET d += row
 """
 
-CREATE_FEEDS = """
+CREATE_SUBSPACE_EDGES = """
 UNWIND $rows AS row
 MATCH (a:Subspace {id: row.source}), (b:Subspace {id: row.target})
-CREATE (a)-[f:FEEDS]->(b)
-SET f = row.properties
-"""
-
-CREATE_FLOWS_ON = """
-UNWIND $rows AS row
-MATCH (a:Subspace {id: row.source}), (b:Subspace {id: row.target})
-CREATE (a)-[f:FLOWS_ON]->(b)
+CREATE (a)-[f:$(row.type)]->(b)
 SET f = row.properties
 """
 
@@ -189,14 +182,15 @@ def load_artifact(driver: neo4j.Driver, database: str, path: Path, top_k: int | 
     edges = pruned_edges(t["edges"], top_k, min_attribution)
     kept = set(zip(edges["writer"], edges["reader"], edges["role"]))
 
-    def endpoint_rows(frame: pd.DataFrame, properties: list[str]) -> list[dict]:
+    def endpoint_rows(frame: pd.DataFrame, relationship: str, properties: list[str]) -> list[dict]:
         return [{"source": f"{block_id[r['writer']]}/out", "target": f"{block_id[r['reader']]}/{r['role']}",
-                 "properties": {p: _clean(r[p]) for p in properties}} for r in frame.to_dict("records")]
+                 "type": relationship, "properties": {p: _clean(r[p]) for p in properties}}
+                for r in frame.to_dict("records")]
 
-    feeds = endpoint_rows(edges, ["role", "attribution", "attribution_signed", "weight", "strength", "flow"])
+    feeds = endpoint_rows(edges, "FEEDS", ["role", "attribution", "attribution_signed", "weight", "strength", "flow"])
     slice_edges = t["slice_edges"][[k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"],
                                                              t["slice_edges"]["role"])]]
-    flows = endpoint_rows(slice_edges, ["slice", "role", "attribution", "attribution_signed"])
+    flows = endpoint_rows(slice_edges, "FLOWS_ON", ["slice", "role", "attribution", "attribution_signed"])
     activity = [{"block_id": block_id[r["block"]], "slice_id": slice_id[r["slice"]],
                  "properties": {k: float(r[k]) for k in ("attribution", "attribution_signed", "ablation", "mean_norm")}}
                 for r in t["activity"].to_dict("records")]
@@ -213,7 +207,7 @@ def load_artifact(driver: neo4j.Driver, database: str, path: Path, top_k: int | 
                                                 run=run_props).consume())
         session.run(DELETE_CHECKPOINT_CONTENT, checkpoint_id=checkpoint_id).consume()
         steps = [(CREATE_BLOCKS, _records(blocks)), (CREATE_SUBSPACES, _records(subspaces)),
-                 (MERGE_SLICES, slices), (CREATE_FEEDS, feeds), (CREATE_FLOWS_ON, flows),
+                 (MERGE_SLICES, slices), (CREATE_SUBSPACE_EDGES, feeds), (CREATE_SUBSPACE_EDGES, flows),
                  (CREATE_ACTIVE_ON, activity)]
         for statement, rows in steps:
             for chunk in _chunks(rows):
