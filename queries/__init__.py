@@ -78,7 +78,7 @@ def library() -> dict[str, Query]:
 
 def stylesheet() -> str:
     """Neo4j Browser's stylesheet (GraSS) for the catalog: a colour per block kind, captions, and
-    widths for the graded ``CARRIES_*`` relationships of ``circuit_view``."""
+    widths for the graded ``CARRIES_*`` relationships of ``circuit_view`` and ``channel_graph``."""
     return resources.files(__name__).joinpath(STYLESHEET).read_text()
 
 
