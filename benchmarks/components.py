@@ -2,9 +2,9 @@
 
     python benchmarks/components.py [--neo4j-dir DIR | NEO4J_URI=... NEO4J_PASSWORD=...]
 
-Per size it writes one checkpoint ``components-benchmark@<channels>`` (attention heads and MLPs
-by layer, each reader subspace fed by ``--fan-in`` random earlier channels, weights uniform in
-[0, 1]), runs ``components``, ``components_apoc`` and ``components_gds`` at ``--min-weight``
+Per size it loads one synthetic checkpoint ``components-benchmark@<channels>`` through an
+artifact and the loader, as an ingest would (attention heads and MLPs by layer, each reader
+subspace fed by ``--fan-in`` random earlier channels, weights uniform in [0, 1]), runs ``components``, ``components_apoc`` and ``components_gds`` at ``--min-weight``
 (median of ``--repeats`` runs after a warm-up run, each in a read transaction like
 ``circuit-atlas query``), checks
 that all three return the same rows, prints the times and their ratios, and deletes the
@@ -15,55 +15,46 @@ from __future__ import annotations
 
 import random
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-artifact builder
+import synthetic_artifacts
+
 from circuit_atlas import queries
-from circuit_atlas.cli import Connection, catalog, connection_options
+from circuit_atlas.cli import Connection, connection_options
 from circuit_atlas.errors import UserError
 
 # (layers, heads per layer): GPT-2 small, GPT-2 medium, GPT-2 XL.
 SHAPES = [(12, 12), (24, 16), (48, 25)]
 VARIANTS = ("components", "components_apoc", "components_gds")
-
-WRITE_GRAPH = """
-MERGE (c:Checkpoint {id: $checkpoint}) SET c.status = 'complete'
-WITH c
-UNWIND $blocks AS blk
-CREATE (b:Block {id: $checkpoint + '/' + blk.name, checkpoint_id: $checkpoint, name: blk.name, kind: blk.kind,
-                 layer: blk.layer, head: blk.head})
-CREATE (c)-[:HAS_BLOCK]->(b)
-FOREACH (role IN blk.roles |
-  CREATE (b)-[:HAS_SUBSPACE]->(:Subspace {id: b.id + '/' + role, checkpoint_id: $checkpoint, role: role}))
-"""
-WRITE_EDGES = """
-UNWIND $edges AS e
-MATCH (a:Subspace {id: e.source}), (b:Subspace {id: e.target})
-CREATE (a)-[:FEEDS {role: e.role, weight: e.weight}]->(b)
-"""
+ROLES = synthetic_artifacts.ROLES
 DELETE = """
-MATCH (:Checkpoint {id: $checkpoint})-[:HAS_BLOCK]->(b)-[:HAS_SUBSPACE]->(s)
-DETACH DELETE s
-WITH DISTINCT b DETACH DELETE b
+MATCH (c:Checkpoint {id: $checkpoint})
+OPTIONAL MATCH (c)-[:HAS_BLOCK]->(b)
+OPTIONAL MATCH (b)-[:HAS_SUBSPACE]->(s)
+DETACH DELETE s, b, c
 """
 
 
-def synthetic_graph(layers: int, heads: int, fan_in: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """Blocks in forward order and FEEDS rows: every reader role gets ``fan_in`` earlier writers."""
-    blocks = [{"name": "embed", "kind": "embed", "layer": -1, "head": None, "roles": ["out"]}]
+def synthetic_checkpoint(layers: int, heads: int, fan_in: int, rng: random.Random) -> synthetic_artifacts.Checkpoint:
+    """Channels in channel order, every reader role fed by ``fan_in`` random earlier writers."""
+    channels = [synthetic_artifacts.Channel("embed", "embed", -1)]
     for layer in range(layers):
-        blocks += [{"name": f"L{layer}H{h}", "kind": "attn_head", "layer": layer, "head": h,
-                    "roles": ["q", "k", "v", "out"]} for h in range(heads)]
-        blocks.append({"name": f"L{layer}.mlp", "kind": "mlp", "layer": layer, "head": None, "roles": ["in", "out"]})
+        channels += [synthetic_artifacts.Channel(f"L{layer}H{h}", "attn_head", layer, h) for h in range(heads)]
+        channels.append(synthetic_artifacts.Channel(f"L{layer}.mlp", "mlp", layer))
     edges = []
-    for position, reader in enumerate(blocks):
-        writers = blocks[:position]
-        for role in (r for r in reader["roles"] if r != "out"):
+    for position, reader in enumerate(channels):
+        writers = channels[:position]
+        for role in (r for r in ROLES[reader.kind] if r != "out"):
             for writer in rng.sample(writers, min(fan_in, len(writers))):
-                edges.append({"source": f"{{ck}}/{writer['name']}/out", "target": f"{{ck}}/{reader['name']}/{role}",
-                              "role": role, "weight": rng.random()})
-    return blocks, edges
+                weight = rng.random()
+                edges.append(synthetic_artifacts.Edge(writer.name, reader.name, role, weight, weight, weight))
+    return synthetic_artifacts.Checkpoint("components-benchmark", str(len(channels)), len(channels), channels, edges)
 
 
 def timed(driver, database: str, query: queries.Query, params: dict, repeats: int) -> tuple[float, list[dict]]:
@@ -85,20 +76,18 @@ def timed(driver, database: str, query: queries.Query, params: dict, repeats: in
 @connection_options
 def main(connection: Connection, fan_in: int, min_weight: float, repeats: int, seed: int) -> None:
     library = queries.library()
-    settings = connection.settings()
-    with catalog(settings) as driver:
-        db = settings.database
-        click.echo(f"fan-in {fan_in}, min weight {min_weight}, median of {repeats} runs; server {settings.uri}")
-        click.echo(f"{'channels':>8} {'edges':>6} {'kept':>5} {'components':>10}  " +
-                   "  ".join(f"{v:>16}" for v in VARIANTS) + "  apoc/pure  gds/pure")
+    with connection.open() as catalog, tempfile.TemporaryDirectory() as artifacts:
+        driver, db = catalog.driver, catalog.database
+        click.echo(f"fan-in {fan_in}, min weight {min_weight}, median of {repeats} runs; server {catalog.settings.uri}")
+        click.echo(
+            f"{'channels':>8} {'edges':>6} {'kept':>5} {'components':>10}  "
+            + "  ".join(f"{v:>16}" for v in VARIANTS)
+            + "  apoc/pure  gds/pure"
+        )
         for layers, heads in SHAPES:
-            blocks, edges = synthetic_graph(layers, heads, fan_in, random.Random(seed))
-            checkpoint = f"components-benchmark@{len(blocks)}"
-            rows = [{**e, "source": e["source"].format(ck=checkpoint), "target": e["target"].format(ck=checkpoint)}
-                    for e in edges]
-            driver.execute_query(WRITE_GRAPH, checkpoint=checkpoint, blocks=blocks, database_=db)
-            for start in range(0, len(rows), 5000):
-                driver.execute_query(WRITE_EDGES, edges=rows[start:start + 5000], database_=db)
+            synthetic = synthetic_checkpoint(layers, heads, fan_in, random.Random(seed))
+            checkpoint, blocks, edges = synthetic.id, synthetic.channels, synthetic.edges
+            synthetic_artifacts.load(driver, db, synthetic, Path(artifacts))
             try:
                 params = {"checkpoint": checkpoint, "min_weight": min_weight}
                 results = {}
@@ -112,15 +101,19 @@ def main(connection: Connection, fan_in: int, min_weight: float, repeats: int, s
                     raise SystemExit(f"The variants disagree on {checkpoint}: {answers}")
                 base = results["components"][0]
                 cells = [f"{results[v][0] * 1000:13.1f} ms" if v in results else f"{'-':>16}" for v in VARIANTS]
-                ratios = [f"{results[v][0] / base:9.2f}" if v in results else f"{'-':>9}"
-                          for v in ("components_apoc", "components_gds")]
-                kept = sum(e["weight"] >= min_weight for e in edges)
-                click.echo(f"{len(blocks):>8} {len(edges):>6} {kept:>5} {len(results['components'][1]):>10}  " +
-                           "  ".join(cells) + "  " + " ".join(ratios))
+                ratios = [
+                    f"{results[v][0] / base:9.2f}" if v in results else f"{'-':>9}"
+                    for v in ("components_apoc", "components_gds")
+                ]
+                kept = sum(e.weight >= min_weight for e in edges)
+                click.echo(
+                    f"{len(blocks):>8} {len(edges):>6} {kept:>5} {len(results['components'][1]):>10}  "
+                    + "  ".join(cells)
+                    + "  "
+                    + " ".join(ratios)
+                )
             finally:
                 driver.execute_query(DELETE, checkpoint=checkpoint, database_=db)
-                driver.execute_query("MATCH (c:Checkpoint {id: $checkpoint}) DELETE c", checkpoint=checkpoint,
-                                     database_=db)
 
 
 if __name__ == "__main__":

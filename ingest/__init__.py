@@ -1,14 +1,9 @@
-"""Circuit Atlas: a catalog of the circuits inside transformer models, kept in Neo4j.
+"""The ingestion job: a model and data in, one artifact directory per checkpoint out.
 
-The import package is assembled from the repository's top-level folders: ``ingest/`` is
-``circuit_atlas`` itself (the ingestion job and the CLI), ``schema/`` is
-``circuit_atlas.schema`` (migrations) and ``queries/`` is ``circuit_atlas.queries`` (the Cypher
-library). Nothing happens at import time.
+Data flows one way through these modules: ``model_adapter`` (load a model) -> ``channels`` (cut
+it into channels; the channel order and score indices) -> ``data`` (slices) -> ``statistics``
+(moments) -> ``compression`` (subspaces) -> ``fidelity`` (ranks, per-channel fidelity, exact
+ablation) -> ``edges`` (structural and attribution scores) -> ``fingerprints`` -> ``matching``
+-> ``artifact`` (the tables' one schema), orchestrated by ``pipeline``. Nothing here imports the
+Neo4j driver: the catalog side (``circuit_atlas.loader``) reads the artifacts.
 """
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("circuit-atlas")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"

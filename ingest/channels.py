@@ -1,36 +1,58 @@
-"""Channels: the pieces a model is cut into, with their roles and forward order.
+"""Channels: the pieces a model is cut into, in the one order every table, query and printout uses.
 
 Per layer ``l``: every attention head ``L{l}H{h}`` (read roles ``q``, ``k``, ``v``; write role
 ``out``) and the MLP ``L{l}.mlp`` (read ``in``, write ``out``); before layer 0 the token
 embedding ``embed`` and, for learned absolute positions, ``pos_embed`` (write ``out``); after the
 last layer the unembedding ``unembed`` (read ``in``).
 
-Forward order decides which writer can feed which reader: a writer feeds every reader at a
-later *stage*, where stages are ``embed < L0 attn < L0 mlp < L1 attn < ... < unembed``; with a
-parallel block (GPT-J, parallel GPT-NeoX) the MLP of a layer shares the attention's stage, so
-it does not read that layer's heads.
+**Channel order** is the forward order: ``embed, pos_embed, L0H0 .. L0H{H-1}, L0.mlp, L1H0, ...,
+unembed`` (a layer's heads by head index, then its MLP). :func:`model_channels` defines it, every
+channel carries its position as ``Channel.order``, the artifact stores it in ``blocks.order``, the
+catalog on ``Block.order``, and every query sorts by it.
+
+A writer feeds every reader at a later *stage*: ``embed < L0 attn < L0 mlp < L1 attn < ... <
+unembed``; with a parallel block (GPT-J, parallel GPT-NeoX) the MLP of a layer shares the
+attention's stage, so it does not read that layer's heads.
+
+:class:`ChannelLayout` fixes the indices that score matrices are laid out by: rows are the
+reader roles (:attr:`ChannelLayout.readers`), columns the writers (:attr:`ChannelLayout.writers`),
+both in channel order, and it names the rows and columns of each layer's heads and MLP so that
+no other module relies on an unstated order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
 
 from .model_adapter import ModelSpec
 
+#: Read roles by channel kind, in the order their rows appear in score matrices.
 READ_ROLES = {"attn_head": ("q", "k", "v"), "mlp": ("in",), "unembed": ("in",)}
+HEAD_READ_ROLES = READ_ROLES["attn_head"]
 WRITE_KINDS = ("embed", "pos_embed", "attn_head", "mlp")
-# The catalog labels a Block node with its kind too (for Cypher and the Browser stylesheet).
-KIND_LABELS = {"embed": "Embedding", "pos_embed": "Embedding", "attn_head": "AttentionHead", "mlp": "MLP",
-               "unembed": "Unembedding"}
+KINDS = ("embed", "pos_embed", "attn_head", "mlp", "unembed")
+#: The label a Block node carries besides ``Block`` (for Cypher and the Browser stylesheet).
+KIND_LABELS = {
+    "embed": "Embedding",
+    "pos_embed": "Embedding",
+    "attn_head": "AttentionHead",
+    "mlp": "MLP",
+    "unembed": "Unembedding",
+}
 
 
 @dataclass(frozen=True)
 class Channel:
-    kind: str  # embed | pos_embed | attn_head | mlp | unembed
+    kind: str  # one of KINDS
     layer: int  # -1 for embeddings, n_layers for the unembedding
     head: int | None
     name: str
-    stage: int  # position in the forward order (see module docstring)
+    stage: int  # position in the forward order of stages (see module docstring)
+    order: int  # position in the channel order
 
     @property
     def writes(self) -> bool:
@@ -40,21 +62,95 @@ class Channel:
     def read_roles(self) -> tuple[str, ...]:
         return READ_ROLES.get(self.kind, ())
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Read roles, then ``out`` for a writer: the channel's subspaces."""
+        return (*self.read_roles, *(("out",) if self.writes else ()))
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def mlp_name(layer: int) -> str:
+    return f"L{layer}.mlp"
+
 
 def model_channels(spec: ModelSpec) -> list[Channel]:
-    """Every channel of the model, in forward order (heads of a layer in head order)."""
+    """Every channel of the model, in channel order."""
     mlp_offset = 0 if spec.parallel_attn_mlp else 1
-    channels = [Channel("embed", -1, None, "embed", 0)]
+    specs = [("embed", -1, None, "embed", 0)]
     if spec.positional == "standard":
-        channels.append(Channel("pos_embed", -1, None, "pos_embed", 0))
+        specs.append(("pos_embed", -1, None, "pos_embed", 0))
     for layer in range(spec.n_layers):
         attn_stage = 1 + 2 * layer
-        channels += [Channel("attn_head", layer, h, f"L{layer}H{h}", attn_stage) for h in range(spec.n_heads)]
-        channels.append(Channel("mlp", layer, None, f"L{layer}.mlp", attn_stage + mlp_offset))
-    channels.append(Channel("unembed", spec.n_layers, None, "unembed", 2 * spec.n_layers + 1))
-    return channels
+        specs += [("attn_head", layer, h, head_name(layer, h), attn_stage) for h in range(spec.n_heads)]
+        specs.append(("mlp", layer, None, mlp_name(layer), attn_stage + mlp_offset))
+    specs.append(("unembed", spec.n_layers, None, "unembed", 2 * spec.n_layers + 1))
+    return [Channel(*fields, order=i) for i, fields in enumerate(specs)]
 
 
 def feeds(writer: Channel, reader: Channel) -> bool:
     """Whether ``writer``'s output reaches ``reader``'s input through the residual stream."""
     return writer.writes and bool(reader.read_roles) and writer.stage < reader.stage
+
+
+@dataclass(frozen=True)
+class ReadRole:
+    channel: Channel
+    role: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.channel.name}/{self.role}"
+
+
+class ChannelLayout:
+    """The model's channels and the row (reader role) and column (writer) indices of scores.
+
+    ``readers``: for each channel in order, its read roles in :data:`READ_ROLES` order, so a
+    layer's head rows are ``q, k, v`` of head 0, then of head 1, ...; then its MLP ``in``; the
+    unembedding's ``in`` is the last row. ``writers``: the writing channels in order.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.channels = model_channels(spec)
+        self.readers = [ReadRole(c, role) for c in self.channels for role in c.read_roles]
+        self.writers = [c for c in self.channels if c.writes]
+        self.by_name = {c.name: c for c in self.channels}
+        self._reader_row = {(r.channel.name, r.role): i for i, r in enumerate(self.readers)}
+        self._writer_column = {c.name: j for j, c in enumerate(self.writers)}
+
+    @property
+    def unembed(self) -> Channel:
+        return self.channels[-1]
+
+    def heads(self, layer: int) -> list[Channel]:
+        return [self.by_name[head_name(layer, h)] for h in range(self.spec.n_heads)]
+
+    def mlp(self, layer: int) -> Channel:
+        return self.by_name[mlp_name(layer)]
+
+    def reader_row(self, channel: Channel, role: str) -> int:
+        return self._reader_row[(channel.name, role)]
+
+    def head_reader_rows(self, layer: int) -> Tensor:
+        """Rows of layer ``layer``'s head read roles, shaped [n_heads, 3] (roles q, k, v)."""
+        return torch.tensor([[self.reader_row(c, role) for role in HEAD_READ_ROLES] for c in self.heads(layer)])
+
+    def writer_column(self, channel: Channel) -> int:
+        return self._writer_column[channel.name]
+
+    def head_writer_columns(self, layer: int) -> Tensor:
+        """Columns of layer ``layer``'s heads, [n_heads]."""
+        return torch.tensor([self.writer_column(c) for c in self.heads(layer)])
+
+    @cached_property
+    def feeds_mask(self) -> Tensor:
+        """[reader role, writer] bool: True where the writer feeds the reader."""
+        return torch.tensor([[feeds(w, r.channel) for w in self.writers] for r in self.readers], dtype=torch.bool)
+
+    def writers_before(self, stage: int) -> int:
+        """How many leading writer columns feed a reader at ``stage`` (writers are in stage order)."""
+        return sum(1 for w in self.writers if w.stage < stage)

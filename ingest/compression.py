@@ -1,4 +1,4 @@
-"""Compression: every channel's read and write subspaces, from the moments (DESIGN.md section 2).
+"""Compression: every channel's read and write subspaces, from the moments (docs/design.md, "Compression").
 
 Each channel map is factorised as M = Σ_i σ_i a_i b_iᵀ, with σ_i its importances:
 
@@ -45,10 +45,22 @@ from .statistics import Moments
 EIGENVALUE_FLOOR = 1e-10
 
 #: Decomposition groups: (group, sides). A channel kind maps to one or two groups.
-GROUPS = {"qk": ("q", "k"), "ov": ("v", "out"), "mlp_in": ("in",), "mlp_out": ("out",),
-          "embed": ("out",), "pos_embed": ("out",), "unembed": ("in",)}
-KIND_GROUPS = {"attn_head": ("qk", "ov"), "mlp": ("mlp_in", "mlp_out"), "embed": ("embed",),
-               "pos_embed": ("pos_embed",), "unembed": ("unembed",)}
+GROUPS = {
+    "qk": ("q", "k"),
+    "ov": ("v", "out"),
+    "mlp_in": ("in",),
+    "mlp_out": ("out",),
+    "embed": ("out",),
+    "pos_embed": ("out",),
+    "unembed": ("in",),
+}
+KIND_GROUPS = {
+    "attn_head": ("qk", "ov"),
+    "mlp": ("mlp_in", "mlp_out"),
+    "embed": ("embed",),
+    "pos_embed": ("pos_embed",),
+    "unembed": ("unembed",),
+}
 
 
 def psd_roots(matrix: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,10 +116,13 @@ def qk_decomposition(qq: Tensor, kk: Tensor, W_Q: Tensor, W_K: Tensor) -> Decomp
     Ak_root, Ak_inverse_root = psd_roots(kk)
     U, sigma, Vh = torch.linalg.svd(Aq_root @ Ak_root)
     V = Vh.mT
-    return Decomposition(sigma, {
-        "q": Side(W_Q.double() @ Aq_inverse_root @ U, Aq_inverse_root @ U, Aq_root @ U),
-        "k": Side(W_K.double() @ Ak_inverse_root @ V, Ak_inverse_root @ V, Ak_root @ V),
-    })
+    return Decomposition(
+        sigma,
+        {
+            "q": Side(W_Q.double() @ Aq_inverse_root @ U, Aq_inverse_root @ U, Aq_root @ U),
+            "k": Side(W_K.double() @ Ak_inverse_root @ V, Ak_inverse_root @ V, Ak_root @ V),
+        },
+    )
 
 
 def read_decomposition(S: Tensor, H: Tensor) -> Decomposition:
@@ -127,8 +142,12 @@ def write_decomposition(Y: Tensor, G: Tensor) -> Decomposition:
 def decompose(moments: Moments, weights: Weights) -> dict[str, Decomposition]:
     """Every group's decomposition; heads batched [L, H], MLPs [L], singletons unbatched."""
     groups = {
-        "qk": qk_decomposition(moments.qq, moments.kk, weights.W_Q.to(moments.qq.device), weights.W_K.to(moments.qq.device)),
-        "ov": ov_decomposition(moments.vv, moments.G_attn, weights.W_V.to(moments.vv.device), weights.W_O.to(moments.vv.device)),
+        "qk": qk_decomposition(
+            moments.qq, moments.kk, weights.W_Q.to(moments.qq.device), weights.W_K.to(moments.qq.device)
+        ),
+        "ov": ov_decomposition(
+            moments.vv, moments.G_attn, weights.W_V.to(moments.vv.device), weights.W_O.to(moments.vv.device)
+        ),
         "mlp_in": read_decomposition(moments.S_mlp, moments.H_mlp),
         "mlp_out": write_decomposition(moments.Y_mlp, moments.G_mlp),
         "embed": write_decomposition(moments.Y_embed, moments.G_embed),
@@ -171,8 +190,10 @@ class Compression:
     ranks: dict[str, Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ranks = {group: select_ranks(dec.sigma, self.fraction, self.max_rank, self.floor)
-                      for group, dec in self.decompositions.items()}
+        self.ranks = {
+            group: select_ranks(dec.sigma, self.fraction, self.max_rank, self.floor)
+            for group, dec in self.decompositions.items()
+        }
 
     def group_of(self, channel: Channel, role: str) -> str:
         return next(g for g in KIND_GROUPS[channel.kind] if role in GROUPS[g])

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from circuit_atlas.errors import UserError
+
 from .model_adapter import ModelSpec
 
 METRICS = ("next_token_loss",)
@@ -57,9 +58,11 @@ class DataSlice:
         n = self.tokens.shape[0]
         n_held = max(1, round(n * holdout_fraction))
         if n - n_held < 1:
-            raise UserError(f"Slice {self.name!r} has {n} sequence(s); fitting and the held-out "
-                            f"fidelity check need at least 2. Give more data.")
-        return self.tokens[: n - n_held], self.tokens[n - n_held:]
+            raise UserError(
+                f"Slice {self.name!r} has {n} sequence(s); fitting and the held-out "
+                f"fidelity check need at least 2. Give more data."
+            )
+        return self.tokens[: n - n_held], self.tokens[n - n_held :]
 
 
 def synthetic_tokens(kind: str, d_vocab: int, n_seq: int, seq_len: int, seed: int) -> Tensor:
@@ -102,8 +105,7 @@ def load_slice(argument: str, spec: ModelSpec, tokenizer, seq_len: int, n_seq: i
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise UserError(f"--data {argument!r}: no file {path}, and not a built-in slice "
-                            f"({', '.join(SYNTHETIC)}).")
+            raise UserError(f"--data {argument!r}: no file {path}, and not a built-in slice ({', '.join(SYNTHETIC)}).")
         if path.suffix in (".npy", ".pt"):
             ids = _read_token_file(path)
             if ids.is_floating_point() or ids.dtype == torch.bool:
@@ -122,17 +124,22 @@ def load_slice(argument: str, spec: ModelSpec, tokenizer, seq_len: int, n_seq: i
 def validated(data: DataSlice, spec: ModelSpec) -> DataSlice:
     """``data`` if it fits the model; else :class:`UserError` naming the problem and the fix."""
     if data.tokens.numel() == 0:
-        raise UserError(f"Slice {data.name!r} is empty: it has no complete sequence. Give more tokens "
-                        f"or a shorter --seq-len.")
+        raise UserError(
+            f"Slice {data.name!r} is empty: it has no complete sequence. Give more tokens or a shorter --seq-len."
+        )
     if data.tokens.shape[1] > spec.n_ctx:
-        raise UserError(f"Slice {data.name!r} has sequences of {data.tokens.shape[1]} tokens but "
-                        f"{spec.name} has a context of {spec.n_ctx}. Use --seq-len {spec.n_ctx} or less.")
+        raise UserError(
+            f"Slice {data.name!r} has sequences of {data.tokens.shape[1]} tokens but "
+            f"{spec.name} has a context of {spec.n_ctx}. Use --seq-len {spec.n_ctx} or less."
+        )
     if data.tokens.shape[1] < 2:
         raise UserError(f"Slice {data.name!r} has sequences of 1 token; next-token loss needs at least 2.")
     low, high = int(data.tokens.min()), int(data.tokens.max())
     if low < 0 or high >= spec.d_vocab:
-        raise UserError(f"Slice {data.name!r} has token ids in [{low}, {high}] but {spec.name} has a "
-                        f"vocabulary of {spec.d_vocab} (ids 0..{spec.d_vocab - 1}).")
+        raise UserError(
+            f"Slice {data.name!r} has token ids in [{low}, {high}] but {spec.name} has a "
+            f"vocabulary of {spec.d_vocab} (ids 0..{spec.d_vocab - 1})."
+        )
     if data.metric not in METRICS:
         raise UserError(f"Unknown metric {data.metric!r}; available: {', '.join(METRICS)}.")
     return data

@@ -1,4 +1,4 @@
-"""Edges: how one channel's writes line up with another's reads (DESIGN.md section 2).
+"""Edges: how one channel's writes line up with another's reads (docs/design.md, "Edges").
 
 For a writer A (write basis U_A [d, r_A], importances s_A) and a read role of a reader B (read
 basis C_B [d, r_B], importances t_B), A before B in the forward pass:
@@ -34,25 +34,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .channels import Channel, feeds
+from .channels import HEAD_READ_ROLES, Channel, ChannelLayout
 from .compression import Compression, psd_roots
 from .fidelity import sequence_losses
 from .model_adapter import LoadedModel, site
 from .statistics import Moments, batches, mlp_input_residual
-
-
-@dataclass(frozen=True)
-class ReadRole:
-    channel: Channel
-    role: str
-
-
-def read_roles(channels: list[Channel]) -> list[ReadRole]:
-    return [ReadRole(c, role) for c in channels for role in c.read_roles]
-
-
-def writers(channels: list[Channel]) -> list[Channel]:
-    return [c for c in channels if c.writes]
 
 
 def _stacked(bases: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -98,36 +84,39 @@ class StructuralScores:
     flow: Tensor
 
 
-def structural_scores(compression: Compression, moments: Moments, channels: list[Channel], W_O: Tensor) -> StructuralScores:
-    readers, sources = read_roles(channels), writers(channels)
+def structural_scores(
+    compression: Compression, moments: Moments, layout: ChannelLayout, W_O: Tensor
+) -> StructuralScores:
+    readers, sources = layout.readers, layout.writers
     device = moments.qq.device
     W_O = W_O.to(device)
     write_bases = [compression.basis(c, "out") for c in sources]
     write_importance = [compression.singular_values(c, "out")[: b.shape[1]] for c, b in zip(sources, write_bases)]
     read_bases = [compression.basis(r.channel, r.role) for r in readers]
-    read_importance = [compression.singular_values(r.channel, r.role)[: b.shape[1]] for r, b in zip(readers, read_bases)]
+    read_importance = [
+        compression.singular_values(r.channel, r.role)[: b.shape[1]] for r, b in zip(readers, read_bases)
+    ]
 
     read_matrix, read_owner = _stacked(read_bases)
     weighted_read, _ = _stacked([b * t for b, t in zip(read_bases, read_importance)])
     weighted_write, write_owner = _stacked([b * s for b, s in zip(write_bases, write_importance)])
-    strength = _segment_square_sums(weighted_read.T @ weighted_write, read_owner, write_owner,
-                                    len(readers), len(sources)).sqrt()
-    norms = torch.outer(torch.stack([t.norm() for t in read_importance]),
-                        torch.stack([s.norm() for s in write_importance]))
+    strength = _segment_square_sums(
+        weighted_read.T @ weighted_write, read_owner, write_owner, len(readers), len(sources)
+    ).sqrt()
+    norms = torch.outer(
+        torch.stack([t.norm() for t in read_importance]), torch.stack([s.norm() for s in write_importance])
+    )
     weight = torch.where(norms > 0, strength / norms.clamp_min(1e-300), torch.zeros_like(strength))
 
     factors, factor_owner = _stacked([writer_output_factor(c, moments, W_O) for c in sources])
     written = _segment_square_sums(read_matrix.T @ factors, read_owner, factor_owner, len(readers), len(sources))
-    residual = torch.stack([torch.trace(b.T @ reader_residual_moment(r.channel, moments) @ b)
-                            for r, b in zip(readers, read_bases)])
+    residual = torch.stack(
+        [torch.trace(b.T @ reader_residual_moment(r.channel, moments) @ b) for r, b in zip(readers, read_bases)]
+    )
     flow = torch.where(residual[:, None] > 0, written / residual[:, None].clamp_min(1e-300), torch.zeros_like(written))
 
-    mask = feeds_mask(readers, sources).to(device)
+    mask = layout.feeds_mask.to(device, torch.float64)
     return StructuralScores(weight * mask, strength * mask, flow * mask)
-
-
-def feeds_mask(readers: list[ReadRole], sources: list[Channel]) -> Tensor:
-    return torch.tensor([[feeds(w, r.channel) for w in sources] for r in readers], dtype=torch.float64)
 
 
 def _pull_back(g: Tensor, x: Tensor, residual: Tensor, normalization: str) -> Tensor:
@@ -158,19 +147,24 @@ class SliceScores:
     mean_norm: dict[str, float]
 
 
-def slice_scores(model: LoadedModel, compression: Compression, moments: Moments, channels: list[Channel],
-                 tokens: Tensor, batch_tokens: int = 4096, progress: bool = True, desc: str = "attribution"
-                 ) -> SliceScores:
+def slice_scores(
+    model: LoadedModel,
+    compression: Compression,
+    moments: Moments,
+    layout: ChannelLayout,
+    tokens: Tensor,
+    batch_tokens: int = 4096,
+    progress: bool = True,
+    desc: str = "attribution",
+) -> SliceScores:
     """Stream a slice once (true-label metric) and score every edge and channel on it."""
     spec, w, device = model.spec, model.weights, model.device
     L, H = spec.n_layers, spec.n_heads
-    readers, sources = read_roles(channels), writers(channels)
-    assert channels == [*sources, channels[-1]] and channels[-1].kind == "unembed", "writers first, unembed last"
+    channels, readers, sources = layout.channels, layout.readers, layout.writers
     f32 = dict(device=device, dtype=torch.float32)
 
     def padded_bases(role: str) -> Tensor:  # [L, H, d, kmax]
-        bases = [[compression.basis(c, role) for c in channels if c.kind == "attn_head" and c.layer == l]
-                 for l in range(L)]
+        bases = [[compression.basis(c, role) for c in layout.heads(l)] for l in range(L)]
         kmax = max(1, max(b.shape[1] for row in bases for b in row))
         out = torch.zeros(L, H, spec.d_model, kmax, **f32)
         for l, row in enumerate(bases):
@@ -178,20 +172,25 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
                 out[l, h, :, : b.shape[1]] = b.to(**f32)
         return out
 
-    head_bases = {role: padded_bases(role) for role in ("q", "k", "v")}
-    mlp_bases = [compression.basis(c, "in").to(**f32) for c in channels if c.kind == "mlp"]
-    unembed_basis = compression.basis(channels[-1], "in").to(**f32)
+    head_bases = {role: padded_bases(role) for role in HEAD_READ_ROLES}
+    mlp_bases = [compression.basis(layout.mlp(l), "in").to(**f32) for l in range(L)]
+    unembed_basis = compression.basis(layout.unembed, "in").to(**f32)
     W = {"q": w.W_Q.to(**f32), "k": w.W_K.to(**f32), "v": w.W_V.to(**f32)}
     W_O = w.W_O.to(**f32)
     means = {"embed": moments.embed_mean, "pos_embed": moments.pos_mean, "final": moments.final_mean}
     z_mean, y_mean = moments.z_mean.to(**f32), moments.y_mlp_mean.to(**f32)
+    has_pos = "pos_embed" in layout.by_name
 
     layers = range(L)
     mlp_reads = mlp_input_residual(spec)
-    grad_sites = ([site(r, l) for l in layers for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")]
-                  + [site("final_x"), site("embed")])
-    value_sites = ([site(s, l) for l in layers for s in dict.fromkeys(("z", "attn_x", "resid_pre", mlp_reads))]
-                   + [site("pos_embed"), site("resid_final")])
+    grad_sites = [site(r, l) for l in layers for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")] + [
+        site("final_x"),
+        site("embed"),
+    ]
+    value_sites = [site(s, l) for l in layers for s in dict.fromkeys(("z", "attn_x", "resid_pre", mlp_reads))] + [
+        site("pos_embed"),
+        site("resid_final"),
+    ]
 
     abs_sum = torch.zeros(len(readers), len(sources), dtype=torch.float64, device=device)
     signed_sum = torch.zeros_like(abs_sum)
@@ -206,51 +205,59 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
         metric = sequence_losses(logits, batch).sum()
         grads = dict(zip(grad_sites, torch.autograd.grad(metric, [acts[s] for s in grad_sites])))
         with torch.no_grad():
-            # Every writer's output, centred output and the gradient where it joins the stream,
-            # stacked in writers() order (embeddings, then per layer all heads and the MLP): [b, p, W, d].
-            embed = acts[site("embed")]
-            raw, centred, joins = [embed], [embed - means["embed"].to(**f32)], [grads[site("embed")]]
-            if any(c.kind == "pos_embed" for c in sources):
-                pos = acts[site("pos_embed")].expand_as(embed)
-                raw.append(pos), centred.append(pos - means["pos_embed"].to(**f32)), joins.append(grads[site("embed")])
-            raw, centred, joins = [t.unsqueeze(2) for t in raw], [t.unsqueeze(2) for t in centred], [t.unsqueeze(2) for t in joins]
+            b, p, d = acts[site("embed")].shape
+            # Per writer column: its output, its output against its mean, and the gradient where it
+            # joins the residual stream, each [b, p, W, d].
+            outputs = torch.zeros(b, p, len(sources), d, **f32)
+            centred_out, output_grads = torch.zeros_like(outputs), torch.zeros_like(outputs)
+            embed_columns = [("embed", site("embed"))] + ([("pos_embed", site("pos_embed"))] if has_pos else [])
+            for name, hook in embed_columns:
+                column = layout.writer_column(layout.by_name[name])
+                outputs[:, :, column] = acts[hook].expand(b, p, d)
+                centred_out[:, :, column] = outputs[:, :, column] - means[name].to(**f32)
+                output_grads[:, :, column] = grads[site("embed")]
             for l in layers:
-                z = acts[site("z", l)]
-                raw.append(torch.einsum("bphe,hed->bphd", z, W_O[l]))
-                centred.append(torch.einsum("bphe,hed->bphd", z - z_mean[l], W_O[l]))
-                joins.append(grads[site("attn_out", l)].unsqueeze(2).expand(-1, -1, H, -1))
-                y = acts[site("mlp_out", l)]
-                raw.append(y.unsqueeze(2)), centred.append((y - y_mean[l]).unsqueeze(2))
-                joins.append(grads[site("mlp_out", l)].unsqueeze(2))
-            outputs, centred_out, output_grads = torch.cat(raw, 2), torch.cat(centred, 2), torch.cat(joins, 2)
+                z, heads = acts[site("z", l)], layout.head_writer_columns(l)
+                outputs[:, :, heads] = torch.einsum("bphe,hed->bphd", z, W_O[l])
+                centred_out[:, :, heads] = torch.einsum("bphe,hed->bphd", z - z_mean[l], W_O[l])
+                output_grads[:, :, heads] = grads[site("attn_out", l)].unsqueeze(2)
+                column = layout.writer_column(layout.mlp(l))
+                outputs[:, :, column] = acts[site("mlp_out", l)]
+                centred_out[:, :, column] = acts[site("mlp_out", l)] - y_mean[l]
+                output_grads[:, :, column] = grads[site("mlp_out", l)]
 
-            projected = []  # per reader role: P_B g_B [b, p, d]
+            reader_grads = torch.zeros(b, p, len(readers), d, **f32)  # per reader row: P_B g_B
             for l in layers:
                 x, r = acts[site("attn_x", l)], acts[site("resid_pre", l)]
-                for role in ("q", "k", "v"):
+                rows = layout.head_reader_rows(l)
+                for i, role in enumerate(HEAD_READ_ROLES):
                     g_x = torch.einsum("bphe,hde->bphd", grads[site(role, l)], W[role][l])
                     g_r = _pull_back(g_x, x, r, spec.normalization)
                     basis = head_bases[role][l]
-                    projected.append(torch.einsum("bphk,hdk->bphd", torch.einsum("bphd,hdk->bphk", g_r, basis), basis))
-                g_r = _pull_back(grads[site("mlp_x", l)], acts[site("mlp_x", l)], acts[site(mlp_reads, l)], spec.normalization)
-                projected.append(((g_r @ mlp_bases[l]) @ mlp_bases[l].T).unsqueeze(2))
-            g_r = _pull_back(grads[site("final_x")], acts[site("final_x")], acts[site("resid_final")], spec.normalization)
-            projected.append(((g_r @ unembed_basis) @ unembed_basis.T).unsqueeze(2))
-            # Reader order of read_roles(): per layer heads (q, k, v each), then the MLP, then unembed.
-            per_layer = []
-            for l in layers:
-                q, k, v, mlp = projected[4 * l: 4 * l + 4]
-                per_layer.append(torch.stack([q, k, v], dim=3).flatten(2, 3))  # [b, p, H*3, d] head-major
-                per_layer.append(mlp)
-            per_layer.append(projected[-1])
-            reader_grads = torch.cat(per_layer, dim=2)  # [b, p, R, d]
+                    reader_grads[:, :, rows[:, i]] = torch.einsum(
+                        "bphk,hdk->bphd", torch.einsum("bphd,hdk->bphk", g_r, basis), basis
+                    )
+                g_r = _pull_back(
+                    grads[site("mlp_x", l)], acts[site("mlp_x", l)], acts[site(mlp_reads, l)], spec.normalization
+                )
+                reader_grads[:, :, layout.reader_row(layout.mlp(l), "in")] = (g_r @ mlp_bases[l]) @ mlp_bases[l].T
+            g_r = _pull_back(
+                grads[site("final_x")], acts[site("final_x")], acts[site("resid_final")], spec.normalization
+            )
+            reader_grads[:, :, layout.reader_row(layout.unembed, "in")] = (g_r @ unembed_basis) @ unembed_basis.T
             per_sequence = torch.einsum("bprd,bpwd->brw", reader_grads, centred_out).double()
             abs_sum += per_sequence.abs().sum(0)
             signed_sum += per_sequence.sum(0)
 
-            x = acts[site("final_x")]  # the unembedding, the only reader-only channel, comes last
-            effects = torch.cat([(output_grads * centred_out).sum((1, 3)),
-                                 (grads[site("final_x")] * (x - means["final"].to(**f32))).sum((1, 2)).unsqueeze(1)], 1)
+            # Activity per channel in channel order: the writers, then the reader-only unembedding.
+            x = acts[site("final_x")]
+            effects = torch.cat(
+                [
+                    (output_grads * centred_out).sum((1, 3)),
+                    (grads[site("final_x")] * (x - means["final"].to(**f32))).sum((1, 2)).unsqueeze(1),
+                ],
+                1,
+            )
             norms = torch.cat([outputs.norm(dim=-1).sum((0, 1)), x.norm(dim=-1).sum().unsqueeze(0)])
             activity += effects.double().abs().sum(0)
             activity_signed += effects.double().sum(0)
@@ -258,12 +265,13 @@ def slice_scores(model: LoadedModel, compression: Compression, moments: Moments,
         n_seq += batch.shape[0]
         bar.update(batch.numel())
     bar.close()
-    mask = feeds_mask(readers, sources).to(device)
+    mask = layout.feeds_mask.to(device, torch.float64)
+    order = [*sources, layout.unembed]
     return SliceScores(
         n_sequences=n_seq,
         attribution=abs_sum / n_seq * mask,
         attribution_signed=signed_sum / n_seq * mask,
-        activity={c.name: float(a) / n_seq for c, a in zip(channels, activity)},
-        activity_signed={c.name: float(a) / n_seq for c, a in zip(channels, activity_signed)},
-        mean_norm={c.name: float(n) / tokens.numel() for c, n in zip(channels, norm_sum)},
+        activity={c.name: float(a) / n_seq for c, a in zip(order, activity)},
+        activity_signed={c.name: float(a) / n_seq for c, a in zip(order, activity_signed)},
+        mean_norm={c.name: float(n) / tokens.numel() for c, n in zip(order, norm_sum)},
     )

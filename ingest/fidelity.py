@@ -29,8 +29,9 @@ def sequence_losses(logits: Tensor, tokens: Tensor) -> Tensor:
     """Mean next-token cross-entropy of each sequence [batch]."""
     predicted = logits[:, :-1].float()
     targets = tokens[:, 1:].to(logits.device)
-    per_token = torch.nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]),
-                                                  targets.reshape(-1), reduction="none")
+    per_token = torch.nn.functional.cross_entropy(
+        predicted.reshape(-1, predicted.shape[-1]), targets.reshape(-1), reduction="none"
+    )
     return per_token.view(targets.shape).mean(-1)
 
 
@@ -45,12 +46,14 @@ def mean_loss(model: LoadedModel, tokens: Tensor, hooks=(), batch_tokens: int = 
 def _head_projection(projector: Tensor, bias: Tensor):
     def hook(activation: Tensor, hook) -> Tensor:  # [b, p, h, d_head]
         return torch.einsum("bphe,hef->bphf", activation - bias, projector) + bias
+
     return hook
 
 
 def _projection(projector: Tensor):
     def hook(activation: Tensor, hook) -> Tensor:
         return activation @ projector
+
     return hook
 
 
@@ -59,11 +62,17 @@ def _replace(mean: Tensor, mask: Tensor | None = None):
         if mask is None:
             return mean.expand_as(activation).clone()
         return torch.where(mask, mean, activation)
+
     return hook
 
 
-def intervention_hooks(model: LoadedModel, compression: Compression, moments: Moments,
-                       compress: Iterable[Channel] = (), ablate: Iterable[Channel] = ()) -> list:
+def intervention_hooks(
+    model: LoadedModel,
+    compression: Compression,
+    moments: Moments,
+    compress: Iterable[Channel] = (),
+    ablate: Iterable[Channel] = (),
+) -> list:
     """Hooks that replace ``compress`` by their truncated maps and ``ablate`` by their means."""
     spec, w = model.spec, model.weights
     compress, ablate = set(compress), set(ablate)
@@ -74,15 +83,22 @@ def intervention_hooks(model: LoadedModel, compression: Compression, moments: Mo
 
     hooks = []
     for l in range(spec.n_layers):
-        heads = torch.tensor([any(c.kind == "attn_head" and c.layer == l and c.head == h for c in compress)
-                              for h in range(spec.n_heads)], device=model.device)
+        heads = torch.tensor(
+            [
+                any(c.kind == "attn_head" and c.layer == l and c.head == h for c in compress)
+                for h in range(spec.n_heads)
+            ],
+            device=model.device,
+        )
         if heads.any():
             identity = torch.eye(spec.d_head, device=model.device)
             for role, group, bias in (("q", "qk", w.b_Q), ("k", "qk", w.b_K), ("v", "ov", w.b_V)):
                 projector = torch.where(heads[:, None, None], f32(compression.projection(group, role)[l]), identity)
                 hooks.append((site(role, l), _head_projection(projector, f32(bias[l]))))
-        ablated_heads = torch.tensor([any(c.kind == "attn_head" and c.layer == l and c.head == h for c in ablate)
-                                      for h in range(spec.n_heads)], device=model.device)
+        ablated_heads = torch.tensor(
+            [any(c.kind == "attn_head" and c.layer == l and c.head == h for c in ablate) for h in range(spec.n_heads)],
+            device=model.device,
+        )
         if ablated_heads.any():
             hooks.append((site("z", l), _replace(f32(moments.z_mean[l]), ablated_heads[:, None])))
         mlp = next((c for c in compress | ablate if c.kind == "mlp" and c.layer == l), None)
@@ -91,8 +107,11 @@ def intervention_hooks(model: LoadedModel, compression: Compression, moments: Mo
             hooks.append((site("mlp_out", l), _projection(f32(compression.projection("mlp_out", "out")[l]))))
         elif mlp in ablate:
             hooks.append((site("mlp_out", l), _replace(f32(moments.y_mlp_mean[l]))))
-    singletons = {"embed": ("embed", "out", moments.embed_mean), "pos_embed": ("pos_embed", "out", moments.pos_mean),
-                  "unembed": ("final_x", "in", moments.final_mean)}
+    singletons = {
+        "embed": ("embed", "out", moments.embed_mean),
+        "pos_embed": ("pos_embed", "out", moments.pos_mean),
+        "unembed": ("final_x", "in", moments.final_mean),
+    }
     for channel in compress | ablate:
         if channel.kind in singletons:
             hook_site, role, mean = singletons[channel.kind]
@@ -129,12 +148,18 @@ def mean_ranks(compression: Compression) -> dict[str, float]:
     return {group: float(ranks.double().mean()) for group, ranks in compression.ranks.items()}
 
 
-
-
-def choose_fraction(model: LoadedModel, decompositions: dict[str, Decomposition], moments: Moments,
-                    channels: list[Channel], heldout: Tensor, target: float | None, fraction: float | None,
-                    max_rank: int | None, floor: float, batch_tokens: int = 4096
-                    ) -> tuple[Compression, FidelityReport]:
+def choose_fraction(
+    model: LoadedModel,
+    decompositions: dict[str, Decomposition],
+    moments: Moments,
+    channels: list[Channel],
+    heldout: Tensor,
+    target: float | None,
+    fraction: float | None,
+    max_rank: int | None,
+    floor: float,
+    batch_tokens: int = 4096,
+) -> tuple[Compression, FidelityReport]:
     """The compression at a fixed ``fraction``, or at the smallest grid fraction reaching ``target``.
 
     Recovery grows with the fraction, so the grid is bisected: about four evaluations.
@@ -146,7 +171,9 @@ def choose_fraction(model: LoadedModel, decompositions: dict[str, Decomposition]
 
     def recovered(f: float) -> float | None:
         if f not in losses:
-            hooks = intervention_hooks(model, Compression(decompositions, f, max_rank, floor), moments, compress=channels)
+            hooks = intervention_hooks(
+                model, Compression(decompositions, f, max_rank, floor), moments, compress=channels
+            )
             losses[f] = mean_loss(model, heldout, hooks, batch_tokens)
         return loss_recovered(loss_clean, losses[f], loss_ablated)
 
@@ -162,25 +189,49 @@ def choose_fraction(model: LoadedModel, decompositions: dict[str, Decomposition]
         fraction = FRACTION_GRID[low]
     compression = Compression(decompositions, fraction, max_rank, floor)
     value = recovered(fraction)
-    report = FidelityReport(fraction, target, loss_clean, losses[fraction], loss_ablated, value, mean_ranks(compression),
-                            [(f, loss_recovered(loss_clean, loss, loss_ablated)) for f, loss in sorted(losses.items())])
+    report = FidelityReport(
+        fraction,
+        target,
+        loss_clean,
+        losses[fraction],
+        loss_ablated,
+        value,
+        mean_ranks(compression),
+        [(f, loss_recovered(loss_clean, loss, loss_ablated)) for f, loss in sorted(losses.items())],
+    )
     return compression, report
 
 
-def channel_fidelity(model: LoadedModel, compression: Compression, moments: Moments, channels: list[Channel],
-                     heldout: Tensor, batch_tokens: int = 4096) -> dict[str, float | None]:
+def channel_fidelity(
+    model: LoadedModel,
+    compression: Compression,
+    moments: Moments,
+    channels: list[Channel],
+    heldout: Tensor,
+    batch_tokens: int = 4096,
+) -> dict[str, float | None]:
     """Loss recovered with each channel alone compressed, against it alone mean-ablated."""
     loss_clean = mean_loss(model, heldout, (), batch_tokens)
     result = {}
     for channel in channels:
-        compressed = mean_loss(model, heldout, intervention_hooks(model, compression, moments, compress=[channel]), batch_tokens)
-        ablated = mean_loss(model, heldout, intervention_hooks(model, compression, moments, ablate=[channel]), batch_tokens)
+        compressed = mean_loss(
+            model, heldout, intervention_hooks(model, compression, moments, compress=[channel]), batch_tokens
+        )
+        ablated = mean_loss(
+            model, heldout, intervention_hooks(model, compression, moments, ablate=[channel]), batch_tokens
+        )
         result[channel.name] = loss_recovered(loss_clean, compressed, ablated)
     return result
 
 
-def ablation_effects(model: LoadedModel, compression: Compression, moments: Moments, channels: list[Channel],
-                     tokens: Tensor, batch_tokens: int = 4096) -> dict[str, float]:
+def ablation_effects(
+    model: LoadedModel,
+    compression: Compression,
+    moments: Moments,
+    channels: list[Channel],
+    tokens: Tensor,
+    batch_tokens: int = 4096,
+) -> dict[str, float]:
     """Per channel, the mean next-token loss on ``tokens`` with it mean-ablated minus without.
 
     The exact (not first-order) effect of removing the channel: positive where it helps. First-order
@@ -188,5 +239,8 @@ def ablation_effects(model: LoadedModel, compression: Compression, moments: Mome
     head's, which acts through the keys of an induction head whose softmax is near one-hot.
     """
     clean = mean_loss(model, tokens, (), batch_tokens)
-    return {c.name: mean_loss(model, tokens, intervention_hooks(model, compression, moments, ablate=[c]), batch_tokens)
-            - clean for c in channels}
+    return {
+        c.name: mean_loss(model, tokens, intervention_hooks(model, compression, moments, ablate=[c]), batch_tokens)
+        - clean
+        for c in channels
+    }

@@ -20,13 +20,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .channels import Channel
+from .channels import KINDS, Channel
 from .model_adapter import LoadedModel, site
 
 PATTERN_SCORES = ("previous_token", "induction", "duplicate_token", "first_token", "self", "attention_entropy")
-KINDS = ("embed", "pos_embed", "attn_head", "mlp", "unembed")
-FEATURES = (*PATTERN_SCORES, "activity_random", "activity_repeated", "norm_random", "norm_repeated",
-            *(f"kind_{k}" for k in KINDS))
+FEATURES = (
+    *PATTERN_SCORES,
+    "activity_random",
+    "activity_repeated",
+    "norm_random",
+    "norm_repeated",
+    *(f"kind_{k}" for k in KINDS),
+)
 
 
 def probe_tokens(d_vocab: int, n_ctx: int, n_seq: int = 32, seed: int = 20240611) -> Tensor:
@@ -46,8 +51,13 @@ def attention_scores(model: LoadedModel, tokens: Tensor) -> dict[str, Tensor]:
     with torch.no_grad():
         _, acts = model.run_capturing(tokens, names)
     scores = {name: torch.zeros(spec.n_layers, spec.n_heads) for name in PATTERN_SCORES}
-    targets = {"previous_token": queries - 1, "induction": queries - s + 1, "duplicate_token": queries - s,
-               "first_token": torch.zeros_like(queries), "self": queries}
+    targets = {
+        "previous_token": queries - 1,
+        "induction": queries - s + 1,
+        "duplicate_token": queries - s,
+        "first_token": torch.zeros_like(queries),
+        "self": queries,
+    }
     positions = torch.arange(2 * s)
     for l, name in enumerate(names):
         pattern = acts[name].float().cpu()  # [b, h, query, key]
@@ -59,9 +69,14 @@ def attention_scores(model: LoadedModel, tokens: Tensor) -> dict[str, Tensor]:
     return scores
 
 
-def fingerprints(channels: list[Channel], scores: dict[str, Tensor], activity: dict[str, dict[str, float]],
-                 mean_norm: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+def fingerprints(
+    channels: list[Channel],
+    scores: dict[str, Tensor],
+    activity: dict[str, dict[str, float]],
+    mean_norm: dict[str, dict[str, float]],
+) -> dict[str, list[float]]:
     """The :data:`FEATURES` vector per channel name; ``activity[probe][channel]`` from slice scores."""
+
     def relative(values: dict[str, float]) -> dict[str, float]:
         largest = max(values.values()) or 1.0
         return {k: v / largest for k, v in values.items()}
@@ -71,7 +86,11 @@ def fingerprints(channels: list[Channel], scores: dict[str, Tensor], activity: d
     result = {}
     for c in channels:
         pattern = [float(scores[s][c.layer, c.head]) if c.kind == "attn_head" else 0.0 for s in PATTERN_SCORES]
-        behaviour = [activity["random"][c.name], activity["repeated"][c.name],
-                     mean_norm["random"][c.name], mean_norm["repeated"][c.name]]
+        behaviour = [
+            activity["random"][c.name],
+            activity["repeated"][c.name],
+            mean_norm["random"][c.name],
+            mean_norm["repeated"][c.name],
+        ]
         result[c.name] = pattern + behaviour + [1.0 if c.kind == k else 0.0 for k in KINDS]
     return result

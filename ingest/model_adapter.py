@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from circuit_atlas.errors import UserError
 
 #: Hook names by site; ``{l}`` is the layer. These are the stable site ids of the catalog.
 SITES = {
@@ -116,8 +116,9 @@ class LoadedModel:
         """Logits ``[batch, pos, d_vocab]`` of ``tokens`` with forward hooks ``(hook_name, fn)``."""
         return self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=list(hooks))
 
-    def run_capturing(self, tokens: Tensor, names: Sequence[str], hooks: Sequence[tuple[str, Hook]] = ()
-                      ) -> tuple[Tensor, dict[str, Tensor]]:
+    def run_capturing(
+        self, tokens: Tensor, names: Sequence[str], hooks: Sequence[tuple[str, Hook]] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and the activations at hook ``names``, all differentiable.
 
         The weights do not require gradients, so the embedding outputs are made leaves that
@@ -133,6 +134,7 @@ class LoadedModel:
                     activation = activation.detach().requires_grad_(True)
                 captured[name] = activation
                 return activation
+
             return hook
 
         wanted = set(names) | (leaves & set(self.bridge.hook_dict))
@@ -147,15 +149,23 @@ def _is_local(source: str) -> bool:
 
 def _check_local_dir(path: Path) -> None:
     if not path.is_dir():
-        raise UserError(f"Model directory {path} does not exist. Give a Hugging Face model name or "
-                        f"a local Hugging Face model directory (config.json plus weights).")
+        raise UserError(
+            f"Model directory {path} does not exist. Give a Hugging Face model name or "
+            f"a local Hugging Face model directory (config.json plus weights)."
+        )
     if not (path / "config.json").is_file():
-        raise UserError(f"{path} has no config.json, so it is not a Hugging Face model directory. "
-                        f"Save the model with `model.save_pretrained(DIR)` and pass DIR.")
-    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".safetensors.index.json")]
+        raise UserError(
+            f"{path} has no config.json, so it is not a Hugging Face model directory. "
+            f"Save the model with `model.save_pretrained(DIR)` and pass DIR."
+        )
+    weights = [
+        p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".safetensors.index.json")
+    ]
     if not weights:
-        raise UserError(f"{path} has a config.json but no weights (*.safetensors or *.bin). "
-                        f"Save the weights with `model.save_pretrained(DIR)`.")
+        raise UserError(
+            f"{path} has a config.json but no weights (*.safetensors or *.bin). "
+            f"Save the weights with `model.save_pretrained(DIR)`."
+        )
 
 
 def load_model(source: str, revision: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
@@ -175,17 +185,20 @@ def load_model(source: str, revision: str | None = None, device: str | torch.dev
     for noisy in ("transformers", "transformer_lens", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        bridge = TransformerBridge.boot_transformers(source, device=str(device), dtype=torch.float32,
-                                                     revision=revision)
+        bridge = TransformerBridge.boot_transformers(source, device=str(device), dtype=torch.float32, revision=revision)
     except OSError as error:
         where = f"revision {revision!r} of " if revision else ""
-        raise UserError(f"Could not load {where}model {source!r}: it is neither a local directory nor a "
-                        f"Hugging Face model this machine can reach ({str(error).splitlines()[0]}). "
-                        f"Check the name, or download it and pass its directory.") from error
+        raise UserError(
+            f"Could not load {where}model {source!r}: it is neither a local directory nor a "
+            f"Hugging Face model this machine can reach ({str(error).splitlines()[0]}). "
+            f"Check the name, or download it and pass its directory."
+        ) from error
     except RuntimeError as error:
         if any(sign in str(error) for sign in ("size mismatch", "mismatched_sizes", "shape")):
-            raise UserError(f"The weights of {source!r} do not fit its config.json (tensor shapes differ from "
-                            f"what the config implies). Fix config.json or re-save the model.") from error
+            raise UserError(
+                f"The weights of {source!r} do not fit its config.json (tensor shapes differ from "
+                f"what the config implies). Fix config.json or re-save the model."
+            ) from error
         raise
     except ValueError as error:
         raise UserError(f"Cannot load {source!r}: {str(error).splitlines()[0][:400]}") from error
@@ -201,32 +214,50 @@ def _spec(bridge, source: str) -> ModelSpec:
     cfg = bridge.cfg
     normalization = NORMALIZATIONS.get(str(cfg.normalization_type))
     if normalization is None:
-        raise UserError(f"{source!r} uses normalization {cfg.normalization_type!r}; Circuit Atlas supports "
-                        f"LayerNorm and RMSNorm models.")
+        raise UserError(
+            f"{source!r} uses normalization {cfg.normalization_type!r}; Circuit Atlas supports "
+            f"LayerNorm and RMSNorm models."
+        )
     architecture = type(bridge.original_model).__name__
     return ModelSpec(
         name=Path(source).name if os.path.sep in source else source,
         family=architecture,
-        n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), n_heads=int(cfg.n_heads),
-        d_head=int(cfg.d_head), d_mlp=int(cfg.d_mlp), act_fn=str(cfg.act_fn), n_ctx=int(cfg.n_ctx),
-        d_vocab=int(cfg.d_vocab), positional=str(cfg.positional_embedding_type),
-        normalization=normalization, parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        n_layers=int(cfg.n_layers),
+        d_model=int(cfg.d_model),
+        n_heads=int(cfg.n_heads),
+        d_head=int(cfg.d_head),
+        d_mlp=int(cfg.d_mlp),
+        act_fn=str(cfg.act_fn),
+        n_ctx=int(cfg.n_ctx),
+        d_vocab=int(cfg.d_vocab),
+        positional=str(cfg.positional_embedding_type),
+        normalization=normalization,
+        parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
         source=source,
     )
 
 
 def _check_finite(bridge, source: str) -> None:
     """The checkpoint's own weights (before any folding) must be finite."""
-    bad = [name.replace("._original_component", "") for name, value in bridge.original_model.named_parameters()
-           if not torch.isfinite(value).all()]
+    bad = [
+        name.replace("._original_component", "")
+        for name, value in bridge.original_model.named_parameters()
+        if not torch.isfinite(value).all()
+    ]
     if bad:
-        raise UserError(f"The weights of {source!r} contain NaN or inf (in {', '.join(sorted(set(bad))[:6])}). "
-                        f"The checkpoint is corrupt or diverged; use another one.")
+        raise UserError(
+            f"The weights of {source!r} contain NaN or inf (in {', '.join(sorted(set(bad))[:6])}). "
+            f"The checkpoint is corrupt or diverged; use another one."
+        )
 
 
 def _weights(bridge) -> Weights:
-    return Weights(**{name: getattr(bridge, name).detach().float().clone()
-                      for name in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O")})
+    return Weights(
+        **{
+            name: getattr(bridge, name).detach().float().clone()
+            for name in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O")
+        }
+    )
 
 
 def _tokenizer(bridge):

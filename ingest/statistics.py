@@ -1,7 +1,7 @@
 """The statistics pass: one streaming pass over the data accumulating every moment the
 compression needs, vectorised over heads, with float64 accumulators.
 
-Notation (DESIGN.md section 2): x̂ the normalised input a channel's weights see, y its output,
+Notation (docs/design.md, "Statistics"): x̂ the normalised input a channel's weights see, y its output,
 g = dL/d(residual) where y joins the residual stream, with L the sum over tokens of the
 cross-entropy against labels *sampled from the model's own prediction* (so E[g gᵀ] is the
 Fisher; the true-label gradient vanishes where a trained model is right). Per layer ``l`` and
@@ -48,7 +48,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from circuit_atlas.errors import UserError
+
 from .model_adapter import LoadedModel, site
 
 
@@ -86,7 +87,7 @@ def batches(tokens: Tensor, batch_tokens: int):
     """Consecutive row blocks of ``tokens`` with about ``batch_tokens`` tokens each."""
     rows = max(1, batch_tokens // tokens.shape[1])
     for start in range(0, tokens.shape[0], rows):
-        yield tokens[start:start + rows]
+        yield tokens[start : start + rows]
 
 
 def _outer(a: Tensor) -> Tensor:
@@ -110,8 +111,9 @@ def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
 
 def label_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Σ over positions of the cross-entropy of ``logits`` against ``labels``."""
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                                             reduction="sum")
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), reduction="sum"
+    )
 
 
 GRADIENT_SITES = ("attn_out", "mlp_out", "mlp_x")
@@ -122,12 +124,13 @@ def mlp_input_residual(spec) -> str:
     return "resid_pre" if spec.parallel_attn_mlp else "resid_mid"
 
 
-def fisher_gradients(model: LoadedModel, tokens: Tensor, generator: torch.Generator
-                     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+def fisher_gradients(
+    model: LoadedModel, tokens: Tensor, generator: torch.Generator
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """One batch: logits, captured activations, and dL/d(activation) at the gradient sites.
 
     Gradient sites: ``hook_attn_out`` and ``hook_mlp_out`` (where a layer's heads and MLP join
-    the residual stream), the MLP input ``ln2.hook_normalized`` (dL/dx̂ through the MLP only, as
+    the residual stream), the MLP input ``ln2.hook_out`` (dL/dx̂ through the MLP only, as
     nothing else reads it), the embedding output and the unembedding input.
     """
     spec = model.spec
@@ -142,8 +145,9 @@ def fisher_gradients(model: LoadedModel, tokens: Tensor, generator: torch.Genera
     return logits, acts, dict(zip(grad_sites, grads))
 
 
-def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4096, seed: int = 0,
-                       progress: bool = True) -> Moments:
+def accumulate_moments(
+    model: LoadedModel, tokens: Tensor, batch_tokens: int = 4096, seed: int = 0, progress: bool = True
+) -> Moments:
     """Stream ``tokens`` ``[n_seq, seq_len]`` once and return the normalised :class:`Moments`."""
     spec, w, device = model.spec, model.weights, model.device
     L, H, dh, d = spec.n_layers, spec.n_heads, spec.d_head, spec.d_model
@@ -152,14 +156,29 @@ def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4
         return torch.zeros(*shape, device=device, dtype=torch.float64)
 
     m = Moments(
-        n_tokens=0, qq=zeros(L, H, dh, dh), kk=zeros(L, H, dh, dh), vv=zeros(L, H, dh, dh),
-        zz=zeros(L, H, dh, dh), z_mean=zeros(L, H, dh), G_attn=zeros(L, d, d),
-        S_mlp=zeros(L, d, d), H_mlp=zeros(L, d, d), Y_mlp=zeros(L, d, d), y_mlp_mean=zeros(L, d),
-        G_mlp=zeros(L, d, d), Y_embed=zeros(d, d), embed_mean=zeros(d),
+        n_tokens=0,
+        qq=zeros(L, H, dh, dh),
+        kk=zeros(L, H, dh, dh),
+        vv=zeros(L, H, dh, dh),
+        zz=zeros(L, H, dh, dh),
+        z_mean=zeros(L, H, dh),
+        G_attn=zeros(L, d, d),
+        S_mlp=zeros(L, d, d),
+        H_mlp=zeros(L, d, d),
+        Y_mlp=zeros(L, d, d),
+        y_mlp_mean=zeros(L, d),
+        G_mlp=zeros(L, d, d),
+        Y_embed=zeros(d, d),
+        embed_mean=zeros(d),
         Y_pos=zeros(d, d) if spec.positional == "standard" else None,
         pos_mean=zeros(d) if spec.positional == "standard" else None,
-        G_embed=zeros(d, d), S_final=zeros(d, d), H_final=zeros(d, d), final_mean=zeros(d),
-        R_attn=zeros(L, d, d), R_mlp=zeros(L, d, d), R_final=zeros(d, d),
+        G_embed=zeros(d, d),
+        S_final=zeros(d, d),
+        H_final=zeros(d, d),
+        final_mean=zeros(d),
+        R_attn=zeros(L, d, d),
+        R_mlp=zeros(L, d, d),
+        R_final=zeros(d, d),
     )
     generator = torch.Generator(device=device).manual_seed(seed)
     finite = torch.ones((), dtype=torch.bool, device=device)
@@ -177,7 +196,9 @@ def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4
                 z = acts[site("z", l)]
                 m.qq[l] += torch.einsum("bphe,bphf->hef", q.double(), q.double())
                 k_seen = torch.einsum("bhqp,bphe->bqhe", pattern.double(), k)  # Σ_j A_ij k_j per query
-                m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k) - torch.einsum("bqhe,bqhf->hef", k_seen, k_seen)
+                m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k) - torch.einsum(
+                    "bqhe,bqhf->hef", k_seen, k_seen
+                )
                 m.vv[l] += torch.einsum("bhp,bphe,bphf->hef", received, v, v)
                 m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())
                 m.z_mean[l] += z.double().sum((0, 1))
@@ -207,8 +228,10 @@ def accumulate_moments(model: LoadedModel, tokens: Tensor, batch_tokens: int = 4
         bar.update(batch.numel())
     bar.close()
     if not bool(finite):
-        raise UserError("The model produced NaN or inf activations or gradients on this data. The "
-                        "checkpoint may be diverged, or the data drives it out of range; nothing was written.")
-    for name, value in m.tensors().items():
+        raise UserError(
+            "The model produced NaN or inf activations or gradients on this data. The "
+            "checkpoint may be diverged, or the data drives it out of range; nothing was written."
+        )
+    for _name, value in m.tensors().items():
         value /= m.n_tokens
     return m

@@ -9,7 +9,9 @@ file is pasted there::
     // params: $checkpoint, $by ('weight', 'flow' or 'attribution'), $limit
 
 User values reach a query only as parameters; the library never formats text into Cypher.
-Beside the queries lies the stylesheet that Neo4j Browser draws the catalog with.
+Beside the queries lies the stylesheet that Neo4j Browser draws the catalog with, and in ``load/``
+the loader's write statements, under the same header convention (they are not part of the
+read-only library that ``circuit-atlas query`` runs).
 """
 
 from __future__ import annotations
@@ -65,15 +67,24 @@ def parse(text: str) -> Query:
     return Query(fields["name"], fields["description"], fields["returns"], params, text)
 
 
-def library() -> dict[str, Query]:
-    """Every query shipped in this package, by name."""
+def _read_folder(folder) -> dict[str, Query]:
     queries = {}
-    for entry in sorted(resources.files(__name__).iterdir(), key=lambda e: e.name):
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".cypher"):
             query = parse(entry.read_text())
             assert query.name == entry.name.removesuffix(".cypher"), f"{entry.name} is named {query.name}"
             queries[query.name] = query
     return queries
+
+
+def library() -> dict[str, Query]:
+    """Every read query shipped in this package, by name."""
+    return _read_folder(resources.files(__name__))
+
+
+def load_statements() -> dict[str, Query]:
+    """The loader's write statements (``load/*.cypher``), by name."""
+    return _read_folder(resources.files(__name__).joinpath("load"))
 
 
 def stylesheet() -> str:
@@ -93,5 +104,7 @@ def run(driver: neo4j.Driver, database: str, query: Query, params: dict) -> list
         with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
             return session.execute_read(lambda tx: [record.data() for record in tx.run(query.text, params)])
     except neo4j.exceptions.ClientError as error:
-        raise UserError(f"Query {query.name} failed with {params}: {error.message} "
-                        f"(parameters: {', '.join('$' + p for p in query.params)}).") from error
+        raise UserError(
+            f"Query {query.name} failed with {params}: {error.message} "
+            f"(parameters: {', '.join('$' + p for p in query.params)})."
+        ) from error

@@ -1,6 +1,6 @@
 // name: circuit
 // description: The circuit of a checkpoint on a data slice: the channels whose removal (mean ablation)
-//   raises the slice's loss by at least $min_effect, and the edges between them whose attribution on
+//   raises the slice's loss by at least $min_effect (in channel order), and the edges between them whose attribution on
 //   the slice is at least $min_attribution. A member without such an edge comes with a null reader.
 // returns: writer, writer_effect, reader, role, attribution
 // params: $checkpoint, $slice, $min_effect, $min_attribution
@@ -11,5 +11,5 @@ UNWIND range(0, size(members) - 1) AS i
 WITH members, members[i] AS writer, effects[i] AS writer_effect
 OPTIONAL MATCH (writer)-[:HAS_SUBSPACE]->(:Subspace)-[f:FLOWS_ON {slice: $slice}]->(:Subspace)<-[:HAS_SUBSPACE]-(reader:Block)
 WHERE reader IN members AND f.attribution >= $min_attribution
-WITH writer, writer_effect, reader, f ORDER BY writer.layer, coalesce(writer.head, -1), writer.name, f.attribution DESC
+WITH writer, writer_effect, reader, f ORDER BY writer.order, f.attribution DESC, reader.order, f.role
 RETURN writer.name AS writer, writer_effect, reader.name AS reader, f.role AS role, f.attribution AS attribution

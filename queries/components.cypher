@@ -4,7 +4,7 @@
 //   (it never enumerates paths). A channel without such an edge is a component of its own.
 //   Channels are numbered in elementId order, so a neighbour's number is a binary search away:
 //   building the adjacency costs O(E log N), each propagation round O(N + E).
-// returns: component (its first member in catalog order), size, channels
+// returns: component (its first member in channel order), size, channels
 // params: $checkpoint, $min_weight
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH b ORDER BY elementId(b)
@@ -28,7 +28,7 @@ WITH blocks, n,
        END) AS final
 UNWIND range(0, n - 1) AS i
 WITH final.labels[i] AS root, blocks[i] AS block
-ORDER BY block.layer, coalesce(block.head, -1), block.kind
-WITH root, collect(block.name) AS channels
+ORDER BY block.order
+WITH root, collect(block.name) AS channels, min(block.order) AS first
 RETURN channels[0] AS component, size(channels) AS size, channels
-ORDER BY size DESC, component
+ORDER BY size DESC, first

@@ -4,13 +4,13 @@
 //   expanders filter by type and label, not by weight, so this folds the edges once: each edge joins its
 //   ends' components, relabelling the members of the smaller one (union by size). APOC maps are values,
 //   so every union copies the two maps: O(E + N U) for U unions.
-// returns: component (its first member in catalog order), size, channels
+// returns: component (its first member in channel order), size, channels
 // params: $checkpoint, $min_weight
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
-WITH b ORDER BY b.layer, coalesce(b.head, -1), b.kind
+WITH b ORDER BY b.order
 WITH collect(b.name) AS names
 CALL (names) {
-  MATCH (:Checkpoint {id: $checkpoint})-[:HAS_BLOCK]->(a:Block)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS]->(:Subspace)<-[:HAS_SUBSPACE]-(b:Block)
+  MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(a:Block)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS]->(:Subspace)<-[:HAS_SUBSPACE]-(b:Block)
   WHERE f.weight >= $min_weight
   RETURN collect(DISTINCT [a.name, b.name]) AS pairs
 }
@@ -26,6 +26,7 @@ WITH names, reduce(forest = {label: apoc.map.fromLists(names, names),
     ][0]
   END) AS forest
 UNWIND keys(forest.members) AS root
-WITH [name IN names WHERE forest.label[name] = root] AS channels
+WITH names, [i IN range(0, size(names) - 1) WHERE forest.label[names[i]] = root] AS members
+WITH [i IN members | names[i]] AS channels, members[0] AS first
 RETURN channels[0] AS component, size(channels) AS size, channels
-ORDER BY size DESC, component
+ORDER BY size DESC, first

@@ -2,7 +2,7 @@
 // description: The same components as `components`, computed by the Graph Data Science library's WCC
 //   (use when the GDS plugin is installed). Projects one checkpoint's channel graph under a fresh name
 //   and drops it before returning (an unknown checkpoint projects nothing and returns no rows).
-// returns: component (its first member in catalog order), size, channels
+// returns: component (its first member in channel order), size, channels
 // params: $checkpoint, $min_weight
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(a:Block)
 OPTIONAL MATCH (a)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS]->(:Subspace)<-[:HAS_SUBSPACE]-(b:Block)
@@ -11,10 +11,10 @@ WITH gds.graph.project('circuit-atlas-components-' + randomUUID(), a, b, {}, {un
 WITH g WHERE g IS NOT NULL
 CALL gds.wcc.stream(g.graphName) YIELD nodeId, componentId
 WITH g, gds.util.asNode(nodeId) AS block, componentId
-ORDER BY block.layer, coalesce(block.head, -1), block.kind
-WITH g, componentId, collect(block.name) AS channels
-WITH g, collect(channels) AS components
+ORDER BY block.order
+WITH g, componentId, collect(block.name) AS channels, min(block.order) AS first
+WITH g, collect({first: first, channels: channels}) AS components
 CALL gds.graph.drop(g.graphName) YIELD graphName
-UNWIND components AS channels
-RETURN channels[0] AS component, size(channels) AS size, channels
-ORDER BY size DESC, component
+UNWIND components AS c
+RETURN c.channels[0] AS component, size(c.channels) AS size, c.channels AS channels
+ORDER BY size DESC, c.first

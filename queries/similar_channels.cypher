@@ -1,11 +1,16 @@
 // name: similar_channels
-// description: Channels anywhere in the catalog whose behaviour fingerprint is closest (cosine) to that
-//   of channel $channel of $checkpoint, through the vector index on Block.fingerprint.
+// description: Channels of complete checkpoints anywhere in the catalog whose behaviour fingerprint is
+//   closest (cosine) to that of channel $channel of the complete checkpoint $checkpoint, through the
+//   vector index on Block.fingerprint. The index is asked for enough candidates that the probe and the
+//   blocks of checkpoints still loading cannot crowd out the $limit answers.
 // returns: checkpoint, channel, kind, similarity
 // params: $checkpoint, $channel, $limit
-MATCH (probe:Block {id: $checkpoint + '/' + $channel})
-CALL db.index.vector.queryNodes('block_fingerprint', toInteger($limit) + 1, probe.fingerprint) YIELD node, score
+MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(probe:Block {id: $checkpoint + '/' + $channel})
+OPTIONAL MATCH (hidden:Checkpoint) WHERE hidden.status <> 'complete'
+OPTIONAL MATCH (hidden)-[:HAS_BLOCK]->(invisible:Block)
+WITH probe, count(invisible) AS invisible
+CALL db.index.vector.queryNodes('block_fingerprint', toInteger($limit) + 1 + invisible, probe.fingerprint) YIELD node, score
 WHERE node <> probe AND EXISTS { (:Checkpoint {status: 'complete'})-[:HAS_BLOCK]->(node) }
 RETURN node.checkpoint_id AS checkpoint, node.name AS channel, node.kind AS kind, score AS similarity
-ORDER BY similarity DESC, checkpoint, channel
+ORDER BY similarity DESC, checkpoint, node.order
 LIMIT toInteger($limit)

@@ -8,4 +8,4 @@ WHERE a.ablation >= $min_effect
 MATCH (b)-[o:ACTIVE_ON]->(:DataSlice {name: $slice_b})
 WHERE o.ablation < $min_effect
 RETURN b.name AS channel, b.kind AS kind, a.ablation AS effect_a, o.ablation AS effect_b
-ORDER BY effect_a - effect_b DESC, channel
+ORDER BY effect_a - effect_b DESC, b.order

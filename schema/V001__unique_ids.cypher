@@ -1,5 +1,5 @@
-// Every node label of the catalog has a unique id (DESIGN.md section 3), and the migration
-// history node has a unique version. Each constraint also gives the id lookups an index.
+// Every node label of the catalog has a unique id (docs/design.md, "The graph"), and the
+// migration history node has a unique version. Each constraint also gives the id lookups an index.
 CREATE CONSTRAINT model_id IF NOT EXISTS FOR (n:Model) REQUIRE n.id IS UNIQUE;
 CREATE CONSTRAINT checkpoint_id IF NOT EXISTS FOR (n:Checkpoint) REQUIRE n.id IS UNIQUE;
 CREATE CONSTRAINT block_id IF NOT EXISTS FOR (n:Block) REQUIRE n.id IS UNIQUE;

@@ -42,9 +42,21 @@ def _map(rows: torch.Tensor, cols: torch.Tensor, scale: float = 1.0) -> torch.Te
 def planted_gpt2(folder: Path, seed: int = 0) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=D_VOCAB, n_positions=N_CTX, n_embd=D_MODEL, n_layer=2, n_head=N_HEADS,
-                        n_inner=4 * D_MODEL, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        vocab_size=D_VOCAB,
+        n_positions=N_CTX,
+        n_embd=D_MODEL,
+        n_layer=2,
+        n_head=N_HEADS,
+        n_inner=4 * D_MODEL,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = GPT2LMHeadModel(config)
     basis = _directions(seed)
     T, P1, P2, B1, B2 = basis[:, 0:8], basis[:, 8:10], basis[:, 10:13], basis[:, 13:14], basis[:, 14:17]
@@ -66,14 +78,20 @@ def planted_gpt2(folder: Path, seed: int = 0) -> Path:
             cols = slice(h * D_HEAD, (h + 1) * D_HEAD)
             for offset, W in ((0, W_Q), (D_MODEL, W_K), (2 * D_MODEL, W_V)):
                 if W is not None:
-                    attn.c_attn.weight[:, offset + cols.start: offset + cols.stop] = W
+                    attn.c_attn.weight[:, offset + cols.start : offset + cols.stop] = W
             if W_O is not None:
                 attn.c_proj.weight[cols, :] = W_O
 
         head(0, 0, W_V=_map(T[:, :2], head_dims[:, :2], 2.0), W_O=_map(head_dims[:, :2], P1, 2.0))
         head(0, 1, W_V=_map(T[:, 2:5], head_dims[:, :3], 2.0), W_O=_map(head_dims[:, :3], P2, 2.0))
-        head(1, 0, W_Q=_map(T[:, 5:7], head_dims[:, :2], 3.0), W_K=_map(P1, head_dims[:, :2], 3.0),
-             W_V=_map(T[:, 7:8], head_dims[:, :1], 2.0), W_O=_map(head_dims[:, :1], B1, 2.0))
+        head(
+            1,
+            0,
+            W_Q=_map(T[:, 5:7], head_dims[:, :2], 3.0),
+            W_K=_map(P1, head_dims[:, :2], 3.0),
+            W_V=_map(T[:, 7:8], head_dims[:, :1], 2.0),
+            W_O=_map(head_dims[:, :1], B1, 2.0),
+        )
         head(1, 1, W_V=_map(P2, head_dims[:, :3], 2.0), W_O=_map(head_dims[:, :3], B2, 2.0))
     model.save_pretrained(folder)
     return Path(folder)
@@ -84,9 +102,20 @@ def random_gpt2(folder: Path, seed: int = 0, **overrides) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(**{"vocab_size": D_VOCAB, "n_positions": N_CTX, "n_embd": D_MODEL, "n_layer": 2,
-                           "n_head": N_HEADS, "n_inner": 2 * D_MODEL, "bos_token_id": 0, "eos_token_id": 0,
-                           "tie_word_embeddings": False, **overrides})
+    config = GPT2Config(
+        **{
+            "vocab_size": D_VOCAB,
+            "n_positions": N_CTX,
+            "n_embd": D_MODEL,
+            "n_layer": 2,
+            "n_head": N_HEADS,
+            "n_inner": 2 * D_MODEL,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "tie_word_embeddings": False,
+            **overrides,
+        }
+    )
     model = GPT2LMHeadModel(config)
     with torch.no_grad():  # non-trivial LayerNorm affine parameters, so folding them is tested
         for name, parameter in model.named_parameters():
@@ -101,10 +130,21 @@ def random_neox(folder: Path, seed: int = 0, **overrides) -> Path:
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    config = GPTNeoXConfig(**{"vocab_size": D_VOCAB, "hidden_size": D_MODEL, "num_hidden_layers": 2,
-                              "num_attention_heads": N_HEADS, "intermediate_size": 2 * D_MODEL,
-                              "max_position_embeddings": N_CTX, "rotary_pct": 1.0, "use_parallel_residual": False,
-                              "bos_token_id": 0, "eos_token_id": 0, **overrides})
+    config = GPTNeoXConfig(
+        **{
+            "vocab_size": D_VOCAB,
+            "hidden_size": D_MODEL,
+            "num_hidden_layers": 2,
+            "num_attention_heads": N_HEADS,
+            "intermediate_size": 2 * D_MODEL,
+            "max_position_embeddings": N_CTX,
+            "rotary_pct": 1.0,
+            "use_parallel_residual": False,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            **overrides,
+        }
+    )
     model = GPTNeoXForCausalLM(config)
     with torch.no_grad():
         for name, parameter in model.named_parameters():

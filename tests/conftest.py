@@ -1,4 +1,7 @@
-"""Shared fixtures: seeds, the report header, and the session's real Neo4j server.
+"""Shared fixtures: seeds, the report header, tier markers, and the session's real Neo4j server.
+
+Tiers by cost, one folder each (tests/README.md): ``fast`` (no model, no database), ``model``
+(boots small real models), ``catalog`` (the real Neo4j server), ``gpu`` (a CUDA device).
 
 The Neo4j server comes from, in order: ``NEO4J_URI`` (+ ``NEO4J_USER``/``NEO4J_PASSWORD``) if set;
 else testcontainers' Neo4j container if a Docker engine answers; else the project's local
@@ -15,13 +18,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import random
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from circuit_atlas.connection import Neo4jSettings, open_driver, server_version
-from circuit_atlas.neo4j_runtime import Distribution, LocalServer, ServerSettings, free_port
+from circuit_atlas.local_server import Distribution, LocalServer, ServerSettings, free_port
 
 DOCKER_IMAGE = "neo4j:5.26-community"
 SERVER_VERSION = pytest.StashKey[str]()
@@ -42,6 +46,18 @@ def neo4j_provider() -> str:
     return "docker" if docker_engine_answers() else "local"
 
 
+TIER_MARKERS = {"model": "model", "catalog": "neo4j", "gpu": "gpu"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items) -> None:
+    """Mark each test with its tier's marker, from the folder it lives in."""
+    for item in items:
+        folder = Path(str(item.path)).parent.name
+        if folder in TIER_MARKERS:
+            item.add_marker(getattr(pytest.mark, TIER_MARKERS[folder]))
+
+
 def pytest_report_header(config) -> list[str]:
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
     provider = neo4j_provider()
@@ -59,7 +75,8 @@ def pytest_report_header(config) -> list[str]:
 @pytest.fixture(scope="session")
 def reference_checkpoints() -> list:
     """The project's reference induction model, trained once per machine and cached (see README)."""
-    from circuit_atlas.reference import InductionRecipe, default_reference_dir, train_induction
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.induction import InductionRecipe, train_induction
 
     return train_induction(InductionRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
 
@@ -82,15 +99,24 @@ def neo4j_server(tmp_path_factory) -> SessionServer:
     """The session's real Neo4j server (started here when needed)."""
     provider = neo4j_provider()
     if provider == "env":
-        yield SessionServer(Neo4jSettings(os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"),
-                                          os.environ["NEO4J_PASSWORD"], os.environ.get("NEO4J_DATABASE", "neo4j")),
-                            os.environ.get("NEO4J_BROWSER_URL"))
+        yield SessionServer(
+            Neo4jSettings(
+                os.environ["NEO4J_URI"],
+                os.environ.get("NEO4J_USER", "neo4j"),
+                os.environ["NEO4J_PASSWORD"],
+                os.environ.get("NEO4J_DATABASE", "neo4j"),
+            ),
+            os.environ.get("NEO4J_BROWSER_URL"),
+        )
     elif provider == "docker":
         from testcontainers.neo4j import Neo4jContainer
 
         password = secrets.token_urlsafe(12)
-        container = Neo4jContainer(DOCKER_IMAGE, password=password).with_env(
-            "NEO4J_PLUGINS", '["apoc", "graph-data-science"]').with_exposed_ports(7474)
+        container = (
+            Neo4jContainer(DOCKER_IMAGE, password=password)
+            .with_env("NEO4J_PLUGINS", '["apoc", "graph-data-science"]')
+            .with_exposed_ports(7474)
+        )
         with container:
             browser = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(7474)}/browser/"
             yield SessionServer(Neo4jSettings(container.get_connection_url(), "neo4j", password), browser)

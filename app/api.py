@@ -1,0 +1,321 @@
+"""The Python API: what notebooks use, and the only path the CLI takes.
+
+::
+
+    import circuit_atlas as ca
+
+    paths = ca.ingest_model("path/to/model", data=["repeated", "random"], out="artifacts/")  # no catalog
+    with ca.open_catalog() as catalog:          # the local server of ~/.circuit-atlas/neo4j, or a URI
+        catalog.migrate()
+        catalog.load("artifacts/")
+        catalog.checkpoints()                   # pandas DataFrame
+        catalog.query("top_edges", checkpoint="m@main", by="flow", limit=10)
+        graph = catalog.circuit("m@main", "repeated").to_networkx()
+
+Every method that reads the catalog returns a pandas DataFrame (one row per query row) or a
+:class:`~circuit_atlas.circuits.Circuit`; every user error is a
+:class:`~circuit_atlas.errors.UserError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import neo4j
+import pandas as pd
+
+from circuit_atlas import queries
+from circuit_atlas.schema import migrations
+
+from .circuits import Circuit, fetch_circuit
+from .connection import Neo4jSettings, open_driver
+from .errors import UserError
+from .local_server import Distribution, LocalServer, default_server_dir
+
+if TYPE_CHECKING:
+    import networkx
+
+    from circuit_atlas.ingest.model_adapter import LoadedModel
+    from circuit_atlas.ingest.pipeline import IngestConfig
+
+    from .loader import LoadSummary
+
+DEFAULT_URI = "bolt://127.0.0.1:7687"
+
+
+def resolve_settings(
+    uri: str | None = None,
+    user: str = "neo4j",
+    password: str | None = None,
+    database: str = "neo4j",
+    server_dir: Path | None = None,
+) -> Neo4jSettings:
+    """Connection settings: what is given wins, then ``NEO4J_*`` variables, then the local server folder.
+
+    ``server_dir`` (default ``$CIRCUIT_ATLAS_NEO4J_DIR`` or ``~/.circuit-atlas/neo4j``) supplies the
+    URI and password of a server started by ``circuit-atlas neo4j start`` when they are not given.
+    """
+    uri = uri or os.environ.get("NEO4J_URI")
+    password = password or os.environ.get("NEO4J_PASSWORD")
+    server = LocalServer(
+        Path(server_dir or os.environ.get("CIRCUIT_ATLAS_NEO4J_DIR") or default_server_dir()), Distribution.in_cache()
+    )
+    local = server.settings()
+    uri = uri or (local.bolt_uri if local else DEFAULT_URI)
+    if password is None and local is not None and uri == local.bolt_uri:
+        password = server.password()
+    if password is None:
+        raise UserError(
+            f"No Neo4j password for {uri}: pass --password or set NEO4J_PASSWORD, or start a local "
+            f"server with `circuit-atlas neo4j start` (found through --neo4j-dir)."
+        )
+    return Neo4jSettings(uri=uri, user=user, password=password, database=database)
+
+
+def open_catalog(
+    where: str | Path | None = None, *, user: str = "neo4j", password: str | None = None, database: str = "neo4j"
+) -> Catalog:
+    """A :class:`Catalog` connected to ``where``: a Bolt URI (``bolt://``, ``neo4j://``, ...) or the
+    folder of a local server; by default ``NEO4J_URI`` or the default local server folder."""
+    is_uri = where is not None and "://" in str(where)
+    settings = resolve_settings(
+        str(where) if is_uri else None,
+        user,
+        password,
+        database,
+        None if is_uri or where is None else Path(where).expanduser(),
+    )
+    return Catalog(settings)
+
+
+def resolve_device(choice: str = "auto") -> str:
+    """``auto`` (CUDA when torch sees one, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {choice}: torch sees no CUDA device on this machine. Use --device cpu.")
+    return choice
+
+
+def ingest_model(
+    model: str | Path | LoadedModel,
+    data: Sequence[str],
+    out: str | Path,
+    config: IngestConfig | None = None,
+    *,
+    checkpoints: Sequence[str] = (),
+    name: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    on_artifact: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Compute one artifact per checkpoint of ``model`` under ``out``; returns their directories.
+
+    ``model``: a hub name, a local model directory, or a model loaded with
+    :func:`circuit_atlas.ingest.model_adapter.load_model`. ``data``: slices (``random``,
+    ``repeated``, token or text files, ``NAME=SOURCE``). ``checkpoints``: local checkpoint
+    directories or hub revisions. Nothing here needs a catalog.
+    """
+    from circuit_atlas.ingest.pipeline import IngestConfig
+    from circuit_atlas.ingest.pipeline import ingest as run
+
+    source = str(model) if isinstance(model, (str, Path)) else model
+    return run(
+        source,
+        list(checkpoints),
+        list(data),
+        Path(out),
+        config or IngestConfig(),
+        resolve_device(device),
+        name,
+        progress,
+        echo,
+        on_artifact,
+    )
+
+
+def _returned_columns(name: str) -> list[str]:
+    """The column names a query's header declares it returns (for an empty result)."""
+    returns = re.sub(r"\([^)]*\)", "", queries.library()[name].returns)
+    return [part.strip() for part in returns.split(",") if part.strip() and part.strip() != "nothing"]
+
+
+class Catalog:
+    """A connection to one catalog database. Close it (or use ``with``) when done."""
+
+    def __init__(self, settings: Neo4jSettings):
+        self.settings = settings
+        self.driver: neo4j.Driver = open_driver(settings)
+
+    @property
+    def database(self) -> str:
+        return self.settings.database
+
+    def close(self) -> None:
+        self.driver.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.settings.uri!r}, database={self.database!r})"
+
+    # --- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; returns the file names applied (empty when current)."""
+        return [m.filename for m in migrations.migrate(self.driver, self.database)]
+
+    def migrations(self) -> pd.DataFrame:
+        """Every migration: version, name, status (applied or pending), applied_at, checksum."""
+        return pd.DataFrame(
+            [
+                {
+                    "version": f"V{s.version:03d}",
+                    "name": s.name,
+                    "status": s.status,
+                    "applied_at": s.applied_at,
+                    "checksum": s.checksum[:12],
+                }
+                for s in migrations.migration_states(self.driver, self.database)
+            ]
+        )
+
+    def require_current_schema(self) -> None:
+        """Raise :class:`UserError` unless the catalog's schema is this version's."""
+        migrations.require_current_schema(self.driver, self.database)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def load(
+        self,
+        path: str | Path,
+        top_k: int | None = 16,
+        min_attribution: float = 0.0,
+        echo: Callable[[str], None] = print,
+    ) -> list[LoadSummary]:
+        """Load the artifact at ``path`` (or every artifact below it, by model and step); returns summaries."""
+        from circuit_atlas.ingest.artifact import find_artifacts, read_manifest
+
+        from .loader import load_artifact
+
+        def order(artifact: Path):
+            manifest = read_manifest(artifact)
+            return manifest["model"]["name"], manifest["checkpoint"]["step"]
+
+        return [
+            load_artifact(self.driver, self.database, artifact, top_k, min_attribution, echo)
+            for artifact in sorted(find_artifacts(Path(path)), key=order)
+        ]
+
+    def ingest(
+        self,
+        model: str | Path | LoadedModel,
+        data: Sequence[str],
+        out: str | Path,
+        config: IngestConfig | None = None,
+        *,
+        checkpoints: Sequence[str] = (),
+        name: str | None = None,
+        device: str = "auto",
+        top_k: int | None = 16,
+        min_attribution: float = 0.0,
+        progress: bool = True,
+        echo: Callable[[str], None] = print,
+    ) -> list[Path]:
+        """:func:`ingest_model`, loading each checkpoint's artifact as soon as it is written."""
+        from .loader import load_artifact
+
+        self.require_current_schema()  # fail before the compute, not after it
+        return ingest_model(
+            model,
+            data,
+            out,
+            config,
+            checkpoints=checkpoints,
+            name=name,
+            device=device,
+            progress=progress,
+            echo=echo,
+            on_artifact=lambda path: load_artifact(self.driver, self.database, path, top_k, min_attribution, echo),
+        )
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def rows(self, name: str, **params) -> list[dict]:
+        """Run the library query ``name`` (``queries.library()`` lists them) in a read transaction;
+        its rows as dicts of plain values, in the query's order."""
+        library = queries.library()
+        if name not in library:
+            raise UserError(f"No query named {name!r}. `circuit-atlas query --list` shows them all.")
+        query = library[name]
+        missing = [p for p in query.params if p not in params]
+        if missing:
+            raise UserError(f"Query {name} needs {', '.join('-p ' + p + '=...' for p in missing)}.")
+        return queries.run(self.driver, self.database, query, params)
+
+    def query(self, name: str, **params) -> pd.DataFrame:
+        """:meth:`rows` as a DataFrame (columns in the query's order, even when there is no row)."""
+        rows = self.rows(name, **params)
+        return pd.DataFrame(rows, columns=list(rows[0]) if rows else _returned_columns(name))
+
+    def models(self) -> pd.DataFrame:
+        """Every model: its shape and number of complete checkpoints."""
+        return self.query("models")
+
+    def checkpoints(self, model: str | None = None) -> pd.DataFrame:
+        """The complete checkpoints of ``model`` (of every model when None), in step order."""
+        return self.query("checkpoints", model=model)
+
+    def slices(self, checkpoint: str | None = None) -> pd.DataFrame:
+        """The data slices of ``checkpoint`` (of every complete checkpoint when None)."""
+        return self.query("slices", checkpoint=checkpoint)
+
+    def circuit(
+        self, checkpoint: str, slice_name: str, min_effect: float = 0.1, min_attribution: float = 0.02
+    ) -> Circuit:
+        """The circuit of ``checkpoint`` on ``slice_name``; ``.to_networkx()`` gives a graph."""
+        return fetch_circuit(self.driver, self.database, checkpoint, slice_name, min_effect, min_attribution)
+
+    def component(self, checkpoint: str, channel: str, min_weight: float = 0.2) -> networkx.Graph:
+        """The connected component holding ``channel`` in ``checkpoint``'s channel graph over ``FEEDS``
+        edges with ``weight >= min_weight``, as a ``networkx.Graph``: nodes carry ``order``, ``kind``,
+        ``layer``, ``head`` and ``fidelity``; edges carry ``weight`` (the largest over read roles) and
+        ``roles``."""
+        import networkx
+
+        members = next(
+            (
+                row["channels"]
+                for row in self.rows("components", checkpoint=checkpoint, min_weight=min_weight)
+                if channel in row["channels"]
+            ),
+            None,
+        )
+        if members is None:
+            raise UserError(
+                f"No channel {channel!r} in complete checkpoint {checkpoint!r}; "
+                f"`circuit-atlas query checkpoint_channels -p checkpoint=...` lists its channels."
+            )
+        nodes = {row["channel"]: row for row in self.rows("checkpoint_channels", checkpoint=checkpoint)}
+        graph = networkx.Graph(checkpoint=checkpoint, min_weight=min_weight)
+        for name in members:
+            graph.add_node(name, **{k: nodes[name][k] for k in ("order", "kind", "layer", "head", "fidelity")})
+        for row in self.rows("top_edges", checkpoint=checkpoint, by="weight", limit=2**62):
+            if row["weight"] >= min_weight and row["writer"] in graph and row["reader"] in graph:
+                if not graph.has_edge(row["writer"], row["reader"]):
+                    graph.add_edge(row["writer"], row["reader"], weight=row["weight"], roles=[])
+                data = graph.edges[row["writer"], row["reader"]]
+                data["roles"].append(row["role"])
+                data["weight"] = max(data["weight"], row["weight"])
+        return graph

@@ -1,0 +1,114 @@
+"""A checkpoint's circuit on one data slice, as data: fetched from the catalog, as JSON or networkx.
+
+The circuit is the library's ``circuit`` query: the channels whose mean ablation raises the
+slice's metric loss by at least ``min_effect`` (nats), and the edges between them whose slice
+attribution is at least ``min_attribution``; channels come in channel order, with their kind,
+layer, head and fidelity from ``checkpoint_channels``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import neo4j
+
+from . import queries
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    order: int  # position in the channel order
+    kind: str
+    layer: int
+    head: int | None
+    effect: float  # nats of slice loss its mean ablation adds
+    fidelity: float | None
+
+
+@dataclass(frozen=True)
+class Edge:
+    writer: str
+    reader: str
+    role: str
+    attribution: float  # nats of slice loss the edge carries
+
+
+@dataclass(frozen=True)
+class Circuit:
+    checkpoint: str
+    slice: str
+    min_effect: float
+    min_attribution: float
+    channels: list[Channel]
+    edges: list[Edge]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def to_networkx(self):
+        """A ``networkx.DiGraph``: a node per channel (attributes as in :class:`Channel`), an edge per
+        writer -> reader with ``roles`` (list), ``attribution`` (summed over roles) and
+        ``role_attribution`` (role -> attribution)."""
+        import networkx
+
+        graph = networkx.DiGraph(
+            checkpoint=self.checkpoint,
+            slice=self.slice,
+            min_effect=self.min_effect,
+            min_attribution=self.min_attribution,
+        )
+        for channel in self.channels:
+            graph.add_node(channel.name, **{k: v for k, v in asdict(channel).items() if k != "name"})
+        for edge in self.edges:
+            if not graph.has_edge(edge.writer, edge.reader):
+                graph.add_edge(edge.writer, edge.reader, roles=[], attribution=0.0, role_attribution={})
+            data = graph.edges[edge.writer, edge.reader]
+            data["roles"].append(edge.role)
+            data["attribution"] += edge.attribution
+            data["role_attribution"][edge.role] = edge.attribution
+        return graph
+
+
+def fetch_circuit(
+    driver: neo4j.Driver, database: str, checkpoint: str, slice_name: str, min_effect: float, min_attribution: float
+) -> Circuit:
+    """The circuit from the catalog; a :class:`UserError` names what is missing when it is empty."""
+    library = queries.library()
+    placed = {
+        row["channel"]: row
+        for row in queries.run(driver, database, library["checkpoint_channels"], {"checkpoint": checkpoint})
+    }
+    if not placed:
+        raise UserError(
+            f"No complete checkpoint {checkpoint!r} in the catalog; `circuit-atlas query catalog_overview` lists them."
+        )
+    rows = queries.run(
+        driver,
+        database,
+        library["circuit"],
+        {"checkpoint": checkpoint, "slice": slice_name, "min_effect": min_effect, "min_attribution": min_attribution},
+    )
+    if not rows:
+        raise UserError(
+            f"No channel of {checkpoint} raises the loss of slice {slice_name!r} by {min_effect} nats "
+            "or more: check the slice name (one of the names given to `ingest --data`) or lower "
+            "--min-effect."
+        )
+    effects = {row["writer"]: row["writer_effect"] for row in rows}
+    channels = [
+        Channel(
+            name,
+            placed[name]["order"],
+            placed[name]["kind"],
+            placed[name]["layer"],
+            placed[name]["head"],
+            effect,
+            placed[name]["fidelity"],
+        )
+        for name, effect in effects.items()
+    ]
+    edges = [Edge(row["writer"], row["reader"], row["role"], row["attribution"]) for row in rows if row["reader"]]
+    return Circuit(checkpoint, slice_name, min_effect, min_attribution, channels, edges)

@@ -1,0 +1,463 @@
+"""The ``circuit-atlas`` command line: options parsed here, everything done by :mod:`circuit_atlas.api`
+(and, for the local server, :mod:`circuit_atlas.local_server`).
+
+Every library error meant for the user is a :class:`UserError`; the root group turns it into a
+one-line click error and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from . import api
+from .connection import server_version
+from .errors import UserError
+from .formatting import FORMATS, render
+from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
+
+
+class AtlasGroup(click.Group):
+    """A click group that reports :class:`UserError` as a clean CLI error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=AtlasGroup)
+@click.version_option(package_name="circuit-atlas")
+def cli() -> None:
+    """Circuit Atlas: the circuits inside transformer models, cataloged in Neo4j."""
+
+
+# --- connection -------------------------------------------------------------------------------
+
+server_dir_option = click.option(
+    "--dir",
+    "server_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CIRCUIT_ATLAS_NEO4J_DIR",
+    default=default_server_dir,
+    show_default="~/.circuit-atlas/neo4j",
+    help="Folder of the local Neo4j server (its data, logs and password).",
+)
+
+
+def connection_options(command):
+    """Add --uri --user --password --database --neo4j-dir; pass ``connection: Connection``.
+
+    Settings are resolved only when a command connects, so a command that may not need the
+    catalog (``ingest`` without ``--load``) works without a password.
+    """
+
+    @click.option(
+        "--uri",
+        envvar="NEO4J_URI",
+        help="Bolt URI of the catalog  [env NEO4J_URI; "
+        "default: the local server of --neo4j-dir, else bolt://127.0.0.1:7687]",
+    )
+    @click.option(
+        "--user", envvar="NEO4J_USER", default="neo4j", show_default=True, help="Neo4j user  [env NEO4J_USER]"
+    )
+    @click.option(
+        "--password",
+        envvar="NEO4J_PASSWORD",
+        help="Neo4j password  [env NEO4J_PASSWORD; default: the local server's password file]",
+    )
+    @click.option(
+        "--database",
+        envvar="NEO4J_DATABASE",
+        default="neo4j",
+        show_default=True,
+        help="Neo4j database  [env NEO4J_DATABASE]",
+    )
+    @click.option(
+        "--neo4j-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="CIRCUIT_ATLAS_NEO4J_DIR",
+        default=default_server_dir,
+        show_default="~/.circuit-atlas/neo4j",
+        help="Local server folder to take the URI and password from when not given.",
+    )
+    @functools.wraps(command)
+    def wrapper(uri, user, password, database, neo4j_dir, **kwargs):
+        return command(connection=Connection(uri, user, password, database, neo4j_dir), **kwargs)
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The connection options as given; :meth:`open` fills in what is missing and connects."""
+
+    uri: str | None
+    user: str
+    password: str | None
+    database: str
+    neo4j_dir: Path
+
+    def open(self) -> api.Catalog:
+        return api.Catalog(api.resolve_settings(self.uri, self.user, self.password, self.database, self.neo4j_dir))
+
+
+# --- neo4j: the local server ------------------------------------------------------------------
+
+
+@cli.group("neo4j", cls=AtlasGroup)
+def neo4j_group() -> None:
+    """Run a local Neo4j Community server assembled from Maven Central (no Docker needed)."""
+
+
+@neo4j_group.command("install")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CIRCUIT_ATLAS_CACHE",
+    help="Where the jars go  [env CIRCUIT_ATLAS_CACHE; default ~/.cache/circuit-atlas]",
+)
+def neo4j_install(cache_dir: Path | None) -> None:
+    """Download the Neo4j server jars with Maven (once; later calls reuse them)."""
+    Distribution.in_cache(cache_dir).install(echo=click.echo)
+
+
+@neo4j_group.command("start")
+@server_dir_option
+@click.option("--bolt-port", default=7687, show_default=True, help="Bolt port on 127.0.0.1.")
+@click.option("--http-port", default=7474, show_default=True, help="HTTP (Browser) port on 127.0.0.1.")
+@click.option("--heap", default="1g", show_default=True, help="JVM heap size.")
+@click.option("--pagecache", default="512m", show_default=True, help="Neo4j page cache size.")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for Bolt to answer.")
+def neo4j_start(server_dir: Path, bolt_port: int, http_port: int, heap: str, pagecache: str, timeout: float) -> None:
+    """Start the local server in the background and wait until Bolt answers."""
+    server = LocalServer(server_dir, Distribution.in_cache())
+    settings = server.start(ServerSettings(bolt_port, http_port, heap, pagecache), timeout, echo=click.echo)
+    click.echo(f"Neo4j is running (pid {server.pid()}), data in {server.directory}")
+    click.echo(f"  Bolt:     {settings.bolt_uri}")
+    click.echo(f"  Browser:  {settings.browser_url}  (user neo4j)")
+    click.echo(f"  Password: in {server.password_file} (owner-only)")
+
+
+@neo4j_group.command("stop")
+@server_dir_option
+def neo4j_stop(server_dir: Path) -> None:
+    """Shut the local server down cleanly."""
+    server = LocalServer(server_dir, Distribution.in_cache())
+    if server.stop():
+        click.echo(f"Neo4j in {server.directory} stopped.")
+    else:
+        click.echo(f"Neo4j in {server.directory} was not running.")
+
+
+@neo4j_group.command("status")
+@server_dir_option
+def neo4j_status(server_dir: Path) -> None:
+    """Say whether the local server runs, and where."""
+    server = LocalServer(server_dir, Distribution.in_cache())
+    pid, settings = server.pid(), server.settings()
+    if pid is None:
+        click.echo(f"Neo4j in {server.directory} is not running.")
+        raise SystemExit(3)
+    click.echo(f"Neo4j is running (pid {pid}), data in {server.directory}")
+    click.echo(f"  Bolt:     {settings.bolt_uri}")
+    click.echo(f"  Browser:  {settings.browser_url}")
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+@cli.group("schema", cls=AtlasGroup)
+def schema_group() -> None:
+    """The catalog's constraints and indexes, as versioned migrations."""
+
+
+@schema_group.command("migrate")
+@connection_options
+@click.option("--list", "list_only", is_flag=True, help="Show applied and pending migrations; change nothing.")
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format of --list."
+)
+def schema_migrate(connection: Connection, list_only: bool, fmt: str) -> None:
+    """Apply the pending schema migrations (a no-op when up to date)."""
+    with connection.open() as catalog:
+        if list_only:
+            click.echo(render(catalog.migrations().to_dict("records"), fmt))
+            return
+        applied = catalog.migrate()
+        where = f"{catalog.settings.uri} (Neo4j {server_version(catalog.driver)}, database {catalog.database})"
+        if applied:
+            click.echo(f"Applied {', '.join(applied)} on {where}.")
+        else:
+            click.echo(f"Schema already at {catalog.migrations()['version'].iloc[-1]} on {where}; nothing to apply.")
+
+
+# --- ingest and load ---------------------------------------------------------------------------
+
+prune_options = [
+    click.option(
+        "--top-k",
+        default=16,
+        show_default=True,
+        help="Load at most this many edges per reader subspace, by attribution.",
+    ),
+    click.option(
+        "--min-attribution",
+        default=0.0,
+        show_default=True,
+        help="Load only edges with at least this attribution (loss units).",
+    ),
+]
+
+
+def with_options(options):
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+@cli.command("ingest")
+@click.argument("model")
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    help="A checkpoint: a local model directory, or a hub revision of MODEL (e.g. step1000). Repeatable.",
+)
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    required=True,
+    help="A slice: random, repeated, PATH.npy/.pt/.txt, or NAME=SOURCE. Repeatable.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the artifact directories (one per checkpoint).",
+)
+@click.option("--load", "load", is_flag=True, help="Load each artifact into Neo4j as soon as it is written.")
+@click.option("--name", help="Model name in the catalog  [default: the checkpoint's or MODEL's name]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seq-len", type=int, help="Tokens per sequence  [default: min(context, 128)]")
+@click.option("--n-seq", default=256, show_default=True, help="Sequences per built-in slice.")
+@click.option("--holdout", default=0.2, show_default=True, help="Share of each slice held out for fidelity.")
+@click.option(
+    "--fidelity",
+    default=0.95,
+    show_default=True,
+    help="Target loss recovered (all channels compressed at once) when searching the rank fraction.",
+)
+@click.option("--energy", type=float, help="Fix the rank fraction instead of searching it.")
+@click.option("--max-rank", type=int, help="Cap on every subspace's rank.")
+@click.option(
+    "--floor",
+    default=1e-3,
+    show_default=True,
+    help="Rank 0 below this share of the largest importance of the same kind.",
+)
+@click.option("--batch-tokens", default=4096, show_default=True, help="Tokens per batch.")
+@click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
+@with_options(prune_options)
+@connection_options
+def ingest_command(
+    connection: Connection,
+    model: str,
+    checkpoints: tuple[str, ...],
+    data: tuple[str, ...],
+    out: Path,
+    load: bool,
+    name: str | None,
+    device: str,
+    seq_len: int | None,
+    n_seq: int,
+    holdout: float,
+    fidelity: float,
+    energy: float | None,
+    max_rank: int | None,
+    floor: float,
+    batch_tokens: int,
+    seed: int,
+    top_k: int,
+    min_attribution: float,
+) -> None:
+    """Compress MODEL's channels on the data, score their edges, write artifacts (and load them)."""
+    from circuit_atlas.ingest.pipeline import IngestConfig
+
+    config = IngestConfig(
+        seq_len=seq_len,
+        n_seq=n_seq,
+        holdout=holdout,
+        fidelity=fidelity,
+        energy=energy,
+        max_rank=max_rank,
+        floor=floor,
+        batch_tokens=batch_tokens,
+        seed=seed,
+    )
+    options = dict(checkpoints=checkpoints, name=name, device=device, echo=click.echo)
+    if not load:
+        api.ingest_model(model, data, out, config, **options)
+        return
+    with connection.open() as catalog:
+        catalog.ingest(model, data, out, config, top_k=top_k, min_attribution=min_attribution, **options)
+
+
+@cli.command("load")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@with_options(prune_options)
+@connection_options
+def load_command(connection: Connection, path: Path, top_k: int, min_attribution: float) -> None:
+    """Load an artifact directory (or every one under PATH) into Neo4j, in step order."""
+    with connection.open() as catalog:
+        catalog.load(path, top_k, min_attribution, echo=click.echo)
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    """``key=value`` pairs; a value that reads as JSON (a number, true, a list) is taken as such."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"-p {pair!r}: write parameters as key=value, e.g. -p checkpoint=model@step-01000.")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@cli.command("query")
+@click.argument("name", required=False)
+@click.option("-p", "--param", "pairs", multiple=True, help="A query parameter, key=value. Repeatable.")
+@click.option("--list", "list_only", is_flag=True, help="List every query with its header.")
+@click.option(
+    "--style",
+    "style_only",
+    is_flag=True,
+    help="Print the Neo4j Browser stylesheet as a :style command to paste into Browser.",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format.")
+@connection_options
+def query_command(
+    connection: Connection, name: str | None, pairs: tuple[str, ...], list_only: bool, style_only: bool, fmt: str
+) -> None:
+    """Run a query of the Cypher library by NAME (read-only), or list them."""
+    from circuit_atlas import queries
+
+    if style_only:
+        click.echo(queries.style_command())
+        return
+    if list_only or name is None:
+        for query in queries.library().values():
+            click.echo(
+                f"{query.name}({', '.join('$' + p for p in query.params)})\n  {query.description}\n"
+                f"  returns: {query.returns}"
+            )
+        return
+    params = _parse_params(pairs)
+    with connection.open() as catalog:
+        rows = catalog.rows(name, **params)
+    click.echo(render(rows, fmt))
+
+
+@cli.command("export")
+@click.argument("checkpoint")
+@click.argument("slice_name", metavar="SLICE")
+@click.option(
+    "-o",
+    "--out",
+    "paths",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file to write: .json, .svg or .png. Repeatable.",
+)
+@click.option(
+    "--min-effect",
+    default=0.1,
+    show_default=True,
+    help="Nats of slice loss a channel's mean ablation must add to be in the circuit.",
+)
+@click.option(
+    "--min-attribution",
+    default=0.02,
+    show_default=True,
+    help="Slice attribution (nats) an edge between circuit channels must carry.",
+)
+@connection_options
+def export_command(
+    connection: Connection,
+    checkpoint: str,
+    slice_name: str,
+    paths: tuple[Path, ...],
+    min_effect: float,
+    min_attribution: float,
+) -> None:
+    """Export the circuit of CHECKPOINT on data slice SLICE as JSON and as a picture (SVG, PNG)."""
+    from .export import export
+
+    with connection.open() as catalog:
+        circuit = catalog.circuit(checkpoint, slice_name, min_effect, min_attribution)
+    export(circuit, list(paths))
+    click.echo(f"{len(circuit.channels)} channels, {len(circuit.edges)} edges -> {', '.join(map(str, paths))}")
+
+
+# --- the reference models and the demo ---------------------------------------------------------------
+
+
+@cli.group("reference", cls=AtlasGroup)
+def reference_group() -> None:
+    """Reference models with known circuits, trained here (no model hub needed)."""
+
+
+@reference_group.command("train")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the checkpoints  [default: $CIRCUIT_ATLAS_CACHE/reference-models]",
+)
+@click.option("--seed", default=0, show_default=True, help="Training seed (several seeds, several models).")
+@click.option("--steps", default=3000, show_default=True, help="Training steps.")
+def reference_train(out: Path | None, seed: int, steps: int) -> None:
+    """Train (or reuse) the 2-layer induction model and save its checkpoints as HF directories."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.induction import InductionRecipe, train_induction
+
+    folders = train_induction(InductionRecipe(seed=seed, steps=steps), out or default_reference_dir(), echo=click.echo)
+    click.echo(
+        f"{len(folders)} checkpoints in {folders[0].parent}; ground truth in {folders[0].parent / 'head_scores.json'}"
+    )
+
+
+@cli.command("demo")
+@server_dir_option
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: default_server_dir().parent / "artifacts",
+    show_default="~/.circuit-atlas/artifacts",
+    help="Folder for the artifact directories.",
+)
+def demo_command(server_dir: Path, artifacts: Path) -> None:
+    """The main job on the built-in reference model: train, ingest, load, and show the circuits."""
+    from .demo import run_demo
+
+    run_demo(server_dir, artifacts, echo=click.echo)
+
+
+def main() -> None:
+    cli(prog_name="circuit-atlas")

@@ -1,0 +1,63 @@
+"""The README's main job on the built-in default: nothing from a model hub.
+
+Start (or reuse) the local Neo4j, migrate the schema, train (or reuse) the reference induction
+model's checkpoints, ingest every checkpoint on the slices ``repeated`` and ``random`` (each
+loaded as soon as its artifact is written), and print per checkpoint the top head -> head edges,
+the connected components and the circuit on each slice, then where to look in Neo4j Browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from circuit_atlas import queries
+from circuit_atlas.reference import default_reference_dir
+from circuit_atlas.reference.induction import InductionRecipe, train_induction
+
+from .api import Catalog, resolve_settings
+from .formatting import render
+from .local_server import USER, Distribution, LocalServer, ServerSettings
+
+SLICES = ["repeated", "random"]
+CIRCUIT = {"min_effect": 0.1, "min_attribution": 0.02}  # nats: ablation effect, edge attribution
+COMPONENT_WEIGHT = 0.2
+EDGE_COLUMNS = ["writer", "reader", "role", "weight", "flow", "attribution", "strength"]
+
+
+def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = print) -> None:
+    server = LocalServer(server_dir, Distribution.in_cache())
+    server_settings = server.start(ServerSettings(), echo=echo)
+    checkpoints = train_induction(InductionRecipe(), default_reference_dir(), echo=echo)
+    with Catalog(resolve_settings(server_dir=server_dir)) as catalog:
+        catalog.migrate()
+        paths = catalog.ingest(
+            str(checkpoints[-1]), SLICES, artifacts, checkpoints=[str(c) for c in checkpoints], device="cpu", echo=echo
+        )
+        ids = catalog.checkpoints(InductionRecipe().name)["checkpoint"].tolist()
+        assert len(ids) == len(paths), "every ingested checkpoint is loaded"
+        for checkpoint_id in ids:
+            echo(f"\n=== {checkpoint_id}")
+            edges = catalog.rows("top_edges", checkpoint=checkpoint_id, by="flow", limit=1000)
+            head_edges = [e for e in edges if e["writer_kind"] == e["reader_kind"] == "attn_head"][:3]
+            echo("top head -> head edges by flow:\n" + render(head_edges, columns=EDGE_COLUMNS))
+            components = catalog.rows("components", checkpoint=checkpoint_id, min_weight=COMPONENT_WEIGHT)
+            echo(
+                f"components (weight >= {COMPONENT_WEIGHT}): "
+                + "; ".join(f"{{{', '.join(c['channels'])}}}" for c in components)
+            )
+            for slice_name in SLICES:
+                rows = catalog.rows("circuit", checkpoint=checkpoint_id, slice=slice_name, **CIRCUIT)
+                members = list(dict.fromkeys(r["writer"] for r in rows))
+                echo(f"circuit on {slice_name}: {', '.join(members) or '(none)'}")
+    echo(f"\nNeo4j Browser: {server_settings.browser_url}  (user {USER}, password in {server.password_file})")
+    echo(
+        "Paste there, one command at a time, to style the catalog and draw the final checkpoint's circuit "
+        "on repeated sequences:"
+    )
+    echo(queries.style_command())
+    echo(
+        f":params {{checkpoint: '{ids[-1]}', slice: 'repeated', min_effect: {CIRCUIT['min_effect']}, "
+        f"min_attribution: {CIRCUIT['min_attribution']}}}"
+    )
+    echo(queries.library()["circuit_view"].body)

@@ -1,0 +1,288 @@
+"""The artifact directory: what the compute step hands to the load step, and its one schema.
+
+One self-describing directory per (model, checkpoint, slices, config)::
+
+    manifest.json        the keys of MANIFEST_KEYS, the format version and the SHA-256 of every
+                         other file
+    <table>.parquet      one file per table of TABLES, exactly the columns listed there
+    bases.safetensors    "<block>/<role>" -> float32 [d_model, rank], orthonormal columns
+
+:data:`TABLES` is the only definition of the tables and their columns: :func:`write_artifact`
+refuses a frame whose columns differ from it, :func:`read_artifact` refuses a file that does,
+and the loader reads columns by these names. Any change to it bumps :data:`FORMAT_VERSION`.
+
+An artifact is written under a hidden temporary name and renamed when complete, so a directory
+that exists is whole; :func:`read_artifact` checks every hash before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file
+
+from circuit_atlas.errors import UserError
+
+FORMAT_VERSION = 2
+BASES = "bases.safetensors"
+MANIFEST = "manifest.json"
+
+_STR, _INT, _FLOAT, _FLOATS = pa.string(), pa.int64(), pa.float64(), pa.list_(pa.float64())
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    description: str
+    nullable: bool = False
+
+
+#: Every table of an artifact, its columns in order, their types and meaning.
+TABLES: dict[str, tuple[Column, ...]] = {
+    "blocks": (
+        Column("name", _STR, "channel name: embed, pos_embed, L{l}H{h}, L{l}.mlp, unembed"),
+        Column("order", _INT, "position in the channel order (forward order)"),
+        Column("kind", _STR, "embed | pos_embed | attn_head | mlp | unembed"),
+        Column("layer", _INT, "-1 for embeddings, n_layers for the unembedding"),
+        Column("head", _INT, "head index (attention heads only)", nullable=True),
+        Column("fidelity", _FLOAT, "loss recovered with this channel alone compressed", nullable=True),
+        Column("fingerprint", _FLOATS, "behaviour fingerprint (manifest 'fingerprint_features' names it)"),
+        Column("previous_token", _FLOAT, "attention to the previous token on repeat probes", nullable=True),
+        Column("induction", _FLOAT, "attention to the token after an earlier copy", nullable=True),
+        Column("duplicate_token", _FLOAT, "attention to an earlier copy of the token", nullable=True),
+        Column("first_token", _FLOAT, "attention to position 0", nullable=True),
+        Column("self", _FLOAT, "attention to the query's own position", nullable=True),
+        Column("attention_entropy", _FLOAT, "pattern entropy over visible keys / log(visible)", nullable=True),
+    ),
+    "subspaces": (
+        Column("block", _STR, "channel name"),
+        Column("role", _STR, "q | k | v | in | out"),
+        Column("rank", _INT, "kept dimensions"),
+        Column("energy", _FLOAT, "share of the squared importances the rank keeps"),
+        Column("singular_values", _FLOATS, "every importance, descending"),
+        Column("basis_key", _STR, "key of the basis in bases.safetensors"),
+    ),
+    "edges": (
+        Column("writer", _STR, "writing channel"),
+        Column("reader", _STR, "reading channel"),
+        Column("role", _STR, "the reader's read role"),
+        Column("weight", _FLOAT, "normalised composition of the subspaces, in [0, 1]"),
+        Column("strength", _FLOAT, "the same in importance units"),
+        Column("flow", _FLOAT, "share of the reader's read input that the writer wrote"),
+        Column("attribution", _FLOAT, "mean |first-order effect| per sequence on the ingest data (nats)"),
+        Column("attribution_signed", _FLOAT, "its signed mean"),
+    ),
+    "slice_edges": (
+        Column("slice", _STR, "slice name"),
+        Column("writer", _STR, "writing channel"),
+        Column("reader", _STR, "reading channel"),
+        Column("role", _STR, "the reader's read role"),
+        Column("attribution", _FLOAT, "mean |first-order effect| per sequence on the slice"),
+        Column("attribution_signed", _FLOAT, "its signed mean"),
+    ),
+    "activity": (
+        Column("slice", _STR, "slice name"),
+        Column("block", _STR, "channel name"),
+        Column("attribution", _FLOAT, "mean |first-order effect of mean-ablating the channel| per sequence"),
+        Column("attribution_signed", _FLOAT, "its signed mean (negative: the channel helps)"),
+        Column("ablation", _FLOAT, "exact metric change from mean-ablating the channel (positive: it helps)"),
+        Column("mean_norm", _FLOAT, "mean norm of the channel's output (the unembedding: its input)"),
+    ),
+    "matches": (
+        Column("previous_checkpoint", _STR, "label of the checkpoint before"),
+        Column("block", _STR, "channel name (the same in both checkpoints)"),
+        Column("similarity", _FLOAT, "mean squared cosine of principal angles, over the channel's roles"),
+        Column("fingerprint_similarity", _FLOAT, "cosine of the two fingerprints"),
+    ),
+}
+
+#: The manifest's keys besides ``format_version`` and ``files``.
+MANIFEST_KEYS = (
+    "model",
+    "checkpoint",
+    "slices",
+    "ingest_slice",
+    "config",
+    "config_hash",
+    "fidelity",
+    "fingerprint_features",
+    "code_version",
+    "device",
+    "started",
+    "finished",
+)
+
+
+def schema(table: str) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in TABLES[table]])
+
+
+def columns(table: str) -> list[str]:
+    return [c.name for c in TABLES[table]]
+
+
+def frame(table: str, rows: Iterable[dict]) -> pd.DataFrame:
+    """``rows`` (dicts keyed by the table's column names) as a frame with exactly those columns."""
+    names = columns(table)
+    rows = list(rows)
+    for row in rows[:1]:
+        if set(row) != set(names):
+            raise ValueError(f"{table} rows have columns {sorted(row)}, the schema has {sorted(names)}")
+    return pd.DataFrame(rows, columns=names)
+
+
+@dataclass
+class Artifact:
+    path: Path
+    manifest: dict
+    tables: dict[str, pd.DataFrame]
+
+    def bases(self) -> dict[str, torch.Tensor]:
+        return load_file(self.path / BASES)
+
+    def basis_uri(self, key: str) -> str:
+        return f"{(self.path / BASES).resolve().as_uri()}#{key}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def partial_path(final: Path) -> Path:
+    """Where :func:`write_artifact` builds ``final`` (hidden, named after this process)."""
+    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+
+
+def _to_arrow(table: str, data: pd.DataFrame) -> pa.Table:
+    if list(data.columns) != columns(table):
+        raise ValueError(f"table {table} has columns {list(data.columns)}, the schema has {columns(table)}")
+    return pa.Table.from_pandas(data, schema=schema(table), preserve_index=False)
+
+
+def write_artifact(
+    final: Path, manifest: dict, tables: dict[str, pd.DataFrame], bases: dict[str, torch.Tensor]
+) -> Path:
+    """Write everything under :func:`partial_path`, then rename it to ``final`` (replacing it)."""
+    final = Path(final)
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing or set(tables) != set(TABLES):
+        raise ValueError(f"artifact lacks manifest keys {missing} or has tables {sorted(tables)} != {sorted(TABLES)}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(final)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for name in TABLES:
+        pq.write_table(_to_arrow(name, tables[name]), partial / f"{name}.parquet")
+    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in bases.items()}, partial / BASES)
+    files = sorted(p.name for p in partial.iterdir())
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": {f: _sha256(partial / f) for f in files}}
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(retired)
+        partial.rename(final)
+        shutil.rmtree(retired)
+    else:
+        partial.rename(final)
+    return final
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of the artifact at ``path``; :class:`UserError` if there is none of this format."""
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise UserError(
+            f"{path} is not a Circuit Atlas artifact (no {MANIFEST}). Give a directory "
+            f"written by `circuit-atlas ingest --out`."
+        )
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(
+            f"{manifest_file} is not valid JSON ({error}): the artifact is damaged. Re-run the ingest that wrote it."
+        ) from error
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise UserError(
+            f"{path} has artifact format {version}; this circuit-atlas reads format "
+            f"{FORMAT_VERSION}. Re-run the ingest with this version."
+        )
+    missing = [k for k in (*MANIFEST_KEYS, "files") if k not in manifest]
+    if missing or not isinstance(manifest["files"], dict):
+        raise UserError(
+            f"{manifest_file} lacks {', '.join(missing) or 'a files map'}: the artifact is "
+            f"damaged. Re-run the ingest that wrote it."
+        )
+    return manifest
+
+
+def read_artifact(path: Path) -> Artifact:
+    """Read and verify an artifact directory; :class:`UserError` if it is not a whole one."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    expected = {f"{name}.parquet" for name in TABLES} | {BASES}
+    if set(manifest["files"]) != expected:
+        raise UserError(
+            f"{path / MANIFEST} lists files {sorted(manifest['files'])}, expected {sorted(expected)}: "
+            f"the artifact is damaged. Re-run the ingest that wrote it."
+        )
+    for name, digest in manifest["files"].items():
+        file = path / name
+        if not file.is_file() or _sha256(file) != digest:
+            raise UserError(
+                f"{file} is missing or does not match its hash in the manifest: the artifact "
+                f"is damaged. Re-run the ingest that wrote it."
+            )
+    tables = {}
+    for name in TABLES:
+        try:
+            table = pq.read_table(path / f"{name}.parquet")
+        except (pa.ArrowInvalid, OSError) as error:
+            raise UserError(f"{path / name}.parquet is not readable Parquet ({error}). Re-run the ingest.") from error
+        if not table.schema.equals(schema(name)):
+            raise UserError(
+                f"{path / name}.parquet has columns {table.schema.names} of types "
+                f"{[str(t) for t in table.schema.types]}, not those of artifact format "
+                f"{FORMAT_VERSION}. Re-run the ingest with this version."
+            )
+        tables[name] = table.to_pandas()
+    return Artifact(path, manifest, tables)
+
+
+def is_complete(path: Path, config_hash: str | None = None) -> bool:
+    """Whether ``path`` holds a whole artifact of this format (and of ``config_hash``, if given)."""
+    try:
+        manifest = read_manifest(path)
+    except UserError:
+        return False
+    return config_hash is None or manifest.get("config_hash") == config_hash
+
+
+def find_artifacts(root: Path) -> list[Path]:
+    """``root`` itself if it is an artifact, else every artifact below it, in path order."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        return [root]
+    found = sorted(p.parent for p in root.rglob(MANIFEST) if not p.parent.name.startswith("."))
+    if not found:
+        raise UserError(
+            f"No artifact under {root}: expected directories with a {MANIFEST}, "
+            f"as written by `circuit-atlas ingest --out {root}`."
+        )
+    return found

@@ -1,0 +1,69 @@
+"""`circuit-atlas export` on the hand-made catalog: JSON with the known circuit, SVG and PNG pictures."""
+
+import json
+import struct
+import xml.etree.ElementTree as ElementTree
+
+from click.testing import CliRunner
+
+from circuit_atlas.cli import cli
+
+
+def export(cli_env, *args):
+    return CliRunner().invoke(cli, ["export", *args], env=cli_env)
+
+
+def test_export_writes_the_known_circuit_as_json_svg_and_png(catalog, cli_env, tmp_path):
+    paths = [tmp_path / "rep.json", tmp_path / "rep.svg", tmp_path / "pictures" / "rep.png"]
+    result = export(
+        cli_env,
+        "m@1",
+        "rep",
+        "--min-effect",
+        "0.5",
+        "--min-attribution",
+        "0.1",
+        *[arg for path in paths for arg in ("-o", str(path))],
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 channels, 2 edges" in result.output
+
+    circuit = json.loads(paths[0].read_text())
+    assert (circuit["checkpoint"], circuit["slice"], circuit["min_effect"]) == ("m@1", "rep", 0.5)
+    assert [(c["name"], c["layer"], c["effect"]) for c in circuit["channels"]] == [
+        ("A", 0, 1.0),
+        ("B", 1, 0.8),
+        ("C", 2, 0.6),
+    ]
+    assert [(e["writer"], e["reader"], e["role"], e["attribution"]) for e in circuit["edges"]] == [
+        ("A", "B", "k", 0.25),
+        ("B", "C", "v", 0.15),
+    ]
+
+    svg = ElementTree.parse(paths[1]).getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = ["".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert {"A", "+1.00", "B", "+0.80", "C", "+0.60", "k 0.25", "v 0.15"} <= set(texts)
+
+    png = paths[2].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > height > 100
+
+
+def test_export_is_the_same_picture_twice(catalog, cli_env, tmp_path):
+    for name in ("first.svg", "second.svg"):
+        assert export(cli_env, "m@1", "rnd", "--min-effect", "0.4", "-o", str(tmp_path / name)).exit_code == 0
+    assert (tmp_path / "first.svg").read_text() == (tmp_path / "second.svg").read_text()
+
+
+def test_export_explains_what_is_wrong(catalog, cli_env, tmp_path):
+    unknown = export(cli_env, "m@9", "rep", "-o", str(tmp_path / "x.json"))
+    assert unknown.exit_code == 1 and "No complete checkpoint 'm@9'" in unknown.output
+    loading = export(cli_env, "m@3", "rep", "-o", str(tmp_path / "x.json"))
+    assert loading.exit_code == 1 and "catalog_overview" in loading.output
+    empty = export(cli_env, "m@1", "no-such-slice", "-o", str(tmp_path / "x.json"))
+    assert empty.exit_code == 1 and "slice 'no-such-slice'" in empty.output and "--min-effect" in empty.output
+    suffix = export(cli_env, "m@1", "rep", "-o", str(tmp_path / "x.pdf"))
+    assert suffix.exit_code == 1 and ".json, .svg, .png" in suffix.output
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,89 @@
+"""The local runtime end to end: install (reused), start, Bolt, Browser over HTTP, stop."""
+
+import urllib.request
+
+import neo4j
+from click.testing import CliRunner
+
+from circuit_atlas.cli import cli
+from circuit_atlas.local_server import Distribution, free_port
+
+
+def test_install_twice_downloads_nothing_the_second_time():
+    dist = Distribution.in_cache()
+    runner = CliRunner()
+    assert runner.invoke(cli, ["neo4j", "install"]).exit_code == 0
+    marker_mtime = dist.marker.stat().st_mtime_ns
+    again = runner.invoke(cli, ["neo4j", "install"])
+    assert again.exit_code == 0, again.output
+    assert "nothing to download" in again.output
+    assert dist.marker.stat().st_mtime_ns == marker_mtime
+
+
+def test_start_query_browse_stop(tmp_path):
+    runner = CliRunner()
+    folder = tmp_path / "server"
+    bolt, http = free_port(), free_port()
+    start = runner.invoke(
+        cli,
+        [
+            "neo4j",
+            "start",
+            "--dir",
+            str(folder),
+            "--bolt-port",
+            str(bolt),
+            "--http-port",
+            str(http),
+            "--heap",
+            "512m",
+            "--pagecache",
+            "128m",
+        ],
+    )
+    try:
+        assert start.exit_code == 0, start.output
+        assert f"bolt://127.0.0.1:{bolt}" in start.output
+        assert f"http://127.0.0.1:{http}/browser/" in start.output
+        password_file = folder / "password"
+        assert (password_file.stat().st_mode & 0o777) == 0o600
+        password = password_file.read_text().strip()
+        assert len(password) >= 16
+
+        with neo4j.GraphDatabase.driver(f"bolt://127.0.0.1:{bolt}", auth=("neo4j", password)) as driver:
+            records, _, _ = driver.execute_query("RETURN 6 * 7 AS answer")
+            assert records[0]["answer"] == 42
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/browser/", timeout=10) as response:
+            page = response.read().decode()
+        assert "<title>Neo4j Browser</title>" in page
+
+        status = runner.invoke(cli, ["neo4j", "status", "--dir", str(folder)])
+        assert status.exit_code == 0 and "is running" in status.output
+
+        # The same ports again: a clear error, not a second server fighting the first.
+        clash = runner.invoke(
+            cli,
+            [
+                "neo4j",
+                "start",
+                "--dir",
+                str(tmp_path / "other"),
+                "--bolt-port",
+                str(bolt),
+                "--http-port",
+                str(free_port()),
+            ],
+        )
+        assert clash.exit_code == 1 and f"Port {bolt} on 127.0.0.1 is in use" in clash.output
+
+        # The CLI finds the local server's URI and password through --neo4j-dir.
+        migrate = runner.invoke(
+            cli, ["schema", "migrate", "--neo4j-dir", str(folder)], env={"NEO4J_URI": None, "NEO4J_PASSWORD": None}
+        )
+        assert migrate.exit_code == 0, migrate.output
+    finally:
+        stop = runner.invoke(cli, ["neo4j", "stop", "--dir", str(folder)])
+    assert stop.exit_code == 0 and "stopped" in stop.output
+    after = runner.invoke(cli, ["neo4j", "status", "--dir", str(folder)])
+    assert after.exit_code == 3 and "not running" in after.output

@@ -1,0 +1,229 @@
+"""Each query of the library against a hand-made catalog whose answers are known."""
+
+import random
+
+import pytest
+import synthetic_artifacts
+from click.testing import CliRunner
+
+from circuit_atlas import queries
+from circuit_atlas.cli import cli
+
+LIBRARY = queries.library()
+
+
+def test_catalog_overview_lists_complete_checkpoints_only(catalog):
+    rows = catalog("catalog_overview")
+    assert [(r["checkpoint"], r["blocks"], r["edges"]) for r in rows] == [("m@1", 5, 4), ("m@2", 5, 0)]
+
+
+def test_checkpoint_channels(catalog):
+    rows = catalog("checkpoint_channels", checkpoint="m@1")
+    assert [(r["channel"], r["order"]) for r in rows] == [(name, i) for i, name in enumerate("ABCDE")]
+    assert rows[0]["ranks"] == ["k=2", "out=2", "q=2", "v=2"] and rows[3]["ranks"] == ["in=2", "out=2"]
+    assert catalog("checkpoint_channels", checkpoint="m@3") == []  # still loading: invisible
+
+
+@pytest.mark.parametrize(
+    "by,expected",
+    [("weight", ["A", "B", "D", "C"]), ("flow", ["A", "B", "D", "C"]), ("attribution", ["A", "B", "D", "C"])],
+)
+def test_top_edges(catalog, by, expected):
+    rows = catalog("top_edges", checkpoint="m@1", by=by, limit=10)
+    assert [r["writer"] for r in rows] == expected
+    assert (rows[0]["reader"], rows[0]["role"], rows[0]["weight"]) == ("B", "k", 0.9)
+    assert len(catalog("top_edges", checkpoint="m@1", by=by, limit=2)) == 2
+
+
+def test_top_slice_edges(catalog):
+    rows = catalog("top_slice_edges", checkpoint="m@1", slice="rnd", limit=2)
+    assert [(r["writer"], r["reader"], r["attribution"]) for r in rows] == [("B", "C", 0.02), ("A", "B", 0.01)]
+
+
+COMPONENT_VARIANTS = {"components": None, "components_apoc": "apoc.map.setPairs", "components_gds": "gds.wcc.stream"}
+
+
+@pytest.fixture(params=COMPONENT_VARIANTS)
+def components_variant(request, neo4j_driver, neo4j_settings):
+    """A components query; the test server must have its plugin (the local runtime and Docker ship APOC and GDS)."""
+    callable_name = COMPONENT_VARIANTS[request.param]
+    if callable_name:
+        found = [
+            neo4j_driver.execute_query(
+                f"SHOW {kind} YIELD name WHERE name = $name RETURN name",
+                name=callable_name,
+                database_=neo4j_settings.database,
+            ).records
+            for kind in ("PROCEDURES", "FUNCTIONS")
+        ]
+        if not any(found):
+            pytest.fail(
+                f"{callable_name} is not installed on this server: install the APOC and GDS plugins, or test "
+                "against the local runtime (unset NEO4J_URI) or Docker, which have both."
+            )
+    return request.param
+
+
+@pytest.mark.parametrize(
+    "min_weight,expected",
+    [
+        (0.5, [("A", 3, ["A", "B", "C"]), ("D", 2, ["D", "E"])]),
+        (0.01, [("A", 5, ["A", "B", "C", "D", "E"])]),
+        (0.95, [("A", 1, ["A"]), ("B", 1, ["B"]), ("C", 1, ["C"]), ("D", 1, ["D"]), ("E", 1, ["E"])]),
+    ],
+)
+def test_components(catalog, components_variant, min_weight, expected):
+    rows = catalog(components_variant, checkpoint="m@1", min_weight=min_weight)
+    assert [(r["component"], r["size"], r["channels"]) for r in rows] == expected
+
+
+def test_components_of_an_unknown_or_loading_checkpoint_are_empty(catalog, components_variant):
+    assert catalog(components_variant, checkpoint="m@9", min_weight=0.5) == []
+    assert catalog(components_variant, checkpoint="m@3", min_weight=0.5) == []
+
+
+def breadth_first_components(names: list[str], edges: list[tuple[str, str, float]], min_weight: float) -> list:
+    """Reference answer: (first member, size, members in catalog order), largest first."""
+    neighbours = {name: set() for name in names}
+    for a, b, weight in edges:
+        if weight >= min_weight:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    label = {}
+    for name in names:
+        frontier = [name] if name not in label else []
+        while frontier:
+            node = frontier.pop()
+            if node not in label:
+                label[node] = name
+                frontier.extend(neighbours[node])
+    groups = [[n for n in names if label[n] == root] for root in dict.fromkeys(label.values())]
+    return sorted(((g[0], len(g), g) for g in groups), key=lambda c: (-c[1], c[0]))
+
+
+def test_components_of_a_random_channel_graph(migrated, neo4j_settings, components_variant, tmp_path):
+    """60 channels, 70 random edges including self-loops, parallel edges and long chains."""
+    db = neo4j_settings.database
+    rng = random.Random(7)
+    names = [f"c{i:02d}" for i in range(60)]
+    edges = [(rng.choice(names), rng.choice(names), round(rng.random(), 3)) for _ in range(70)]
+    channels = [synthetic_artifacts.Channel(n, "attn_head", i, 0) for i, n in enumerate(names)]
+    synthetic_artifacts.load(
+        migrated,
+        db,
+        synthetic_artifacts.Checkpoint(
+            "g", "1", 1, channels, [synthetic_artifacts.Edge(w, r, "q", wt, wt, wt) for w, r, wt in edges]
+        ),
+        tmp_path,
+    )
+    for min_weight in (0.2, 0.5, 0.8):
+        rows = queries.run(migrated, db, LIBRARY[components_variant], {"checkpoint": "g@1", "min_weight": min_weight})
+        expected = breadth_first_components(names, edges, min_weight)
+        assert [(r["component"], r["size"], r["channels"]) for r in rows] == expected
+        assert 1 < len(expected) < len(names)
+
+
+def test_circuit_on_each_slice(catalog):
+    rep = catalog("circuit", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
+    assert [(r["writer"], r["reader"], r["role"]) for r in rep] == [("A", "B", "k"), ("B", "C", "v"), ("C", None, None)]
+    rnd = catalog("circuit", checkpoint="m@1", slice="rnd", min_effect=0.5, min_attribution=0.1)
+    assert [(r["writer"], r["reader"]) for r in rnd] == [("C", None)]
+
+
+def test_circuit_graph_returns_nodes_and_paths(catalog):
+    [row] = catalog("circuit_graph", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
+    assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C"]
+    assert len(row["edges"]) == 2 and row["slice"]["name"] == "rep"
+
+
+def test_circuit_view_grades_channel_edges_by_attribution(catalog, empty_catalog, neo4j_settings):
+    [row] = empty_catalog.execute_query(
+        LIBRARY["circuit_view"].text,
+        checkpoint="m@1",
+        slice="rep",
+        min_effect=0.5,
+        min_attribution=0.01,
+        database_=neo4j_settings.database,
+    ).records
+    assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C"]
+    carries = sorted((r.start_node["name"], r.type, r.end_node["name"], r["roles"], r["share"]) for r in row["carries"])
+    # 0.25 is the strongest pair; 0.15 lies between a third and two thirds of it.
+    assert carries == [
+        ("A", "CARRIES_STRONG", "B", ["k"], 1.0),
+        ("B", "CARRIES_MEDIUM", "C", ["v"], pytest.approx(0.6)),
+    ]
+
+
+def test_channel_graph_grades_channel_edges_by_weight(catalog, empty_catalog, neo4j_settings):
+    [row] = empty_catalog.execute_query(
+        LIBRARY["channel_graph"].text, checkpoint="m@1", min_weight=0.01, database_=neo4j_settings.database
+    ).records
+    assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C", "D", "E"]
+    carries = sorted((r.start_node["name"], r.type, r.end_node["name"], r["weight"]) for r in row["carries"])
+    # Against the top weight 0.9: 0.8 and 0.7 reach two thirds of it, 0.05 not a third.
+    assert carries == [
+        ("A", "CARRIES_STRONG", "B", 0.9),
+        ("B", "CARRIES_STRONG", "C", 0.8),
+        ("C", "CARRIES_WEAK", "D", 0.05),
+        ("D", "CARRIES_STRONG", "E", 0.7),
+    ]
+
+
+def test_slice_contrast(catalog):
+    rows = catalog("slice_contrast", checkpoint="m@1", slice_a="rep", slice_b="rnd", min_effect=0.5)
+    assert [(r["channel"], r["effect_a"], r["effect_b"]) for r in rows] == [("A", 1.0, 0.02), ("B", 0.8, -0.1)]
+
+
+def test_channel_timeline_follows_matches_over_complete_checkpoints(catalog):
+    rows = catalog("channel_timeline", checkpoint="m@2", channel="A")
+    assert [(r["checkpoint"], r["similarity_to_previous"]) for r in rows] == [("m@1", None), ("m@2", 0.9)]
+
+
+def test_similar_channels_use_the_vector_index(catalog, neo4j_settings, empty_catalog):
+    empty_catalog.execute_query("CALL db.awaitIndexes(60)", database_=neo4j_settings.database)
+    rows = catalog("similar_channels", checkpoint="m@1", channel="A", limit=3)
+    assert [(r["checkpoint"], r["channel"]) for r in rows][:2] == [("m@2", "A"), ("m@1", "C")]
+    assert rows[0]["similarity"] == pytest.approx(1.0)
+
+
+def test_user_values_are_parameters_not_cypher(catalog):
+    assert catalog("checkpoint_channels", checkpoint="m@1' OR 1=1 //") == []
+    assert catalog("top_edges", checkpoint="m@1", by="weight DESC //", limit=1)[0]["writer"] == "A"
+
+
+def test_query_cli_formats_and_errors(catalog, cli_env):
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["query", "--list"], env=cli_env)
+    assert listed.exit_code == 0 and all(name in listed.output for name in LIBRARY)
+    csv = runner.invoke(
+        cli,
+        ["query", "top_edges", "-p", "checkpoint=m@1", "-p", "by=weight", "-p", "limit=1", "--format", "csv"],
+        env=cli_env,
+    )
+    assert csv.exit_code == 0, csv.output
+    assert csv.output.splitlines()[:2] == [
+        "writer,reader,role,weight,flow,attribution,strength,writer_kind,reader_kind",
+        "A,B,k,0.9,0.5,0.3,0.9,attn_head,attn_head",
+    ]
+    missing = runner.invoke(cli, ["query", "top_edges", "-p", "checkpoint=m@1"], env=cli_env)
+    assert missing.exit_code == 1 and "-p by=..." in missing.output
+    unknown = runner.invoke(cli, ["query", "no_such_query"], env=cli_env)
+    assert unknown.exit_code == 1 and "--list" in unknown.output
+
+
+def test_queries_run_read_only(catalog, neo4j_driver, neo4j_settings):
+    import neo4j
+
+    from circuit_atlas.errors import UserError
+
+    writer = queries.Query("w", "writes", "nothing", (), "CREATE (:Model {id: 'intruder'})")
+    with pytest.raises(UserError, match="failed"):
+        queries.run(neo4j_driver, neo4j_settings.database, writer, {})
+    assert (
+        neo4j_driver.execute_query(
+            "MATCH (m:Model {id: 'intruder'}) RETURN count(m) AS n",
+            database_=neo4j_settings.database,
+            routing_=neo4j.RoutingControl.READ,
+        ).records[0]["n"]
+        == 0
+    )

@@ -1,0 +1,219 @@
+"""Artifacts written from a hand-made description of channels and edges (tests and benchmarks).
+
+A synthetic checkpoint reaches the catalog on the same path as an ingested one: tables in the
+artifact's one schema (:func:`circuit_atlas.ingest.artifact.write_artifact`), then the loader
+(:func:`circuit_atlas.loader.checkpoint_rows` and :func:`~circuit_atlas.loader.write_checkpoint`).
+So a query test fails when the loader stops writing what the query reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from circuit_atlas.ingest.artifact import frame, read_artifact, write_artifact
+from circuit_atlas.ingest.fingerprints import PATTERN_SCORES
+from circuit_atlas.loader import checkpoint_rows, write_checkpoint
+
+ROLES = {"attn_head": ["q", "k", "v", "out"], "mlp": ["in", "out"], "embed": ["out"], "unembed": ["in"]}
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    kind: str
+    layer: int
+    head: int | None = None
+    fingerprint: tuple[float, ...] = (1.0, 0.0, 0.0)
+    induction: float | None = None
+
+
+@dataclass(frozen=True)
+class Edge:
+    writer: str
+    reader: str
+    role: str
+    weight: float
+    flow: float
+    attribution: float
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint's content. ``effects[slice][channel]`` is the ablation effect (nats),
+    ``slice_attribution[slice][(writer, reader)]`` an edge's attribution on the slice, and
+    ``matches`` (channel, similarity) pairs with the checkpoint labelled ``previous``."""
+
+    model: str
+    label: str
+    step: int
+    channels: list[Channel]
+    edges: list[Edge] = field(default_factory=list)
+    effects: dict[str, dict[str, float]] = field(default_factory=dict)
+    slice_attribution: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
+    previous: str | None = None
+    matches: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}@{self.label}"
+
+
+def write(checkpoint: Checkpoint, root: Path) -> Path:
+    """The artifact of ``checkpoint`` under ``root``."""
+    c = checkpoint
+    d_model = 4
+    blocks = frame(
+        "blocks",
+        (
+            {
+                "name": ch.name,
+                "order": i,
+                "kind": ch.kind,
+                "layer": ch.layer,
+                "head": ch.head,
+                "fidelity": 0.99,
+                "fingerprint": list(ch.fingerprint),
+                **{s: (ch.induction if s == "induction" else None) for s in PATTERN_SCORES},
+            }
+            for i, ch in enumerate(c.channels)
+        ),
+    ).astype({"head": "Int64"})
+    subspaces = frame(
+        "subspaces",
+        (
+            {
+                "block": ch.name,
+                "role": role,
+                "rank": 2,
+                "energy": 1.0,
+                "singular_values": [2.0, 1.0],
+                "basis_key": f"{ch.name}/{role}",
+            }
+            for ch in c.channels
+            for role in ROLES[ch.kind]
+        ),
+    )
+    edges = frame(
+        "edges",
+        (
+            {
+                "writer": e.writer,
+                "reader": e.reader,
+                "role": e.role,
+                "weight": e.weight,
+                "strength": e.weight,
+                "flow": e.flow,
+                "attribution": e.attribution,
+                "attribution_signed": -e.attribution,
+            }
+            for e in c.edges
+        ),
+    )
+    slice_edges = frame(
+        "slice_edges",
+        (
+            {
+                "slice": s,
+                "writer": e.writer,
+                "reader": e.reader,
+                "role": e.role,
+                "attribution": by_pair[(e.writer, e.reader)],
+                "attribution_signed": -by_pair[(e.writer, e.reader)],
+            }
+            for s, by_pair in c.slice_attribution.items()
+            for e in c.edges
+        ),
+    )
+    activity = frame(
+        "activity",
+        (
+            {
+                "slice": s,
+                "block": name,
+                "attribution": abs(effect),
+                "attribution_signed": -effect,
+                "ablation": effect,
+                "mean_norm": 1.0,
+            }
+            for s, by_channel in c.effects.items()
+            for name, effect in by_channel.items()
+        ),
+    )
+    matches = frame(
+        "matches",
+        (
+            {
+                "previous_checkpoint": c.previous,
+                "block": name,
+                "similarity": similarity,
+                "fingerprint_similarity": similarity,
+            }
+            for name, similarity in c.matches
+        ),
+    )
+    tables = {
+        "blocks": blocks,
+        "subspaces": subspaces,
+        "edges": edges,
+        "slice_edges": slice_edges,
+        "activity": activity,
+        "matches": matches,
+    }
+    bases = {f"{ch.name}/{role}": torch.eye(d_model)[:, :2] for ch in c.channels for role in ROLES[ch.kind]}
+    manifest = {
+        "model": {
+            "name": c.model,
+            "family": "synthetic",
+            "n_layers": max(ch.layer for ch in c.channels) + 1,
+            "d_model": d_model,
+            "n_heads": 1,
+            "d_head": 2,
+            "d_mlp": 8,
+            "act_fn": "relu",
+            "n_ctx": 8,
+            "d_vocab": 8,
+            "positional": "rotary",
+            "normalization": "LN",
+            "parallel_attn_mlp": False,
+            "source": "synthetic",
+        },
+        "checkpoint": {
+            "label": c.label,
+            "step": c.step,
+            "tokens_seen": None,
+            "loss": 3.0,
+            "source": "synthetic",
+            "revision": None,
+        },
+        "slices": [
+            {
+                "id": f"{s}:h",
+                "name": s,
+                "description": f"slice {s}",
+                "n_tokens": 64,
+                "n_sequences": 8,
+                "metric": "next_token_loss",
+            }
+            for s in c.effects
+        ],
+        "ingest_slice": next(iter(c.effects), "none"),
+        "config": {},
+        "config_hash": "synthetic",
+        "fidelity": {"loss_recovered": 0.97, "fraction": 0.99},
+        "fingerprint_features": [f"feature_{i}" for i in range(len(c.channels[0].fingerprint))],
+        "code_version": "synthetic",
+        "device": "cpu",
+        "started": 0.0,
+        "finished": 0.0,
+    }
+    return write_artifact(Path(root) / f"{c.model}__{c.label}", manifest, tables, bases)
+
+
+def load(driver, database: str, checkpoint: Checkpoint, root: Path, complete: bool = True) -> None:
+    """Write ``checkpoint`` as an artifact and load it with the loader (every edge kept);
+    ``complete=False`` leaves it ``loading``, as a load that died half way would."""
+    rows = checkpoint_rows(read_artifact(write(checkpoint, root)), top_k=None)
+    write_checkpoint(driver, database, rows, complete=complete)
