@@ -30,7 +30,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "IngestConfig":
-        from .ingest.pipeline import IngestConfig
+        from .ingest.config import IngestConfig
 
         return IngestConfig
     raise AttributeError(f"module 'circuit_atlas' has no attribute {name!r}")

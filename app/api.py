@@ -39,8 +39,8 @@ from .local_server import Distribution, LocalServer, default_server_dir
 if TYPE_CHECKING:
     import networkx
 
+    from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.model_adapter import LoadedModel
-    from circuit_atlas.ingest.pipeline import IngestConfig
 
     from .loader import LoadSummary
 
@@ -123,7 +123,7 @@ def ingest_model(
     ``repeated``, token or text files, ``NAME=SOURCE``). ``checkpoints``: local checkpoint
     directories or hub revisions. Nothing here needs a catalog.
     """
-    from circuit_atlas.ingest.pipeline import IngestConfig
+    from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.pipeline import ingest as run
 
     source = str(model) if isinstance(model, (str, Path)) else model

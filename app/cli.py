@@ -292,7 +292,7 @@ def ingest_command(
     min_attribution: float,
 ) -> None:
     """Compress MODEL's channels on the data, score their edges, write artifacts (and load them)."""
-    from circuit_atlas.ingest.pipeline import IngestConfig
+    from circuit_atlas.ingest.config import IngestConfig
 
     config = IngestConfig(
         seq_len=seq_len,

@@ -4,10 +4,10 @@
 
 Per size it loads one synthetic checkpoint ``components-benchmark@<channels>`` through an
 artifact and the loader, as an ingest would (attention heads and MLPs by layer, each reader
-subspace fed by ``--fan-in`` random earlier channels, weights uniform in [0, 1]), runs ``components``, ``components_apoc`` and ``components_gds`` at ``--min-weight``
-(median of ``--repeats`` runs after a warm-up run, each in a read transaction like
-``circuit-atlas query``), checks
-that all three return the same rows, prints the times and their ratios, and deletes the
+subspace fed by ``--fan-in`` random earlier channels, weights uniform in [0, 1]), runs
+``components``, ``components_apoc`` and ``components_gds`` at ``--min-weight`` (median of
+``--repeats`` runs after a warm-up run, each in a read transaction like ``circuit-atlas query``),
+checks that all three return the same rows, prints the times and their ratios, and deletes the
 checkpoint. A variant whose plugin is missing is reported as such.
 """
 

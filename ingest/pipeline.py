@@ -7,11 +7,9 @@ fingerprints -> matches with the previous checkpoint -> artifact. Nothing here t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from .artifact import frame, write_artifact
 from .channels import ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import decompose
+from .config import IngestConfig
 from .data import DataSlice, load_slice, synthetic_tokens
 from .edges import SliceScores, slice_scores, structural_scores
 from .fidelity import ablation_effects, channel_fidelity, choose_fraction
@@ -32,24 +31,6 @@ from .model_adapter import LoadedModel, load_model
 from .statistics import accumulate_moments
 
 PROBE_SEQUENCES = 32
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    seq_len: int | None = None  # default: min(context, 128)
-    n_seq: int = 256  # sequences per built-in slice
-    holdout: float = 0.2  # fraction of each slice held out for fidelity
-    fidelity: float = 0.95  # target loss recovered when the fraction is searched
-    energy: float | None = None  # fixed rank fraction instead of the search
-    max_rank: int | None = None
-    floor: float = 1e-3  # a role below this share of its group's largest importance has rank 0
-    batch_tokens: int = 4096
-    seed: int = 0
-    match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
-    ablation_sequences: int = 64  # sequences per slice for the exact per-channel ablation effect
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def spread_rows(tokens: torch.Tensor, count: int) -> torch.Tensor:

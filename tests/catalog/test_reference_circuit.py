@@ -10,7 +10,8 @@ import pytest
 
 from circuit_atlas import queries
 from circuit_atlas.ingest.channels import head_name
-from circuit_atlas.ingest.pipeline import IngestConfig, ingest
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.loader import load_artifact
 from circuit_atlas.schema.migrations import migrate
 

@@ -4,7 +4,8 @@ import pytest
 from builders import PLANTED_HEAD_EDGES, PLANTED_RANKS, planted_gpt2
 
 from circuit_atlas.ingest.artifact import read_artifact
-from circuit_atlas.ingest.pipeline import IngestConfig, ingest
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.pipeline import ingest
 
 HEADS = [f"L{l}H{h}" for l in range(2) for h in range(4)]
 
