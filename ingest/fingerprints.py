@@ -20,8 +20,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .channels import KINDS, Channel
+from .channels import KINDS, Channel, ChannelLayout
+from .compression import Compression
+from .data import synthetic_tokens
+from .edges import slice_scores
 from .model_adapter import LoadedModel, site
+from .statistics import Moments
 
 PATTERN_SCORES = ("previous_token", "induction", "duplicate_token", "first_token", "self", "attention_entropy")
 FEATURES = (
@@ -94,3 +98,35 @@ def fingerprints(
         ]
         result[c.name] = pattern + behaviour + [1.0 if c.kind == k else 0.0 for k in KINDS]
     return result
+
+
+#: Sequences per built-in probe slice for the behaviour features.
+PROBE_SEQUENCES = 32
+
+
+def channel_fingerprints(
+    model: LoadedModel, compression: Compression, moments: Moments, layout: ChannelLayout, batch_tokens: int
+) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
+    """Every channel's fingerprint, and the attention-pattern scores per head (on repeat probes)."""
+    spec = model.spec
+    probe = probe_tokens(spec.d_vocab, spec.n_ctx)
+    pattern_scores = attention_scores(model, probe)
+    probes = {
+        kind: slice_scores(
+            model,
+            compression,
+            moments,
+            layout,
+            synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7),
+            batch_tokens,
+            False,
+        )
+        for kind in ("random", "repeated")
+    }
+    prints = fingerprints(
+        layout.channels,
+        pattern_scores,
+        {k: v.activity for k, v in probes.items()},
+        {k: v.mean_norm for k, v in probes.items()},
+    )
+    return prints, pattern_scores

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from circuit_atlas import __version__
@@ -20,17 +22,22 @@ from circuit_atlas.errors import UserError
 from .artifact import frame, write_artifact
 from .channels import ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
-from .compression import decompose
+from .compression import Compression, decompose
 from .config import IngestConfig
-from .data import DataSlice, load_slice, synthetic_tokens
-from .edges import SliceScores, slice_scores, structural_scores
+from .data import DataSlice, load_slice
+from .edges import SliceScores, StructuralScores, slice_scores, structural_scores
 from .fidelity import ablation_effects, channel_fidelity, choose_fraction
-from .fingerprints import FEATURES, PATTERN_SCORES, attention_scores, fingerprints, probe_tokens
+from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
 from .matching import PreviousCheckpoint, matches
 from .model_adapter import LoadedModel, load_model
 from .statistics import accumulate_moments
 
-PROBE_SEQUENCES = 32
+#: A stage profiler: ``profile(stage)`` is a context manager around the stage (benchmarks time them).
+Profile = Callable[[str], AbstractContextManager]
+
+
+def no_profile(stage: str) -> AbstractContextManager:
+    return nullcontext()
 
 
 def spread_rows(tokens: torch.Tensor, count: int) -> torch.Tensor:
@@ -99,6 +106,104 @@ def _combined(scores: list[SliceScores]) -> SliceScores:
     )
 
 
+def artifact_tables(
+    layout: ChannelLayout,
+    compression: Compression,
+    structural: StructuralScores,
+    per_slice: dict[str, SliceScores],
+    ablation: dict[str, dict[str, float]],
+    per_channel: dict[str, float | None],
+    prints: dict[str, list[float]],
+    pattern_scores: dict[str, torch.Tensor],
+    ingest_slice: str,
+) -> dict[str, pd.DataFrame]:
+    """Every table of the artifact but ``matches``, in the schema of :mod:`.artifact`."""
+    channels = layout.channels
+    ingest_scores = per_slice[ingest_slice]
+
+    def pattern(c, score: str) -> float | None:
+        return float(pattern_scores[score][c.layer, c.head]) if c.kind == "attn_head" else None
+
+    blocks = frame(
+        "blocks",
+        (
+            {
+                "name": c.name,
+                "order": c.order,
+                "kind": c.kind,
+                "layer": c.layer,
+                "head": c.head,
+                "fidelity": per_channel[c.name],
+                "fingerprint": prints[c.name],
+                **{s: pattern(c, s) for s in PATTERN_SCORES},
+            }
+            for c in channels
+        ),
+    )
+    subspaces = frame(
+        "subspaces",
+        (
+            {
+                "block": c.name,
+                "role": role,
+                "rank": compression.rank(c, role),
+                "energy": compression.energy(c, role),
+                "basis_key": f"{c.name}/{role}",
+                "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
+            }
+            for c in channels
+            for role in c.roles
+        ),
+    )
+    edges = frame(
+        "edges",
+        _edge_rows(
+            layout,
+            {
+                "weight": structural.weight,
+                "strength": structural.strength,
+                "flow": structural.flow,
+                "attribution": ingest_scores.attribution,
+                "attribution_signed": ingest_scores.attribution_signed,
+            },
+        ),
+    )
+    slice_edges = frame(
+        "slice_edges",
+        [
+            row
+            for name, scores in per_slice.items()
+            for row in _edge_rows(
+                layout,
+                {"attribution": scores.attribution, "attribution_signed": scores.attribution_signed},
+                {"slice": name},
+            )
+        ],
+    )
+    activity = frame(
+        "activity",
+        (
+            {
+                "slice": name,
+                "block": c.name,
+                "attribution": scores.activity[c.name],
+                "attribution_signed": scores.activity_signed[c.name],
+                "ablation": ablation[name][c.name],
+                "mean_norm": scores.mean_norm[c.name],
+            }
+            for name, scores in per_slice.items()
+            for c in channels
+        ),
+    )
+    return {
+        "blocks": blocks.astype({"head": "Int64"}),
+        "subspaces": subspaces,
+        "edges": edges,
+        "slice_edges": slice_edges,
+        "activity": activity,
+    }
+
+
 def artifact_name(model_name: str, label: str, config: IngestConfig) -> str:
     return f"{model_name.replace('/', '--')}__{label}__{config.digest()[:8]}"
 
@@ -113,6 +218,7 @@ def ingest_checkpoint(
     previous: PreviousCheckpoint | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    profile: Profile = no_profile,
 ) -> tuple[Path, PreviousCheckpoint]:
     """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against."""
     started = time.time()
@@ -134,145 +240,68 @@ def ingest_checkpoint(
     fit, heldout = torch.cat([f for f, _ in splits]), torch.cat([h for _, h in splits])
 
     echo(f"[{checkpoint.label}] statistics over {fit.numel():,} tokens on {model.device} ...")
-    moments = accumulate_moments(model, fit, config.batch_tokens, config.seed, progress)
-    decompositions = decompose(moments, model.weights)
+    with profile("statistics"):
+        moments = accumulate_moments(model, fit, config.batch_tokens, config.seed, progress)
+    with profile("decompositions"):
+        decompositions = decompose(moments, model.weights)
     target = None if config.energy is not None else config.fidelity
-    compression, report = choose_fraction(
-        model,
-        decompositions,
-        moments,
-        channels,
-        heldout,
-        target,
-        config.energy,
-        config.max_rank,
-        config.floor,
-        config.batch_tokens,
-    )
+    with profile("rank search"):
+        compression, report = choose_fraction(
+            model,
+            decompositions,
+            moments,
+            channels,
+            heldout,
+            target,
+            config.energy,
+            config.max_rank,
+            config.floor,
+            config.batch_tokens,
+        )
     recovered = report.loss_recovered if report.loss_recovered is None else round(report.loss_recovered, 4)
     echo(
         f"[{checkpoint.label}] rank fraction {report.fraction}: all channels compressed at once recover "
         f"{recovered} of the loss on {heldout.numel():,} held-out tokens; mean ranks "
         + ", ".join(f"{g} {r:.2f}" for g, r in report.mean_ranks.items())
     )
-    per_channel = channel_fidelity(model, compression, moments, channels, heldout, config.batch_tokens)
-    structural = structural_scores(compression, moments, layout, model.weights.W_O)
+    with profile("per-channel fidelity"):
+        per_channel = channel_fidelity(model, compression, moments, channels, heldout, config.batch_tokens)
+    with profile("structural scores"):
+        structural = structural_scores(compression, moments, layout, model.weights.W_O)
 
-    per_slice = {
-        s.name: slice_scores(
-            model, compression, moments, layout, s.tokens, config.batch_tokens, progress, desc=f"attribution {s.name}"
-        )
-        for s in slices
-    }
-    per_slice[union.name] = per_slice.get(union.name) or _combined(list(per_slice.values()))
-    ablation = {
-        s.name: ablation_effects(
-            model, compression, moments, channels, spread_rows(s.tokens, config.ablation_sequences), config.batch_tokens
-        )
-        for s in all_slices(slices, union)
-    }
-    probe = probe_tokens(spec.d_vocab, spec.n_ctx)
-    pattern_scores = attention_scores(model, probe)
-    probes = {
-        kind: slice_scores(
-            model,
-            compression,
-            moments,
-            layout,
-            synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7),
-            config.batch_tokens,
-            False,
-        )
-        for kind in ("random", "repeated")
-    }
-    prints = fingerprints(
-        channels,
-        pattern_scores,
-        {k: v.activity for k, v in probes.items()},
-        {k: v.mean_norm for k, v in probes.items()},
-    )
-
-    bases = {f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in channels for role in c.roles}
-    subspaces = frame(
-        "subspaces",
-        (
-            {
-                "block": c.name,
-                "role": role,
-                "rank": compression.rank(c, role),
-                "energy": compression.energy(c, role),
-                "basis_key": f"{c.name}/{role}",
-                "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
-            }
-            for c in channels
-            for role in c.roles
-        ),
-    )
-    blocks = frame(
-        "blocks",
-        (
-            {
-                "name": c.name,
-                "order": c.order,
-                "kind": c.kind,
-                "layer": c.layer,
-                "head": c.head,
-                "fidelity": per_channel[c.name],
-                "fingerprint": prints[c.name],
-                **{
-                    s: float(pattern_scores[s][c.layer, c.head]) if c.kind == "attn_head" else None
-                    for s in PATTERN_SCORES
-                },
-            }
-            for c in channels
-        ),
-    )
-    ingest_scores = per_slice[union.name]
-    tables = {
-        "blocks": blocks.astype({"head": "Int64"}),
-        "subspaces": subspaces,
-        "edges": frame(
-            "edges",
-            _edge_rows(
+    per_slice = {}
+    for s in slices:
+        with profile(f"attribution {s.name}"):
+            per_slice[s.name] = slice_scores(
+                model,
+                compression,
+                moments,
                 layout,
-                {
-                    "weight": structural.weight,
-                    "strength": structural.strength,
-                    "flow": structural.flow,
-                    "attribution": ingest_scores.attribution,
-                    "attribution_signed": ingest_scores.attribution_signed,
-                },
-            ),
-        ),
-        "slice_edges": frame(
-            "slice_edges",
-            [
-                row
-                for slice_name, scores in per_slice.items()
-                for row in _edge_rows(
-                    layout,
-                    {"attribution": scores.attribution, "attribution_signed": scores.attribution_signed},
-                    {"slice": slice_name},
-                )
-            ],
-        ),
-        "activity": frame(
-            "activity",
-            (
-                {
-                    "slice": slice_name,
-                    "block": c.name,
-                    "attribution": scores.activity[c.name],
-                    "attribution_signed": scores.activity_signed[c.name],
-                    "ablation": ablation[slice_name][c.name],
-                    "mean_norm": scores.mean_norm[c.name],
-                }
-                for slice_name, scores in per_slice.items()
-                for c in channels
-            ),
-        ),
-        "matches": matches(channels, bases, prints, previous, config.match_threshold),
-    }
+                s.tokens,
+                config.batch_tokens,
+                progress,
+                desc=f"attribution {s.name}",
+            )
+    per_slice[union.name] = per_slice.get(union.name) or _combined(list(per_slice.values()))
+    ablation = {}
+    for s in all_slices(slices, union):
+        with profile(f"ablation {s.name}"):
+            ablation[s.name] = ablation_effects(
+                model,
+                compression,
+                moments,
+                channels,
+                spread_rows(s.tokens, config.ablation_sequences),
+                config.batch_tokens,
+            )
+    with profile("fingerprints"):
+        prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)
+    with profile("artifact"):
+        bases = {f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in channels for role in c.roles}
+        tables = artifact_tables(
+            layout, compression, structural, per_slice, ablation, per_channel, prints, pattern_scores, union.name
+        )
+        tables["matches"] = matches(channels, bases, prints, previous, config.match_threshold)
     manifest = {
         "model": {**spec.as_dict(), "name": name},
         "checkpoint": {
@@ -304,7 +333,8 @@ def ingest_checkpoint(
         "started": started,
         "finished": time.time(),
     }
-    path = write_artifact(Path(out_root) / artifact_name(name, checkpoint.label, config), manifest, tables, bases)
+    with profile("artifact"):
+        path = write_artifact(Path(out_root) / artifact_name(name, checkpoint.label, config), manifest, tables, bases)
     echo(f"[{checkpoint.label}] artifact: {path}")
     return path, PreviousCheckpoint(checkpoint.label, bases, prints)
 
@@ -320,6 +350,7 @@ def ingest(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     on_artifact: Callable[[Path], None] | None = None,
+    profile: Profile = no_profile,
 ) -> list[Path]:
     """Ingest every checkpoint of ``model`` in step order; returns the artifact directories.
 
@@ -336,9 +367,10 @@ def ingest(
         sources = ((None, c) for c in resolve_checkpoints(model, checkpoints))
     paths, previous = [], None
     for loaded, checkpoint in sources:
-        loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)
+        with profile("load model"):
+            loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)
         path, previous = ingest_checkpoint(
-            loaded, checkpoint, data_args, out_root, config, model_name, previous, progress, echo
+            loaded, checkpoint, data_args, out_root, config, model_name, previous, progress, echo, profile
         )
         paths.append(path)
         if on_artifact is not None:
