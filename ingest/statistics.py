@@ -118,6 +118,17 @@ def label_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 GRADIENT_SITES = ("attn_out", "mlp_out", "mlp_x")
 
+#: Bytes of attention patterns one statistics batch may hold (it keeps every pattern for its moments).
+PATTERN_BYTES = 8 * 2**30
+
+
+def statistics_batch_tokens(spec, seq_len: int, batch_tokens: int) -> int:
+    """Tokens per statistics batch: ``batch_tokens``, fewer when its attention patterns (scores,
+    probabilities and a float64 copy, L x H x seq_len per token) would pass :data:`PATTERN_BYTES`,
+    never less than one sequence."""
+    per_token = 16 * spec.n_layers * spec.n_heads * seq_len
+    return max(seq_len, min(batch_tokens, PATTERN_BYTES // per_token))
+
 
 def mlp_input_residual(spec) -> str:
     """The residual site an MLP normalises: the block input in a parallel block, else resid_mid."""
