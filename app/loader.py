@@ -36,9 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +49,7 @@ import pandas as pd
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import Artifact, read_artifact
 from circuit_atlas.ingest.channels import KIND_LABELS
+from circuit_atlas.processes import owner_is_gone, this_process
 from circuit_atlas.queries import load_statements
 from circuit_atlas.schema.migrations import require_current_schema
 
@@ -248,28 +247,6 @@ def checkpoint_rows(
     )
 
 
-def owner() -> str:
-    """This process, as a staging checkpoint's owner: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _owner_is_gone(owner_text: str | None) -> bool:
-    """True when ``owner_text`` names a process on this host that no longer runs (or a zombie)."""
-    host, _, pid = (owner_text or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 class _Writer:
     """Runs the ``queries/load`` statements on one driver and database."""
 
@@ -295,8 +272,8 @@ class _Writer:
         """Claim and delete the staging checkpoints of ``checkpoint_id`` whose writers are gone."""
         collected = []
         for row in self.write("stagings", checkpoint_id=checkpoint_id, staging_id=staged, stale_seconds=STALE_SECONDS):
-            if (row["expired"] or _owner_is_gone(row["owner"])) and self.write(
-                "claim_staging", staging_id=row["id"], owner=row["owner"], new_owner=owner()
+            if (row["expired"] or owner_is_gone(row["owner"])) and self.write(
+                "claim_staging", staging_id=row["id"], owner=row["owner"], new_owner=this_process()
             ):
                 self.discard(row["id"])
                 collected.append(row["id"])
@@ -329,7 +306,7 @@ def write_checkpoint(driver: neo4j.Driver, database: str, rows: CheckpointRows, 
     """
     writer = _Writer(driver, database)
     staged = rows.node_checkpoint_id
-    writer.write("begin_staging", staging_id=staged, checkpoint_id=rows.checkpoint_id, owner=owner())
+    writer.write("begin_staging", staging_id=staged, checkpoint_id=rows.checkpoint_id, owner=this_process())
     try:
         beat = time.monotonic()
         writer.collect_abandoned(rows.checkpoint_id, staged)

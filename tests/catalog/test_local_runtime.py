@@ -1,6 +1,13 @@
-"""The local runtime end to end: install (reused), start, Bolt, Browser over HTTP, stop."""
+"""The local runtime end to end: install (reused), start, Bolt, Browser over HTTP, stop; the
+password on no command line, an owner-only folder, and a start after the server was killed."""
 
+import contextlib
+import os
+import signal
+import threading
+import time
 import urllib.request
+from pathlib import Path
 
 import neo4j
 from click.testing import CliRunner
@@ -87,3 +94,55 @@ def test_start_query_browse_stop(tmp_path):
     assert stop.exit_code == 0 and "stopped" in stop.output
     after = runner.invoke(cli, ["neo4j", "status", "--dir", str(folder)])
     assert after.exit_code == 3 and "not running" in after.output
+
+
+def command_lines_while(action) -> tuple[object, set[bytes]]:
+    """Run ``action()`` while collecting the command line of every process that runs meanwhile."""
+    seen: set[bytes] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and int(entry.name) != os.getpid():
+                    with contextlib.suppress(OSError):  # the process ended meanwhile
+                        seen.add((entry / "cmdline").read_bytes())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        return action(), seen
+    finally:
+        done.set()
+        watcher.join()
+
+
+def test_the_password_never_shows_in_ps_the_folder_is_owner_only_and_a_killed_server_starts_again(tmp_path):
+    runner = CliRunner()
+    folder = tmp_path / "server"
+    args = ["neo4j", "start", "--dir", str(folder), "--bolt-port", str(free_port()), "--http-port", str(free_port())]
+    args += ["--heap", "512m", "--pagecache", "128m"]
+    start, command_lines = command_lines_while(lambda: runner.invoke(cli, args))
+    try:
+        assert start.exit_code == 0, start.output
+        password = (folder / "password").read_text().strip().encode()
+        assert any(b"set-initial-password" in line or b"@" in line for line in command_lines if b"java" in line)
+        assert not [line for line in command_lines if password in line]
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert (folder / "data" / "dbms" / "auth.ini").stat().st_mode & 0o077 == 0
+        assert not list((folder / "run").glob("*.args"))
+
+        pid = int((folder / "run" / "neo4j.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            status = runner.invoke(cli, ["neo4j", "status", "--dir", str(folder)])
+            if status.exit_code == 3:
+                break
+            time.sleep(0.1)
+        assert status.exit_code == 3 and "not running" in status.output
+        again = runner.invoke(cli, args)
+        assert again.exit_code == 0, again.output
+        assert "no longer running" in again.output and "Neo4j is running" in again.output
+    finally:
+        runner.invoke(cli, ["neo4j", "stop", "--dir", str(folder)])
