@@ -177,6 +177,14 @@ def test_slice_contrast(catalog):
 def test_channel_timeline_follows_matches_over_complete_checkpoints(catalog):
     rows = catalog("channel_timeline", checkpoint="m@2", channel="A")
     assert [(r["checkpoint"], r["similarity_to_previous"]) for r in rows] == [("m@1", None), ("m@2", 0.9)]
+    assert catalog("channel_timeline", checkpoint="m@1", channel="A") == rows
+
+
+def test_no_query_takes_a_probe_from_a_checkpoint_that_is_not_complete(catalog):
+    for checkpoint in ("m@3", "m@4"):  # loading (left by an older loader), and still staged
+        assert catalog("similar_channels", checkpoint=checkpoint, channel="A", limit=3) == []
+        assert catalog("channel_timeline", checkpoint=checkpoint, channel="A") == []
+        assert catalog("checkpoint_channels", checkpoint=checkpoint) == []
 
 
 def test_similar_channels_use_the_vector_index(catalog, neo4j_settings, empty_catalog):
