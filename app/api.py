@@ -107,6 +107,16 @@ def resolve_device(choice: str = "auto") -> str:
     return choice
 
 
+def _check_token_files(data: Sequence[str]) -> None:
+    """Read every ``.npy``/``.pt`` slice once before the model loads, so an unreadable one fails fast."""
+    from circuit_atlas.ingest.data import _read_token_file
+
+    for argument in data:
+        path = Path(argument.rpartition("=")[2]).expanduser()
+        if path.suffix in (".npy", ".pt") and path.is_file():
+            _read_token_file(path)
+
+
 def ingest_model(
     model: str | Path | LoadedModel,
     data: Sequence[str],
@@ -132,6 +142,7 @@ def ingest_model(
 
     if name is not None and (not isinstance(name, str) or not name.strip() or name != name.strip()):
         raise UserError(f"--name {name!r}: give a model name without leading or trailing spaces.")
+    _check_token_files(data)
     source = str(model) if isinstance(model, (str, Path)) else model
     return run(
         source,

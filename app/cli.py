@@ -8,6 +8,7 @@ one-line click error and a non-zero exit.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +22,24 @@ from .formatting import FORMATS, render
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 
 
+class OneLineUsageError(click.ClickException):
+    """An option of the wrong type or out of range, as one line (click's usage errors take four)."""
+
+    exit_code = 2
+
+
 class AtlasGroup(click.Group):
-    """A click group that reports :class:`UserError`, and a server that stops answering, as a clean
-    one-line CLI error."""
+    """A click group that reports :class:`UserError`, an option click refuses, and a server that stops
+    answering, as a clean one-line CLI error."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as error:
             raise click.ClickException(str(error)) from error
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx else ctx.command_path
+            raise OneLineUsageError(f"{error.format_message()} See `{where} --help`.") from error
         except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as error:
             raise click.ClickException(
                 f"Lost the connection to Neo4j ({str(error).splitlines()[0]}). Check that the server runs "
@@ -485,4 +495,7 @@ def demo_command(server_dir: Path, artifacts: Path) -> None:
 
 
 def main() -> None:
+    # The driver logs a lost connection at ERROR level before raising it; the CLI reports the error
+    # itself in one line, so the driver's records are not printed (Python's last-resort handler).
+    logging.getLogger("neo4j").addHandler(logging.NullHandler())
     cli(prog_name="circuit-atlas")

@@ -326,9 +326,10 @@ def write_checkpoint(driver: neo4j.Driver, database: str, rows: CheckpointRows, 
                 writer.write(name, rows=chunk)
         if complete:
             writer.publish(rows)
+    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired):
+        raise  # the server is gone: the next load of this checkpoint collects what was staged
     except BaseException:
         if complete:
-            # If the server is gone too, the next load of this checkpoint collects what was staged.
             with contextlib.suppress(neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError):
                 writer.discard(staged)
         raise

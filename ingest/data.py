@@ -97,6 +97,8 @@ def _read_token_file(path: Path) -> Tensor:
         ) from error
     except (ValueError, OSError, EOFError, RuntimeError) as error:
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        if "pickle" in reason:  # numpy's words for any file that does not start like a .npy file
+            reason = "not a .npy file, or one of pickled objects"
         raise UserError(f"{path} is not {what} ({reason}). Save token ids with numpy.save or torch.save.") from error
     if not isinstance(loaded, Tensor):
         raise UserError(f"{path} holds a {type(loaded).__name__}, not a tensor of token ids.")

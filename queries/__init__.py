@@ -92,7 +92,7 @@ class Param:
                 text += f" in [{self.bounds[0]:g}, {self.bounds[1]:g}]"
             elif self.op:
                 text += f" {self.op} {self.bounds[0]:g}"
-        return text + (" (or null)" if self.nullable else "")
+        return text + (" or null" if self.nullable else "")
 
     def _in_range(self, value: float) -> bool:
         if self.op == "in":

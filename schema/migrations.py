@@ -163,7 +163,8 @@ def require_current_schema(driver: neo4j.Driver, database: str) -> None:
     pending = [s for s in migration_states(driver, database) if s.status == "pending"]
     if pending:
         first = pending[0]
+        more = f" and {len(pending) - 1} more are" if len(pending) > 1 else " is"
         raise UserError(
-            f"The catalog's schema is out of date: migration V{first.version:03d}__{first.name} "
-            f"and {len(pending) - 1} more are pending. Run `circuit-atlas schema migrate`."
+            f"The catalog's schema is out of date: migration V{first.version:03d}__{first.name}{more} "
+            f"pending. Run `circuit-atlas schema migrate`."
         )

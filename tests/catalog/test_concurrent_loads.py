@@ -25,6 +25,7 @@ from circuit_atlas.schema.migrations import migrate
 STEPS = (500, 1000, 1500, 2000, 2500)
 NAMES = ["embed", *(f"L{layer}H{head}" for layer in range(2) for head in range(2)), "unembed"]
 EXPECTED_MATCHES = (len(STEPS) - 1) * len(NAMES)  # every block of every later checkpoint matched
+SLOW_LOADER = str(Path(__file__).resolve().parents[1] / "slow_loader.py")
 
 
 def checkpoint(step: int, previous: int | None, heads: int = 2, layers: int = 2) -> Checkpoint:
@@ -154,31 +155,14 @@ def test_a_reload_that_fails_half_way_leaves_the_published_version(artifacts, ne
     assert graph_snapshot(neo4j_driver, db) == before
 
 
-LOADER = """
-import sys, time
-from circuit_atlas import loader
-from circuit_atlas.connection import Neo4jSettings, open_driver
-
-slow_write = loader._Writer.write
-def write(self, name, **params):  # a pause per batch, so the test can kill the load half way
-    time.sleep(1.0)
-    return slow_write(self, name, **params)
-loader._Writer.write = write
-uri, password, database, path = sys.argv[1:]
-driver = open_driver(Neo4jSettings(uri, "neo4j", password, database))
-loader.BATCH_ROWS = 20
-loader.load_artifact(driver, database, path)
-"""
-
-
 def test_a_load_killed_half_way_leaves_the_published_version_and_the_next_load_collects_it(
-    artifacts, sequential, neo4j_driver, neo4j_settings
+    artifacts, sequential, neo4j_driver, neo4j_settings, cli_env
 ):
     db = neo4j_settings.database
     _load_one_by_one(neo4j_driver, db, artifacts)
-    settings = neo4j_settings
     process = subprocess.Popen(
-        [sys.executable, "-c", LOADER, settings.uri, settings.password, db, str(artifacts[2])],
+        [sys.executable, SLOW_LOADER, "1.0", "load", str(artifacts[2])],
+        env={**os.environ, **cli_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
