@@ -54,6 +54,9 @@ from circuit_atlas.queries import load_statements
 from circuit_atlas.schema.migrations import require_current_schema
 
 BATCH_ROWS = 5000
+#: The properties of FEEDS and FLOWS_ON, in the order of the row lists of create_feeds and create_flows_on.
+FEEDS_PROPERTIES = ("role", "attribution", "attribution_signed", "weight", "strength", "flow")
+FLOWS_ON_PROPERTIES = ("slice", "role", "attribution", "attribution_signed")
 STALE_SECONDS = 3600  # a staging checkpoint without a heartbeat for this long is abandoned
 HEARTBEAT_SECONDS = 60
 STAGING = "~staging-"
@@ -73,7 +76,9 @@ class CheckpointRows:
     """Everything one checkpoint writes, as the parameters of the ``queries/load`` statements.
 
     Node ids are built under ``node_checkpoint_id``: the staging id the rows are written under
-    (the published ids replace it when the checkpoint is published).
+    (the published ids replace it when the checkpoint is published). ``feeds`` and ``flows`` rows
+    are lists ``[source, target, *properties]`` (:data:`FEEDS_PROPERTIES`,
+    :data:`FLOWS_ON_PROPERTIES`) whose ends are positions in ``subspace_ids``.
     """
 
     model: dict
@@ -83,8 +88,9 @@ class CheckpointRows:
     blocks: list[dict]
     subspaces: list[dict]
     slices: list[dict]
-    feeds: list[dict]
-    flows: list[dict]
+    subspace_ids: list[str]
+    feeds: list[list]
+    flows: list[list]
     activity: list[dict]
 
     @property
@@ -111,6 +117,13 @@ def _clean(value):
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _row_lists(frame: pd.DataFrame) -> list[list]:
+    """``frame``'s rows as lists of plain Python values, NaN as None (Neo4j stores no nulls)."""
+    if frame.isna().to_numpy().any():
+        frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_numpy(dtype=object).tolist()
 
 
 def check_pruning(top_k: int | None, min_attribution: float) -> None:
@@ -209,17 +222,18 @@ def checkpoint_rows(
     )
     edges = pruned_edges(t["edges"], top_k, min_attribution)
     kept = set(zip(edges["writer"], edges["reader"], edges["role"]))
+    subspace_ids = subspaces["id"].tolist()
+    position = {name: i for i, name in enumerate(t["subspaces"]["block"] + "/" + t["subspaces"]["role"])}
 
-    def endpoint_rows(frame: pd.DataFrame, relationship: str, properties: list[str]) -> list[dict]:
-        return [
+    def endpoint_rows(frame: pd.DataFrame, properties: tuple[str, ...]) -> list[list]:
+        ends = pd.DataFrame(
             {
-                "source": f"{block_id[r['writer']]}/out",
-                "target": f"{block_id[r['reader']]}/{r['role']}",
-                "type": relationship,
-                "properties": {p: _clean(r[p]) for p in properties},
-            }
-            for r in frame.to_dict("records")
-        ]
+                "source": (frame["writer"] + "/out").map(position),
+                "target": (frame["reader"] + "/" + frame["role"]).map(position),
+            },
+            index=frame.index,
+        )
+        return _row_lists(pd.concat([ends, frame[list(properties)]], axis=1))
 
     slice_edges = t["slice_edges"][
         [k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"], t["slice_edges"]["role"])]
@@ -232,10 +246,9 @@ def checkpoint_rows(
         blocks=_records(blocks),
         subspaces=_records(subspaces),
         slices=[{k: s[k] for k in ("id", "name", "description", "n_tokens", "metric")} for s in m["slices"]],
-        feeds=endpoint_rows(
-            edges, "FEEDS", ["role", "attribution", "attribution_signed", "weight", "strength", "flow"]
-        ),
-        flows=endpoint_rows(slice_edges, "FLOWS_ON", ["slice", "role", "attribution", "attribution_signed"]),
+        subspace_ids=subspace_ids,
+        feeds=endpoint_rows(edges, FEEDS_PROPERTIES),
+        flows=endpoint_rows(slice_edges, FLOWS_ON_PROPERTIES),
         activity=[
             {
                 "block_id": block_id[r["block"]],
@@ -312,18 +325,19 @@ def write_checkpoint(driver: neo4j.Driver, database: str, rows: CheckpointRows, 
         writer.collect_abandoned(rows.checkpoint_id, staged)
         for chunk in _chunks(rows.blocks):
             writer.write("create_blocks", rows=chunk, checkpoint_id=staged, kind_labels=KIND_LABELS)
-        for name, all_rows in (
-            ("create_subspaces", rows.subspaces),
-            ("merge_slices", rows.slices),
-            ("create_subspace_edges", rows.feeds),
-            ("create_subspace_edges", rows.flows),
-            ("create_active_on", rows.activity),
+        ids = {"ids": rows.subspace_ids}
+        for name, all_rows, extra in (
+            ("create_subspaces", rows.subspaces, {}),
+            ("merge_slices", rows.slices, {}),
+            ("create_feeds", rows.feeds, ids),
+            ("create_flows_on", rows.flows, ids),
+            ("create_active_on", rows.activity, {}),
         ):
             for chunk in _chunks(all_rows):
                 if time.monotonic() - beat > HEARTBEAT_SECONDS:
                     writer.write("heartbeat", staging_id=staged)
                     beat = time.monotonic()
-                writer.write(name, rows=chunk)
+                writer.write(name, rows=chunk, **extra)
         if complete:
             writer.publish(rows)
     except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired):

@@ -1,7 +1,8 @@
 """Versioned, checksummed schema migrations, recorded in the database they change.
 
 A migration is a file ``V<NNN>__<name>.cypher`` in this package, statements each ending in ``;``:
-either DDL (constraints and indexes, all ``IF NOT EXISTS`` with fixed names) or idempotent data
+either DDL (constraints and indexes, all ``IF NOT EXISTS`` with fixed names, or ``DROP ... IF
+EXISTS``) or idempotent data
 updates (``MATCH ... SET n:Label``, or a backfill that sets a property only where it is null),
 never both in one file. ``migrate`` applies the
 pending ones in version order, each in its own transaction, then records
