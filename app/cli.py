@@ -396,10 +396,7 @@ def query_command(
         return
     if list_only or name is None:
         for query in queries.library().values():
-            click.echo(
-                f"{query.name}({', '.join('$' + p for p in query.params)})\n  {query.description}\n"
-                f"  returns: {query.returns}"
-            )
+            click.echo(f"{query.name}({query.signature()})\n  {query.description}\n  returns: {query.returns}")
         return
     params = _parse_params(api.library_query(name), pairs)  # checked before connecting
     with connection.open() as catalog:
