@@ -356,6 +356,19 @@ def load_command(connection: Connection, path: Path, top_k: int, min_attribution
         catalog.load(path, top_k, min_attribution, echo=click.echo)
 
 
+@neo4j_group.command("import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@server_dir_option
+@click.option("--replace", is_flag=True, help="Replace the database the folder already holds.")
+@with_options(prune_options)
+def neo4j_import(path: Path, server_dir: Path, replace: bool, top_k: int, min_attribution: float) -> None:
+    """A large first load: every artifact under PATH into a new database of the stopped local server
+    (neo4j-admin database import; then start it and run `schema migrate`)."""
+    from .bulk_import import bulk_import
+
+    bulk_import(LocalServer(server_dir, Distribution.in_cache()), path, top_k, min_attribution, replace, click.echo)
+
+
 # --- queries -------------------------------------------------------------------------------------
 
 

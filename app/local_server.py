@@ -348,25 +348,47 @@ class LocalServer:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
 
-    def _set_initial_password(self) -> None:
-        """Generate a password and set it before the very first start (Neo4j allows it only then).
+    def admin(self, *args: str, timeout: float = 3600) -> str:
+        """Run ``neo4j-admin ARGS`` on this home; its output, or :class:`UserError` with its last lines.
 
-        ``neo4j-admin`` takes the password as an argument; it gets it from an owner-only argument
-        file (picocli's ``@FILE``, which it passes on unexpanded to the JVM it starts), so the
-        password is on no command line that ``ps`` shows.
+        The arguments go in an owner-only argument file (picocli's ``@FILE``, which ``neo4j-admin``
+        passes on unexpanded to the JVM it starts), so none of them is on a command line that ``ps``
+        shows: the initial password is one of them.
         """
-        password = secrets.token_urlsafe(18)
-        arguments = self.directory / "run" / "set-initial-password.args"
-        self._owner_only_file(arguments, f"dbms\nset-initial-password\n{password}\n")
+        arguments = self.directory / "run" / "neo4j-admin.args"
+        self._owner_only_file(arguments, "".join(arg + "\n" for arg in args))
         try:
-            result = self._java(ADMIN, f"@{arguments}")
+            result = self._java(ADMIN, f"@{arguments}", timeout=timeout)
         finally:
             arguments.unlink(missing_ok=True)
+        output = (result.stdout + result.stderr).strip()
         if result.returncode != 0:
-            raise UserError(
-                f"Neo4j refused to set the initial password: {result.stderr.strip() or result.stdout.strip()}"
-            )
+            tail = " ".join(output.splitlines()[-3:])
+            raise UserError(f"neo4j-admin {' '.join(args[:2])} failed: {tail}")  # never the password
+        return output
+
+    def _set_initial_password(self) -> None:
+        """Generate a password and set it before the very first start (Neo4j allows it only then)."""
+        password = "-"
+        while not password[0].isalnum():  # neo4j-admin would read a leading "-" as an option
+            password = secrets.token_urlsafe(18)
+        self.admin("dbms", "set-initial-password", password)
         self._owner_only_file(self.password_file, password + "\n")
+
+    def prepare_for_admin(self) -> None:
+        """Make the home ready for an offline ``neo4j-admin`` command (as a start would: folders,
+        configuration, and the password of a folder that never ran)."""
+        self._prepare_home(self.settings() or ServerSettings())
+        self._ensure_password()
+
+    def _ensure_password(self) -> None:
+        if self.password() is None:
+            if (self.directory / "data" / "databases" / "system").exists():
+                raise UserError(
+                    f"{self.directory} holds a database but no password file; "
+                    f"restore {self.password_file} or use an empty folder."
+                )
+            self._set_initial_password()
 
     def start(
         self, settings: ServerSettings, timeout: float = 180, echo: Callable[[str], None] = print
@@ -388,13 +410,7 @@ class LocalServer:
                     f"server or pick other ports with --bolt-port / --http-port."
                 )
         self._prepare_home(settings)
-        if self.password() is None:
-            if (self.directory / "data" / "databases").exists():
-                raise UserError(
-                    f"{self.directory} holds a database but no password file; "
-                    f"restore {self.password_file} or use an empty folder."
-                )
-            self._set_initial_password()
+        self._ensure_password()
         result = self._java(LAUNCHER, "start")
         if result.returncode != 0:
             raise UserError(f"Neo4j did not start: {result.stdout.strip()} {result.stderr.strip()}\n{self._log_tail()}")
