@@ -18,6 +18,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,37 @@ class _Files:
             writer.writerow(header)
             writer.writerows(lines)
 
+    @contextmanager
+    def edge_files(self):
+        """Writers of FEEDS and FLOWS_ON, a checkpoint at a time (10 M edges do not fit in memory
+        as Python rows); their properties' types are the artifact's columns'."""
+        handles, writers = [], {}
+        for name, kind, names in (
+            ("feeds.csv", "FEEDS", FEEDS_PROPERTIES),
+            ("flows_on.csv", "FLOWS_ON", FLOWS_ON_PROPERTIES),
+        ):
+            handle = (self.folder / name).open("w", newline="")
+            handles.append(handle)
+            writer = csv.writer(handle)
+            kinds = ["string" if n in ("role", "slice") else "double" for n in names]
+            writer.writerow(
+                [":START_ID(Subspace)", ":END_ID(Subspace)", ":TYPE", *(f"{n}:{k}" for n, k in zip(names, kinds))]
+            )
+            writers[kind] = (writer, kinds)
+            self.arguments.append(f"--relationships={self.folder / name}")
+        try:
+            yield lambda rows: self._write_edges(rows, writers)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def _write_edges(self, rows: CheckpointRows, writers: dict) -> None:
+        ids = rows.subspace_ids
+        for kind, edges in (("FEEDS", rows.feeds), ("FLOWS_ON", rows.flows)):
+            writer, kinds = writers[kind]
+            writer.writerows([ids[r[0]], ids[r[1]], kind, *(_cell(v, k) for v, k in zip(r[2:], kinds))] for r in edges)
+            self.relationships += len(edges)
+
 
 def _graph(all_rows: list[CheckpointRows]) -> dict:
     """What the loader's statements would leave for these checkpoints loaded in this order."""
@@ -132,9 +164,10 @@ def _matches(all_rows: list[CheckpointRows]) -> list[tuple[str, str, dict]]:
     return found
 
 
-def write_import_files(folder: Path, all_rows: list[CheckpointRows]) -> _Files:
-    """The importer's CSV files for ``all_rows`` (published ids, in load order) under ``folder``."""
-    files, shared = _Files(folder), _graph(all_rows)
+def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
+    """The importer's node files and its files of every relationship but FEEDS and FLOWS_ON (which
+    :meth:`_Files.edge_files` writes) for ``all_rows`` (published ids, in load order)."""
+    shared = _graph(all_rows)
     files.nodes_file("models.csv", "Model", list(shared["models"].values()), lambda _: "Model")
     files.nodes_file("slices.csv", "DataSlice", list(shared["slices"].values()), lambda _: "DataSlice")
     files.nodes_file("runs.csv", "IngestRun", list(shared["runs"].values()), lambda _: "IngestRun")
@@ -159,20 +192,9 @@ def write_import_files(folder: Path, all_rows: list[CheckpointRows]) -> _Files:
     files.relationships_file(
         "has_subspace.csv", "HAS_SUBSPACE", ("Block", "Subspace"), pairs(subspaces, "block_id", "id")
     )
-    for name, kind, names, attribute in (
-        ("feeds.csv", "FEEDS", FEEDS_PROPERTIES, "feeds"),
-        ("flows_on.csv", "FLOWS_ON", FLOWS_ON_PROPERTIES, "flows"),
-    ):
-        edges = [
-            (rows.subspace_ids[r[0]], rows.subspace_ids[r[1]], dict(zip(names, r[2:])))
-            for rows in all_rows
-            for r in getattr(rows, attribute)
-        ]
-        files.relationships_file(name, kind, ("Subspace", "Subspace"), edges)
     active = [(a["block_id"], a["slice_id"], a["properties"]) for rows in all_rows for a in rows.activity]
     files.relationships_file("active_on.csv", "ACTIVE_ON", ("Block", "DataSlice"), active)
     files.relationships_file("matches.csv", "MATCHES", ("Block", "Block"), _matches(all_rows))
-    return files
 
 
 def bulk_import(
@@ -198,19 +220,26 @@ def bulk_import(
         return manifest["model"]["name"], manifest["checkpoint"]["step"]
 
     start = time.perf_counter()
-    all_rows = []
-    for artifact_path in sorted(find_artifacts(Path(path)), key=order):
-        artifact = read_artifact(artifact_path)
-        checkpoint_id = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
-        if any(rows.checkpoint_id == checkpoint_id for rows in all_rows):
-            raise UserError(f"Two artifacts under {path} are checkpoint {checkpoint_id}; import one of them.")
-        all_rows.append(checkpoint_rows(artifact, top_k, min_attribution, node_checkpoint_id=checkpoint_id))
+    paths = sorted(find_artifacts(Path(path)), key=order)
+    for artifact_path in paths:  # every artifact whole before anything is written
+        read_artifact(artifact_path)
     server.prepare_for_admin()
     folder = server.directory / "import" / "bulk"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
-        files = write_import_files(folder, all_rows)
+        files, all_rows = _Files(folder), []
+        with files.edge_files() as write_edges:
+            for artifact_path in paths:
+                artifact = read_artifact(artifact_path)
+                checkpoint_id = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
+                if any(rows.checkpoint_id == checkpoint_id for rows in all_rows):
+                    raise UserError(f"Two artifacts under {path} are checkpoint {checkpoint_id}; import one of them.")
+                rows = checkpoint_rows(artifact, top_k, min_attribution, node_checkpoint_id=checkpoint_id)
+                write_edges(rows)
+                rows.feeds, rows.flows = [], []  # written: only the nodes are kept for the files below
+                all_rows.append(rows)
+        write_import_files(files, all_rows)
         echo(f"Importing {len(all_rows)} checkpoints: {files.nodes:,} nodes, {files.relationships:,} relationships ...")
         server.admin(
             "database",

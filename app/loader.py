@@ -235,8 +235,11 @@ def checkpoint_rows(
         )
         return _row_lists(pd.concat([ends, frame[list(properties)]], axis=1))
 
-    slice_edges = t["slice_edges"][
-        [k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"], t["slice_edges"]["role"])]
+    slice_edges = t["slice_edges"].loc[
+        np.array(
+            [k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"], t["slice_edges"]["role"])],
+            dtype=bool,
+        )
     ]
     return CheckpointRows(
         model=model,

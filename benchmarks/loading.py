@@ -411,6 +411,67 @@ def bulk(checkpoints: int) -> None:
         )
 
 
+@contextmanager
+def imported_server(artifacts: Path, folder: Path, heap: str, pagecache: str):
+    """A local Neo4j whose database is the bulk import of ``artifacts``, migrated; yields (driver,
+    server, import summary, peak resident MiB of the importer)."""
+    from circuit_atlas.bulk_import import bulk_import
+
+    server = LocalServer(folder, Distribution.in_cache())
+    summary = bulk_import(server, artifacts, top_k=None, replace=True, echo=lambda _: None)
+    importer_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    settings = server.start(
+        ServerSettings(bolt_port=free_port(), http_port=free_port(), heap=heap, pagecache=pagecache),
+        echo=lambda _: None,
+    )
+    driver = open_driver(Neo4jSettings(settings.bolt_uri, "neo4j", server.password()))
+    try:
+        migrate(driver, "neo4j")
+        driver.execute_query("CALL db.awaitIndexes(600)")
+        yield driver, server, summary, importer_mib
+    finally:
+        driver.close()
+        server.stop()
+
+
+@cli.command("scale-bulk")
+@with_server_options
+@click.option("--checkpoints", default=152, show_default=True, help="How many (152 x 65,872 = 10.0 M edges).")
+@click.option("--repeats", default=5, show_default=True, help="Timed runs per query; the median is reported.")
+def scale_bulk(heap: str, pagecache: str, checkpoints: int, repeats: int) -> None:
+    """The catalogs of ``scale`` built by the bulk import (the loader's rate makes 10 M edges an
+    hour's load on a shared 2-core machine): query cost on 1 checkpoint and on all of them, the
+    import's time, and the peak memory of the importer and of Neo4j while querying."""
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        start = time.perf_counter()
+        paths = write_checkpoints(root / "all", checkpoints)
+        (root / "one").mkdir()
+        paths[0].rename(root / "one" / paths[0].name)
+        click.echo(f"wrote {len(paths)} artifacts in {time.perf_counter() - start:.0f} s")
+        timings = {}
+        with imported_server(root / "one", root / "neo4j-one", heap, pagecache) as (driver, _, summary, _):
+            timings[1] = time_queries(driver, f"{MODEL}@step-000000", repeats)
+        (root / "one" / paths[0].name).rename(paths[0])
+        with imported_server(root / "all", root / "neo4j-all", heap, pagecache) as (driver, server, summary, mib):
+            click.echo(
+                f"bulk import of {summary.checkpoints} checkpoints: {summary.nodes:,} nodes, "
+                f"{summary.relationships:,} relationships in {summary.seconds:.0f} s "
+                f"({summary.relationships / summary.seconds:,.0f}/s); importer peak {mib:,.0f} MiB"
+            )
+            timings[checkpoints] = time_queries(driver, f"{MODEL}@step-000000", repeats)
+            neo4j_mib = peak_rss_mib(server.pid())
+            store = sum(f.stat().st_size for f in (server.directory / "data").rglob("*") if f.is_file())
+        click.echo(f"server heap {heap}, page cache {pagecache}; store on disk {store / 2**30:.2f} GiB")
+        click.echo(f"peak resident memory: Neo4j {neo4j_mib:,.0f} MiB while querying")
+        for name in SCALE_QUERIES:
+            (a, ra), (b, rb) = timings[1][name], timings[checkpoints][name]
+            click.echo(
+                f"{name}: {a * 1000:.0f} ms on 1 checkpoint ({ra} rows), {b * 1000:.0f} ms on {checkpoints} "
+                f"({rb} rows): {b / a:.2f}x"
+            )
+
+
 def _fmt(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
