@@ -123,21 +123,29 @@ def write_checkpoints(root: Path, count: int) -> list[Path]:
 
 
 @contextmanager
+def running(server: LocalServer, heap: str, pagecache: str):
+    """``server`` started on free ports and migrated; yields a driver; stops it at the end."""
+    settings = server.start(
+        ServerSettings(bolt_port=free_port(), http_port=free_port(), heap=heap, pagecache=pagecache),
+        echo=lambda _: None,
+    )
+    driver = open_driver(Neo4jSettings(settings.bolt_uri, "neo4j", server.password()))
+    try:
+        migrate(driver, "neo4j")
+        driver.execute_query("CALL db.awaitIndexes(600)")
+        yield driver
+    finally:
+        driver.close()
+        server.stop()
+
+
+@contextmanager
 def fresh_server(heap: str, pagecache: str):
     """A local Neo4j on free ports in a temporary folder, migrated; yields (driver, server)."""
     with tempfile.TemporaryDirectory(prefix="loading-benchmark-") as folder:
         server = LocalServer(Path(folder) / "neo4j", Distribution.in_cache())
-        settings = server.start(
-            ServerSettings(bolt_port=free_port(), http_port=free_port(), heap=heap, pagecache=pagecache),
-            echo=lambda _: None,
-        )
-        driver = open_driver(Neo4jSettings(settings.bolt_uri, "neo4j", server.password()))
-        try:
-            migrate(driver, "neo4j")
+        with running(server, heap, pagecache) as driver:
             yield driver, server
-        finally:
-            driver.close()
-            server.stop()
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -420,18 +428,8 @@ def imported_server(artifacts: Path, folder: Path, heap: str, pagecache: str):
     server = LocalServer(folder, Distribution.in_cache())
     summary = bulk_import(server, artifacts, top_k=None, replace=True, echo=lambda _: None)
     importer_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    settings = server.start(
-        ServerSettings(bolt_port=free_port(), http_port=free_port(), heap=heap, pagecache=pagecache),
-        echo=lambda _: None,
-    )
-    driver = open_driver(Neo4jSettings(settings.bolt_uri, "neo4j", server.password()))
-    try:
-        migrate(driver, "neo4j")
-        driver.execute_query("CALL db.awaitIndexes(600)")
+    with running(server, heap, pagecache) as driver:
         yield driver, server, summary, importer_mib
-    finally:
-        driver.close()
-        server.stop()
 
 
 @cli.command("scale-bulk")
