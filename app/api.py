@@ -94,13 +94,27 @@ def open_catalog(
 
 def resolve_device(choice: str = "auto") -> str:
     """``auto`` (CUDA when torch sees one, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if not isinstance(choice, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", choice):
+        raise UserError(f"--device {choice!r} is not a device: use auto, cpu, cuda or cuda:N.")
     import torch
 
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {choice}: torch sees no CUDA device on this machine. Use --device cpu.")
+    if choice.startswith("cuda:") and int(choice[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {choice}: torch sees {torch.cuda.device_count()} CUDA device(s), 0 to N-1.")
     return choice
+
+
+def _check_token_files(data: Sequence[str]) -> None:
+    """Read every ``.npy``/``.pt`` slice once before the model loads, so an unreadable one fails fast."""
+    from circuit_atlas.ingest.data import _read_token_file
+
+    for argument in data:
+        path = Path(argument.rpartition("=")[2]).expanduser()
+        if path.suffix in (".npy", ".pt") and path.is_file():
+            _read_token_file(path)
 
 
 def ingest_model(
@@ -129,6 +143,9 @@ def ingest_model(
     from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.pipeline import ingest as run
 
+    if name is not None and (not isinstance(name, str) or not name.strip() or name != name.strip()):
+        raise UserError(f"--name {name!r}: give a model name without leading or trailing spaces.")
+    _check_token_files(data)
     source = str(model) if isinstance(model, (str, Path)) else model
     return run(
         source,
@@ -145,6 +162,27 @@ def ingest_model(
     )
 
 
+def library_query(name: str) -> queries.Query:
+    """The library query ``name``; :class:`UserError` naming the way to list them if there is none."""
+    library = queries.library()
+    if name not in library:
+        raise UserError(f"No query named {name!r}. `circuit-atlas query --list` shows them all.")
+    return library[name]
+
+
+def check_circuit_params(checkpoint: str, slice_name: str, min_effect: float, min_attribution: float) -> dict:
+    """The parameters of a circuit, checked by the ``circuit`` query's declared types."""
+    checked = library_query("circuit").check(
+        {"checkpoint": checkpoint, "slice": slice_name, "min_effect": min_effect, "min_attribution": min_attribution}
+    )
+    return {
+        "checkpoint": checked["checkpoint"],
+        "slice_name": checked["slice"],
+        "min_effect": checked["min_effect"],
+        "min_attribution": checked["min_attribution"],
+    }
+
+
 def _returned_columns(name: str) -> list[str]:
     """The column names a query's header declares it returns (for an empty result)."""
     returns = re.sub(r"\([^)]*\)", "", queries.library()[name].returns)
@@ -157,6 +195,7 @@ class Catalog:
     def __init__(self, settings: Neo4jSettings):
         self.settings = settings
         self.driver: neo4j.Driver = open_driver(settings)
+        self._schema_checked = False
 
     @property
     def database(self) -> str:
@@ -196,8 +235,11 @@ class Catalog:
         )
 
     def require_current_schema(self) -> None:
-        """Raise :class:`UserError` unless the catalog's schema is this version's."""
-        migrations.require_current_schema(self.driver, self.database)
+        """Raise :class:`UserError` unless the catalog's schema is this version's (checked once per
+        Catalog: every method that reads or writes the catalog calls this first)."""
+        if not self._schema_checked:
+            migrations.require_current_schema(self.driver, self.database)
+            self._schema_checked = True
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -208,19 +250,27 @@ class Catalog:
         min_attribution: float = 0.0,
         echo: Callable[[str], None] = print,
     ) -> list[LoadSummary]:
-        """Load the artifact at ``path`` (or every artifact below it, by model and step); returns summaries."""
-        from circuit_atlas.ingest.artifact import find_artifacts, read_manifest
+        """Load the artifact at ``path`` (or every artifact below it, by model and step); returns summaries.
 
-        from .loader import load_artifact
+        Every artifact is read and checked before the first is written, so a damaged one among many
+        is reported before anything changes; each checkpoint is then published whole or not at all.
+        """
+        from circuit_atlas.ingest.artifact import find_artifacts, read_artifact, read_manifest
+
+        from .loader import check_pruning, load_artifact
+
+        check_pruning(top_k, min_attribution)
+        self.require_current_schema()
 
         def order(artifact: Path):
             manifest = read_manifest(artifact)
             return manifest["model"]["name"], manifest["checkpoint"]["step"]
 
-        return [
-            load_artifact(self.driver, self.database, artifact, top_k, min_attribution, echo)
-            for artifact in sorted(find_artifacts(Path(path)), key=order)
-        ]
+        paths = sorted(find_artifacts(Path(path)), key=order)
+        if len(paths) > 1:
+            for artifact in paths:
+                read_artifact(artifact)
+        return [load_artifact(self.driver, self.database, p, top_k, min_attribution, echo) for p in paths]
 
     def ingest(
         self,
@@ -240,8 +290,9 @@ class Catalog:
     ) -> list[Path]:
         """:func:`ingest_model`, loading each checkpoint's artifact as soon as it is written (or found
         complete, when a run resumes)."""
-        from .loader import load_artifact
+        from .loader import check_pruning, load_artifact
 
+        check_pruning(top_k, min_attribution)
         self.require_current_schema()  # fail before the compute, not after it
         return ingest_model(
             model,
@@ -261,15 +312,12 @@ class Catalog:
 
     def rows(self, name: str, **params) -> list[dict]:
         """Run the library query ``name`` (``queries.library()`` lists them) in a read transaction;
-        its rows as dicts of plain values, in the query's order."""
-        library = queries.library()
-        if name not in library:
-            raise UserError(f"No query named {name!r}. `circuit-atlas query --list` shows them all.")
-        query = library[name]
-        missing = [p for p in query.params if p not in params]
-        if missing:
-            raise UserError(f"Query {name} needs {', '.join('-p ' + p + '=...' for p in missing)}.")
-        return queries.run(self.driver, self.database, query, params)
+        its rows as dicts of plain values, in the query's order. The parameters are checked against
+        the types the query's header declares before it runs (:class:`UserError` if one does not fit)."""
+        query = library_query(name)
+        checked = query.check(params)
+        self.require_current_schema()
+        return queries.run(self.driver, self.database, query, checked)
 
     def query(self, name: str, **params) -> pd.DataFrame:
         """:meth:`rows` as a DataFrame (columns in the query's order, even when there is no row)."""
@@ -292,7 +340,9 @@ class Catalog:
         self, checkpoint: str, slice_name: str, min_effect: float = 0.1, min_attribution: float = 0.02
     ) -> Circuit:
         """The circuit of ``checkpoint`` on ``slice_name``; ``.to_networkx()`` gives a graph."""
-        return fetch_circuit(self.driver, self.database, checkpoint, slice_name, min_effect, min_attribution)
+        checked = check_circuit_params(checkpoint, slice_name, min_effect, min_attribution)
+        self.require_current_schema()
+        return fetch_circuit(self.driver, self.database, **checked)
 
     def component(self, checkpoint: str, channel: str, min_weight: float = 0.2) -> networkx.Graph:
         """The connected component holding ``channel`` in ``checkpoint``'s channel graph over ``FEEDS``

@@ -8,11 +8,12 @@ one-line click error and a non-zero exit.
 from __future__ import annotations
 
 import functools
-import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import neo4j
 
 from . import api
 from .connection import server_version
@@ -21,14 +22,29 @@ from .formatting import FORMATS, render
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 
 
+class OneLineUsageError(click.ClickException):
+    """An option of the wrong type or out of range, as one line (click's usage errors take four)."""
+
+    exit_code = 2
+
+
 class AtlasGroup(click.Group):
-    """A click group that reports :class:`UserError` as a clean CLI error."""
+    """A click group that reports :class:`UserError`, an option click refuses, and a server that stops
+    answering, as a clean one-line CLI error."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as error:
             raise click.ClickException(str(error)) from error
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx else ctx.command_path
+            raise OneLineUsageError(f"{error.format_message()} See `{where} --help`.") from error
+        except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as error:
+            raise click.ClickException(
+                f"Lost the connection to Neo4j ({str(error).splitlines()[0]}). Check that the server runs "
+                f"(`circuit-atlas neo4j status`) and retry."
+            ) from error
 
 
 @click.group(cls=AtlasGroup)
@@ -129,11 +145,27 @@ def neo4j_install(cache_dir: Path | None) -> None:
 
 @neo4j_group.command("start")
 @server_dir_option
-@click.option("--bolt-port", default=7687, show_default=True, help="Bolt port on 127.0.0.1.")
-@click.option("--http-port", default=7474, show_default=True, help="HTTP (Browser) port on 127.0.0.1.")
-@click.option("--heap", default="1g", show_default=True, help="JVM heap size.")
-@click.option("--pagecache", default="512m", show_default=True, help="Neo4j page cache size.")
-@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for Bolt to answer.")
+@click.option(
+    "--bolt-port", type=click.IntRange(1, 65535), default=7687, show_default=True, help="Bolt port on 127.0.0.1."
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    default=7474,
+    show_default=True,
+    help="HTTP (Browser) port on 127.0.0.1.",
+)
+@click.option("--heap", default=ServerSettings.heap, show_default=True, help="JVM heap size (e.g. 512m, 2g).")
+@click.option(
+    "--pagecache", default=ServerSettings.pagecache, show_default=True, help="Neo4j page cache size (e.g. 512m, 2g)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for Bolt to answer.",
+)
 def neo4j_start(server_dir: Path, bolt_port: int, http_port: int, heap: str, pagecache: str, timeout: float) -> None:
     """Start the local server in the background and wait until Bolt answers."""
     server = LocalServer(server_dir, Distribution.in_cache())
@@ -202,6 +234,7 @@ def schema_migrate(connection: Connection, list_only: bool, fmt: str) -> None:
 prune_options = [
     click.option(
         "--top-k",
+        type=int,
         default=16,
         show_default=True,
         help="Load at most this many edges per reader subspace, by attribution.",
@@ -344,21 +377,34 @@ def load_command(connection: Connection, path: Path, top_k: int, min_attribution
         catalog.load(path, top_k, min_attribution, echo=click.echo)
 
 
+@neo4j_group.command("import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@server_dir_option
+@click.option("--replace", is_flag=True, help="Replace the database the folder already holds.")
+@with_options(prune_options)
+def neo4j_import(path: Path, server_dir: Path, replace: bool, top_k: int, min_attribution: float) -> None:
+    """A large first load: every artifact under PATH into a new database of the stopped local server
+    (neo4j-admin database import; then start it and run `schema migrate`)."""
+    from .bulk_import import bulk_import
+
+    bulk_import(LocalServer(server_dir, Distribution.in_cache()), path, top_k, min_attribution, replace, click.echo)
+
+
 # --- queries -------------------------------------------------------------------------------------
 
 
-def _parse_params(pairs: tuple[str, ...]) -> dict:
-    """``key=value`` pairs; a value that reads as JSON (a number, true, a list) is taken as such."""
-    params = {}
+def _parse_params(query, pairs: tuple[str, ...]) -> dict:
+    """``key=value`` pairs, each value read by the type the query's header declares for it, then
+    checked (unknown, missing and ill-typed parameters are a :class:`UserError`)."""
+    texts = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"-p {pair!r}: write parameters as key=value, e.g. -p checkpoint=model@step-01000.")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
+        if key in texts:
+            raise UserError(f"-p {key}= is given twice; give each parameter once.")
+        texts[key] = value
+    return query.check(query.from_text(texts))
 
 
 @cli.command("query")
@@ -384,12 +430,9 @@ def query_command(
         return
     if list_only or name is None:
         for query in queries.library().values():
-            click.echo(
-                f"{query.name}({', '.join('$' + p for p in query.params)})\n  {query.description}\n"
-                f"  returns: {query.returns}"
-            )
+            click.echo(f"{query.name}({query.signature()})\n  {query.description}\n  returns: {query.returns}")
         return
-    params = _parse_params(pairs)
+    params = _parse_params(api.library_query(name), pairs)  # checked before connecting
     with connection.open() as catalog:
         rows = catalog.rows(name, **params)
     click.echo(render(rows, fmt))
@@ -429,8 +472,10 @@ def export_command(
     min_attribution: float,
 ) -> None:
     """Export the circuit of CHECKPOINT on data slice SLICE as JSON and as a picture (SVG, PNG)."""
-    from .export import export
+    from .export import check_paths, export
 
+    check_paths(list(paths))  # before connecting: a bad path writes nothing
+    api.check_circuit_params(checkpoint, slice_name, min_effect, min_attribution)
     with connection.open() as catalog:
         circuit = catalog.circuit(checkpoint, slice_name, min_effect, min_attribution)
     export(circuit, list(paths))
@@ -481,4 +526,7 @@ def demo_command(server_dir: Path, artifacts: Path) -> None:
 
 
 def main() -> None:
+    # The driver logs a lost connection at ERROR level before raising it; the CLI reports the error
+    # itself in one line, so the driver's records are not printed (Python's last-resort handler).
+    logging.getLogger("neo4j").addHandler(logging.NullHandler())
     cli(prog_name="circuit-atlas")

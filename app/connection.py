@@ -8,9 +8,10 @@ Callers pass the driver and the database name explicitly; nothing here is global
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import neo4j
-from neo4j.exceptions import AuthError, ClientError, ServiceUnavailable
+from neo4j.exceptions import AuthError, ClientError, ConfigurationError, ServiceUnavailable
 
 from .errors import UserError
 
@@ -25,8 +26,28 @@ class Neo4jSettings:
     database: str = "neo4j"
 
 
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+def check_uri(uri: str) -> None:
+    """:class:`UserError` unless ``uri`` is a Bolt URI (``bolt://HOST[:PORT]``, ``neo4j://...``)."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as error:  # a port out of range, a broken IPv6 address
+        raise UserError(
+            f"Invalid Neo4j URI {uri!r} ({error}). Use bolt://HOST:PORT, e.g. bolt://127.0.0.1:7687."
+        ) from error
+    if parts.scheme not in BOLT_SCHEMES or not parts.hostname or port == 0:
+        raise UserError(
+            f"Invalid Neo4j URI {uri!r}: give a Bolt URI ({', '.join(s + '://' for s in BOLT_SCHEMES)}) "
+            f"with a host, e.g. bolt://127.0.0.1:7687."
+        )
+
+
 def open_driver(settings: Neo4jSettings, timeout: float = 10.0) -> neo4j.Driver:
     """A driver whose server answered and accepted the credentials for ``settings.database``."""
+    check_uri(settings.uri)
     try:
         driver = neo4j.GraphDatabase.driver(
             settings.uri,
@@ -34,7 +55,7 @@ def open_driver(settings: Neo4jSettings, timeout: float = 10.0) -> neo4j.Driver:
             connection_timeout=timeout,
             notifications_min_severity="OFF",
         )
-    except ValueError as error:  # malformed URI scheme or address
+    except (ValueError, ConfigurationError) as error:  # what check_uri let through
         raise UserError(f"Invalid Neo4j URI {settings.uri!r}: {error}. Use e.g. bolt://127.0.0.1:7687.") from error
     try:  # a plain session: execute_query would retry an unreachable server for 30 s
         with driver.session(database=settings.database) as session:

@@ -10,6 +10,7 @@ arrow's width with its attribution; colours are those of the Browser stylesheet
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .circuits import Circuit, Edge
@@ -135,14 +136,32 @@ def _draw(circuit: Circuit, path: Path) -> None:
     pyplot.close(figure)
 
 
-def export(circuit: Circuit, paths: list[Path]) -> None:
-    """Write ``circuit`` to each path: ``.json``, ``.svg`` or ``.png``."""
+def check_paths(paths: list[Path]) -> None:
+    """:class:`UserError` unless every path ends in a known format and can be written (its folder
+    exists and is writable, or can be created): checked before anything is fetched or written."""
     unknown = [str(p) for p in paths if p.suffix.lower() not in FORMATS]
     if unknown:
         raise UserError(f"Cannot export to {', '.join(unknown)}: name files ending in {', '.join(FORMATS)}.")
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".json":
-            path.write_text(circuit.to_json() + "\n")
-        else:
-            draw(circuit, path)
+        folder = Path(path).absolute().parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            where = "is a folder" if path.is_dir() else f"cannot be written ({folder} is not a writable folder)"
+            raise UserError(f"-o {path} {where}; choose a file in a folder you can write.")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UserError(f"-o {path} exists and is read-only; choose another file or make it writable.")
+
+
+def export(circuit: Circuit, paths: list[Path]) -> None:
+    """Write ``circuit`` to each path: ``.json``, ``.svg`` or ``.png``."""
+    check_paths(paths)
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix.lower() == ".json":
+                path.write_text(circuit.to_json() + "\n")
+            else:
+                draw(circuit, path)
+        except OSError as error:
+            raise UserError(f"Could not write {path}: {error.strerror or error}. Choose another -o path.") from error

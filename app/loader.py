@@ -1,13 +1,25 @@
-"""The load step: an artifact directory into Neo4j, as one logical unit.
+"""The load step: an artifact directory into Neo4j, as one logical unit that never loses data.
 
-:func:`checkpoint_rows` turns an artifact into the rows the write statements of
-``queries/load/`` take; :func:`write_checkpoint` runs them in order: check the schema is
-current; upsert the Model, the Checkpoint with ``status: 'loading'`` (queries read ``complete``
-checkpoints only) and the IngestRun; delete whatever an earlier load left under this checkpoint;
-write blocks, subspaces, slices, edges, per-slice flows, activity and matches in batches of
-``UNWIND $rows``; and only then set ``status: 'complete'``. A load that dies half way leaves a
-``loading`` checkpoint no query sees, and the next load of the same artifact replaces it.
-Loading the same artifact twice gives the same graph: every id is derived from the artifact.
+:func:`checkpoint_rows` turns an artifact into the rows the write statements of ``queries/load/``
+take; :func:`write_checkpoint` runs them in two phases:
+
+1. **Stage.** Everything is written under a private checkpoint node of its own id
+   (``<checkpoint>~staging-<token>``, ``status: 'staging'``, no Model): blocks, subspaces, slices,
+   edges, per-slice flows and activity, in batches of ``UNWIND $rows``. Queries read ``complete``
+   checkpoints only, so nothing staged is visible, and the published version of the checkpoint (if
+   any) stays as it was: a load that fails or is killed here changes nothing anyone sees.
+2. **Publish**, in one transaction that first takes a write lock on the Model node (so the publish
+   transactions of one model's checkpoints run one at a time and each sees what the others
+   published): delete the published version's blocks, move the staged blocks under the Checkpoint
+   node with their final ids, mark it ``complete``, and create its ``MATCHES`` in both directions:
+   from its previous checkpoint, if complete, and to every complete checkpoint whose artifact named it
+   as previous. A block keeps its match to the previous checkpoint as properties
+   (``match_similarity``, ``match_fingerprint_similarity``), so whichever of two neighbours is
+   published last makes the link. Any set of loads, concurrent or repeated, in any order, therefore
+   ends in the graph one sequential load gives.
+
+A staging checkpoint whose owner (``host:pid``) is gone, or whose heartbeat is older than
+:data:`STALE_SECONDS`, is claimed and deleted by the next load of the same checkpoint.
 
 Ids: ``Model.id`` = model name; ``Checkpoint.id`` = ``<model>@<label>``; ``Block.id`` =
 ``<checkpoint id>/<block name>``; ``Subspace.id`` = ``<block id>/<role>``; ``DataSlice.id`` =
@@ -21,22 +33,33 @@ rank-0 end (attribution and weight both 0) carries nothing and is never loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import neo4j
 import numpy as np
 import pandas as pd
 
+from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import Artifact, read_artifact
 from circuit_atlas.ingest.channels import KIND_LABELS
+from circuit_atlas.processes import owner_is_gone, this_process
 from circuit_atlas.queries import load_statements
 from circuit_atlas.schema.migrations import require_current_schema
 
 BATCH_ROWS = 5000
+#: The properties of FEEDS and FLOWS_ON, in the order of the row lists of create_feeds and create_flows_on.
+FEEDS_PROPERTIES = ("role", "attribution", "attribution_signed", "weight", "strength", "flow")
+FLOWS_ON_PROPERTIES = ("slice", "role", "attribution", "attribution_signed")
+STALE_SECONDS = 3600  # a staging checkpoint without a heartbeat for this long is abandoned
+HEARTBEAT_SECONDS = 60
+STAGING = "~staging-"
 
 
 @dataclass
@@ -50,19 +73,25 @@ class LoadSummary:
 
 @dataclass
 class CheckpointRows:
-    """Everything one checkpoint writes, as the parameters of the ``queries/load`` statements."""
+    """Everything one checkpoint writes, as the parameters of the ``queries/load`` statements.
+
+    Node ids are built under ``node_checkpoint_id``: the staging id the rows are written under
+    (the published ids replace it when the checkpoint is published). ``feeds`` and ``flows`` rows
+    are lists ``[source, target, *properties]`` (:data:`FEEDS_PROPERTIES`,
+    :data:`FLOWS_ON_PROPERTIES`) whose ends are positions in ``subspace_ids``.
+    """
 
     model: dict
     checkpoint: dict
     run: dict
+    node_checkpoint_id: str
     blocks: list[dict]
     subspaces: list[dict]
     slices: list[dict]
-    feeds: list[dict]
-    flows: list[dict]
+    subspace_ids: list[str]
+    feeds: list[list]
+    flows: list[list]
     activity: list[dict]
-    matches: list[dict] = field(default_factory=list)
-    previous_id: str | None = None  # the checkpoint the matches come from
 
     @property
     def checkpoint_id(self) -> str:
@@ -90,8 +119,26 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
+def _row_lists(frame: pd.DataFrame) -> list[list]:
+    """``frame``'s rows as lists of plain Python values, NaN as None (Neo4j stores no nulls)."""
+    if frame.isna().to_numpy().any():
+        frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_numpy(dtype=object).tolist()
+
+
+def check_pruning(top_k: int | None, min_attribution: float) -> None:
+    """:class:`UserError` unless ``top_k`` is None or at least 1 and ``min_attribution`` a finite number >= 0."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise UserError(f"--top-k must be a whole number of edges, at least 1; got {top_k!r}.")
+    if isinstance(min_attribution, bool) or not isinstance(min_attribution, (int, float)):
+        raise UserError(f"--min-attribution must be a number >= 0 (nats); got {min_attribution!r}.")
+    if not math.isfinite(min_attribution) or min_attribution < 0:
+        raise UserError(f"--min-attribution must be a finite number >= 0 (nats); got {min_attribution!r}.")
+
+
 def pruned_edges(edges: pd.DataFrame, top_k: int | None, min_attribution: float) -> pd.DataFrame:
     """Per reader subspace, the ``top_k`` edges by attribution at or above ``min_attribution``."""
+    check_pruning(top_k, min_attribution)
     alive = edges[(edges["attribution"] > 0) | (edges["weight"] > 0)]
     alive = alive[alive["attribution"] >= min_attribution]
     ranked = alive.sort_values(["reader", "role", "attribution", "writer"], ascending=[True, True, False, True])
@@ -113,13 +160,24 @@ def run_id(manifest: dict) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def checkpoint_rows(artifact: Artifact, top_k: int | None = 16, min_attribution: float = 0.0) -> CheckpointRows:
-    """The rows one artifact writes (edges pruned by ``top_k`` and ``min_attribution``)."""
+def staging_id(checkpoint_id: str) -> str:
+    """A fresh private id to stage a load of ``checkpoint_id`` under."""
+    return f"{checkpoint_id}{STAGING}{secrets.token_hex(6)}"
+
+
+def checkpoint_rows(
+    artifact: Artifact, top_k: int | None = 16, min_attribution: float = 0.0, node_checkpoint_id: str | None = None
+) -> CheckpointRows:
+    """The rows one artifact writes (edges pruned by ``top_k`` and ``min_attribution``), with node ids
+    under ``node_checkpoint_id`` (default: a fresh staging id; the published checkpoint id for a bulk
+    import, which writes the final graph directly)."""
     m, t = artifact.manifest, artifact.tables
     model_id = m["model"]["name"]
     checkpoint_id = f"{model_id}@{m['checkpoint']['label']}"
+    under = node_checkpoint_id or staging_id(checkpoint_id)
     fidelity = m["fidelity"]
     model = {**m["model"], "id": model_id, "parallel_attn_mlp": bool(m["model"]["parallel_attn_mlp"])}
+    previous = t["matches"]["previous_checkpoint"].unique()
     checkpoint = {
         "id": checkpoint_id,
         "model_id": model_id,
@@ -132,6 +190,7 @@ def checkpoint_rows(artifact: Artifact, top_k: int | None = 16, min_attribution:
         "config_hash": m["config_hash"],
         "ingest_slice": m["ingest_slice"],
         "fingerprint_features": m["fingerprint_features"],
+        "previous_id": f"{model_id}@{previous[0]}" if len(previous) else None,
     }
     run = {
         "id": run_id(m),
@@ -141,50 +200,58 @@ def checkpoint_rows(artifact: Artifact, top_k: int | None = 16, min_attribution:
         "finished": m["finished"],
         "device": m["device"],
     }
-    block_id = {name: f"{checkpoint_id}/{name}" for name in t["blocks"]["name"]}
+    block_id = {name: f"{under}/{name}" for name in t["blocks"]["name"]}
     slice_id = {s["name"]: s["id"] for s in m["slices"]}
+    matched = t["matches"].set_index("block")
 
-    blocks = t["blocks"].assign(id=lambda f: f["name"].map(block_id), model_id=model_id)
+    blocks = t["blocks"].assign(
+        id=lambda f: f["name"].map(block_id),
+        model_id=model_id,
+        match_similarity=lambda f: f["name"].map(matched["similarity"]),
+        match_fingerprint_similarity=lambda f: f["name"].map(matched["fingerprint_similarity"]),
+    )
     subspaces = (
         t["subspaces"]
         .assign(
             id=lambda f: f["block"].map(block_id) + "/" + f["role"],
             block_id=lambda f: f["block"].map(block_id),
-            checkpoint_id=checkpoint_id,
+            checkpoint_id=under,
             basis_uri=lambda f: f["basis_key"].map(artifact.basis_uri),
         )
         .drop(columns=["block", "basis_key"])
     )
     edges = pruned_edges(t["edges"], top_k, min_attribution)
     kept = set(zip(edges["writer"], edges["reader"], edges["role"]))
+    subspace_ids = subspaces["id"].tolist()
+    position = {name: i for i, name in enumerate(t["subspaces"]["block"] + "/" + t["subspaces"]["role"])}
 
-    def endpoint_rows(frame: pd.DataFrame, relationship: str, properties: list[str]) -> list[dict]:
-        return [
+    def endpoint_rows(frame: pd.DataFrame, properties: tuple[str, ...]) -> list[list]:
+        ends = pd.DataFrame(
             {
-                "source": f"{block_id[r['writer']]}/out",
-                "target": f"{block_id[r['reader']]}/{r['role']}",
-                "type": relationship,
-                "properties": {p: _clean(r[p]) for p in properties},
-            }
-            for r in frame.to_dict("records")
-        ]
+                "source": (frame["writer"] + "/out").map(position),
+                "target": (frame["reader"] + "/" + frame["role"]).map(position),
+            },
+            index=frame.index,
+        )
+        return _row_lists(pd.concat([ends, frame[list(properties)]], axis=1))
 
-    slice_edges = t["slice_edges"][
-        [k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"], t["slice_edges"]["role"])]
+    slice_edges = t["slice_edges"].loc[
+        np.array(
+            [k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"], t["slice_edges"]["role"])],
+            dtype=bool,
+        )
     ]
-    previous = t["matches"]["previous_checkpoint"].unique()
-    previous_id = f"{model_id}@{previous[0]}" if len(previous) else None
     return CheckpointRows(
         model=model,
         checkpoint=checkpoint,
         run=run,
+        node_checkpoint_id=under,
         blocks=_records(blocks),
         subspaces=_records(subspaces),
         slices=[{k: s[k] for k in ("id", "name", "description", "n_tokens", "metric")} for s in m["slices"]],
-        feeds=endpoint_rows(
-            edges, "FEEDS", ["role", "attribution", "attribution_signed", "weight", "strength", "flow"]
-        ),
-        flows=endpoint_rows(slice_edges, "FLOWS_ON", ["slice", "role", "attribution", "attribution_signed"]),
+        subspace_ids=subspace_ids,
+        feeds=endpoint_rows(edges, FEEDS_PROPERTIES),
+        flows=endpoint_rows(slice_edges, FLOWS_ON_PROPERTIES),
         activity=[
             {
                 "block_id": block_id[r["block"]],
@@ -193,50 +260,96 @@ def checkpoint_rows(artifact: Artifact, top_k: int | None = 16, min_attribution:
             }
             for r in t["activity"].to_dict("records")
         ],
-        matches=[
-            {
-                "before": f"{previous_id}/{r['block']}",
-                "after": block_id[r["block"]],
-                "properties": {
-                    "similarity": float(r["similarity"]),
-                    "method": "subspace",
-                    "fingerprint_similarity": float(r["fingerprint_similarity"]),
-                },
-            }
-            for r in t["matches"].to_dict("records")
-        ],
-        previous_id=previous_id,
     )
 
 
+class _Writer:
+    """Runs the ``queries/load`` statements on one driver and database."""
+
+    def __init__(self, driver: neo4j.Driver, database: str):
+        self.driver, self.database = driver, database
+        self.statements = {name: query.text for name, query in load_statements().items()}
+
+    def write(self, name: str, **params) -> list[dict]:
+        with self.driver.session(database=self.database) as session:
+            return session.execute_write(lambda tx: [r.data() for r in tx.run(self.statements[name], params)])
+
+    def implicit(self, name: str, **params) -> None:
+        """A statement that batches itself (``CALL ... IN TRANSACTIONS``): an implicit transaction."""
+        with self.driver.session(database=self.database) as session:
+            session.run(self.statements[name], params).consume()
+
+    def discard(self, staged: str) -> None:
+        """Delete a staging checkpoint and everything under it."""
+        self.implicit("delete_checkpoint_content", checkpoint_id=staged)
+        self.write("drop_checkpoint_node", staging_id=staged)
+
+    def collect_abandoned(self, checkpoint_id: str, staged: str) -> list[str]:
+        """Claim and delete the staging checkpoints of ``checkpoint_id`` whose writers are gone."""
+        collected = []
+        for row in self.write("stagings", checkpoint_id=checkpoint_id, staging_id=staged, stale_seconds=STALE_SECONDS):
+            if (row["expired"] or owner_is_gone(row["owner"])) and self.write(
+                "claim_staging", staging_id=row["id"], owner=row["owner"], new_owner=this_process()
+            ):
+                self.discard(row["id"])
+                collected.append(row["id"])
+        return collected
+
+    def publish(self, rows: CheckpointRows) -> None:
+        """The publish transaction (see the module docstring)."""
+        checkpoint_id, staged = rows.checkpoint_id, rows.node_checkpoint_id
+
+        def work(tx) -> None:
+            tx.run(self.statements["lock_model"], model_id=rows.model["id"]).consume()
+            tx.run(self.statements["delete_live_content"], checkpoint_id=checkpoint_id).consume()
+            tx.run(
+                self.statements["publish_checkpoint"], model=rows.model, checkpoint=rows.checkpoint, run=rows.run
+            ).consume()
+            tx.run(self.statements["adopt_blocks"], staging_id=staged, checkpoint_id=checkpoint_id).consume()
+            tx.run(self.statements["drop_checkpoint_node"], staging_id=staged).consume()
+            tx.run(self.statements["link_matches"], checkpoint_id=checkpoint_id).consume()
+
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(work)
+
+
 def write_checkpoint(driver: neo4j.Driver, database: str, rows: CheckpointRows, complete: bool = True) -> LoadSummary:
-    """Write ``rows`` (see module docstring); with ``complete=False`` the checkpoint stays ``loading``."""
-    statements = {name: query.text for name, query in load_statements().items()}
-    checkpoint_id = rows.checkpoint_id
+    """Stage ``rows`` and publish them (see the module docstring). With ``complete=False`` the rows
+    stay staged and unpublished, as a load killed before its end leaves them.
 
-    def write(name: str, **params) -> None:
-        with driver.session(database=database) as session:
-            session.execute_write(lambda tx: tx.run(statements[name], params).consume())
-
-    write("begin_checkpoint", model=rows.model, checkpoint=rows.checkpoint, run=rows.run)
-    with driver.session(database=database) as session:  # CALL ... IN TRANSACTIONS: an implicit transaction
-        session.run(statements["delete_checkpoint_content"], checkpoint_id=checkpoint_id).consume()
-    for chunk in _chunks(rows.blocks):
-        write("create_blocks", rows=chunk, checkpoint_id=checkpoint_id, kind_labels=KIND_LABELS)
-    for name, all_rows in (
-        ("create_subspaces", rows.subspaces),
-        ("merge_slices", rows.slices),
-        ("create_subspace_edges", rows.feeds),
-        ("create_subspace_edges", rows.flows),
-        ("create_active_on", rows.activity),
-    ):
-        for chunk in _chunks(all_rows):
-            write(name, rows=chunk)
-    if rows.previous_id is not None:
-        for chunk in _chunks(rows.matches):
-            write("create_matches", rows=chunk, previous_id=rows.previous_id)
-    if complete:
-        write("complete_checkpoint", checkpoint_id=checkpoint_id, run_id=rows.run["id"])
+    A failure while staging deletes what was staged (best effort) and re-raises; the published
+    version of the checkpoint is untouched either way.
+    """
+    writer = _Writer(driver, database)
+    staged = rows.node_checkpoint_id
+    writer.write("begin_staging", staging_id=staged, checkpoint_id=rows.checkpoint_id, owner=this_process())
+    try:
+        beat = time.monotonic()
+        writer.collect_abandoned(rows.checkpoint_id, staged)
+        for chunk in _chunks(rows.blocks):
+            writer.write("create_blocks", rows=chunk, checkpoint_id=staged, kind_labels=KIND_LABELS)
+        ids = {"ids": rows.subspace_ids}
+        for name, all_rows, extra in (
+            ("create_subspaces", rows.subspaces, {}),
+            ("merge_slices", rows.slices, {}),
+            ("create_feeds", rows.feeds, ids),
+            ("create_flows_on", rows.flows, ids),
+            ("create_active_on", rows.activity, {}),
+        ):
+            for chunk in _chunks(all_rows):
+                if time.monotonic() - beat > HEARTBEAT_SECONDS:
+                    writer.write("heartbeat", staging_id=staged)
+                    beat = time.monotonic()
+                writer.write(name, rows=chunk, **extra)
+        if complete:
+            writer.publish(rows)
+    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired):
+        raise  # the server is gone: the next load of this checkpoint collects what was staged
+    except BaseException:
+        if complete:
+            with contextlib.suppress(neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError):
+                writer.discard(staged)
+        raise
     return rows.summary()
 
 
@@ -249,9 +362,18 @@ def load_artifact(
     echo: Callable[[str], None] = print,
 ) -> LoadSummary:
     """Write one artifact into the catalog (see module docstring)."""
+    check_pruning(top_k, min_attribution)
     require_current_schema(driver, database)
     artifact = read_artifact(path)
-    summary = write_checkpoint(driver, database, checkpoint_rows(artifact, top_k, min_attribution))
+    rows = checkpoint_rows(artifact, top_k, min_attribution)
+    try:
+        summary = write_checkpoint(driver, database, rows)
+    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as error:
+        raise UserError(
+            f"Lost the connection to Neo4j while loading {rows.checkpoint_id} ({str(error).splitlines()[0]}); "
+            f"the catalog still "
+            f"holds its previous version, if any. Load {path} again once the server is back."
+        ) from error
     echo(
         f"Loaded {summary.checkpoint_id}: {summary.blocks} blocks, {summary.subspaces} subspaces, "
         f"{summary.edges} FEEDS (of {len(artifact.tables['edges'])}), {summary.slice_edges} FLOWS_ON."

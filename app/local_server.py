@@ -9,7 +9,11 @@ Two pieces:
   folder of the user's choosing, started in the background with Neo4j's own launcher
   (``org.neo4j.server.startup.Neo4jCommand start``, what ``bin/neo4j start`` runs), listening on
   127.0.0.1 only, with auth on and a generated password kept in ``DIR/password`` (mode 0600).
-  Every start brings ``plugins/`` in line with the distribution's plugin jars.
+  The folder is owner-only (mode 0700) and Neo4j runs with umask 077, so no other local user can
+  read the store or ``data/dbms/auth.ini``. The initial password reaches ``neo4j-admin`` through
+  an argument file (``@FILE``, owner-only, deleted right after), never on a command line, so it
+  never shows in ``ps``. Every start brings ``plugins/`` in line with the distribution's plugin
+  jars, and a pid file left by a server that was killed is noticed and removed.
 
 Everything after the connection goes through the same driver code whatever runs the server.
 """
@@ -31,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
+from .processes import process_is_gone
 
 POM_RESOURCE = "neo4j-runtime-pom.xml"
 LAUNCHER = "org.neo4j.server.startup.Neo4jCommand"
@@ -181,6 +186,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+MEMORY_SIZE = re.compile(r"^[1-9]\d*[kmg]?$", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What a server home was started with; kept in ``DIR/server.json``."""
@@ -189,6 +197,18 @@ class ServerSettings:
     http_port: int = 7474
     heap: str = "1g"
     pagecache: str = "512m"
+
+    def __post_init__(self) -> None:
+        for name in ("bolt_port", "http_port"):
+            port = getattr(self, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise UserError(f"--{name.replace('_', '-')} must be a port number from 1 to 65535; got {port!r}.")
+        if self.bolt_port == self.http_port:
+            raise UserError(f"--bolt-port and --http-port are both {self.bolt_port}; give two different ports.")
+        for name in ("heap", "pagecache"):
+            size = getattr(self, name)
+            if not isinstance(size, str) or not MEMORY_SIZE.match(size):
+                raise UserError(f"--{name} must be a memory size such as 512m or 2g; got {size!r}.")
 
     @property
     def bolt_uri(self) -> str:
@@ -253,15 +273,34 @@ class LocalServer:
         return self.password_file.read_text().strip() if self.password_file.is_file() else None
 
     def pid(self) -> int | None:
-        """The server's process id if it is running, else None."""
+        """The server's process id if it is running, else None.
+
+        The pid file alone is not proof: after a kill it names a dead process, a zombie, or by
+        now another program. On Linux the process must be a live Neo4j of this very folder.
+        """
         if not self.pid_file.is_file():
             return None
         try:
             pid = int(self.pid_file.read_text().strip())
             os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, PermissionError):
+        except (ValueError, ProcessLookupError, PermissionError, OverflowError):
             return None
+        if process_is_gone(pid):
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.parent.is_dir():
+            try:
+                arguments = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                return None
+            if f"--home-dir={self.directory}".encode() not in arguments:
+                return None
         return pid
+
+    def _remove_stale_pid_file(self, echo: Callable[[str], None]) -> None:
+        if self.pid_file.is_file() and self.pid() is None:
+            echo(f"Removing {self.pid_file}: the server it names is no longer running (killed?).")
+            self.pid_file.unlink()
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -277,9 +316,12 @@ class LocalServer:
             capture_output=True,
             text=True,
             timeout=timeout,
+            umask=0o077,  # the store, logs and auth.ini it creates are owner-only
         )
 
     def _prepare_home(self, settings: ServerSettings) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
         for folder in HOME_FOLDERS:
             (self.directory / folder).mkdir(parents=True, exist_ok=True)
         (self.directory / "conf" / "neo4j.conf").write_text(settings.neo4j_conf())
@@ -301,17 +343,52 @@ class LocalServer:
                 shutil.copy2(jar, plugins / name)
         record.write_text(json.dumps(sorted(wanted), indent=2))
 
+    def _owner_only_file(self, path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+
+    def admin(self, *args: str, timeout: float = 3600) -> str:
+        """Run ``neo4j-admin ARGS`` on this home; its output, or :class:`UserError` with its last lines.
+
+        The arguments go in an owner-only argument file (picocli's ``@FILE``, which ``neo4j-admin``
+        passes on unexpanded to the JVM it starts), so none of them is on a command line that ``ps``
+        shows: the initial password is one of them.
+        """
+        arguments = self.directory / "run" / "neo4j-admin.args"
+        self._owner_only_file(arguments, "".join(arg + "\n" for arg in args))
+        try:
+            result = self._java(ADMIN, f"@{arguments}", timeout=timeout)
+        finally:
+            arguments.unlink(missing_ok=True)
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode != 0:
+            tail = " ".join(output.splitlines()[-3:])
+            raise UserError(f"neo4j-admin {' '.join(args[:2])} failed: {tail}")  # never the password
+        return output
+
     def _set_initial_password(self) -> None:
         """Generate a password and set it before the very first start (Neo4j allows it only then)."""
-        password = secrets.token_urlsafe(18)
-        result = self._java(ADMIN, "dbms", "set-initial-password", password)
-        if result.returncode != 0:
-            raise UserError(
-                f"Neo4j refused to set the initial password: {result.stderr.strip() or result.stdout.strip()}"
-            )
-        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(password + "\n")
+        password = "-"
+        while not password[0].isalnum():  # neo4j-admin would read a leading "-" as an option
+            password = secrets.token_urlsafe(18)
+        self.admin("dbms", "set-initial-password", password)
+        self._owner_only_file(self.password_file, password + "\n")
+
+    def prepare_for_admin(self) -> None:
+        """Make the home ready for an offline ``neo4j-admin`` command (as a start would: folders,
+        configuration, and the password of a folder that never ran)."""
+        self._prepare_home(self.settings() or ServerSettings())
+        self._ensure_password()
+
+    def _ensure_password(self) -> None:
+        if self.password() is None:
+            if (self.directory / "data" / "databases" / "system").exists():
+                raise UserError(
+                    f"{self.directory} holds a database but no password file; "
+                    f"restore {self.password_file} or use an empty folder."
+                )
+            self._set_initial_password()
 
     def start(
         self, settings: ServerSettings, timeout: float = 180, echo: Callable[[str], None] = print
@@ -319,6 +396,7 @@ class LocalServer:
         """Start the server (or find it running) and wait until Bolt accepts the password."""
         if not self.distribution.is_installed():
             self.distribution.install(echo)
+        self._remove_stale_pid_file(echo)
         running = self.pid()
         if running is not None:
             current = self.settings() or settings
@@ -332,13 +410,7 @@ class LocalServer:
                     f"server or pick other ports with --bolt-port / --http-port."
                 )
         self._prepare_home(settings)
-        if self.password() is None:
-            if (self.directory / "data" / "databases").exists():
-                raise UserError(
-                    f"{self.directory} holds a database but no password file; "
-                    f"restore {self.password_file} or use an empty folder."
-                )
-            self._set_initial_password()
+        self._ensure_password()
         result = self._java(LAUNCHER, "start")
         if result.returncode != 0:
             raise UserError(f"Neo4j did not start: {result.stdout.strip()} {result.stderr.strip()}\n{self._log_tail()}")

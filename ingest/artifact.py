@@ -11,8 +11,11 @@ One self-describing directory per (model, checkpoint, slices, config)::
 refuses a frame whose columns differ from it, :func:`read_artifact` refuses a file that does,
 and the loader reads columns by these names. Any change to it bumps :data:`FORMAT_VERSION`.
 
-An artifact is written under a hidden temporary name and renamed when complete, so a directory
-that exists is whole; :func:`read_artifact` checks every hash before anything is loaded.
+An artifact is written under a hidden temporary name (``.<name>.partial-<host>-<pid>``) and
+renamed when complete, so a directory that exists is whole; the next write into the same folder
+removes the temporary folders of writers on this host that no longer run. :func:`read_artifact`
+checks every hash, every table's columns, and that every row names a block, role and slice the
+artifact has, before anything is loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from circuit_atlas.errors import UserError
+from circuit_atlas.processes import process_is_gone
 
 FORMAT_VERSION = 2
 BASES = "bases.safetensors"
@@ -163,9 +169,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Temporary folders of :func:`write_artifact`: ``.<name>.partial-<host>-<pid>`` while written,
+#: ``.<name>.old-<pid>`` while replaced (and ``.<name>.partial-<pid>`` from circuit-atlas 0.2).
+TEMPORARY = re.compile(r"^\..+\.(?:partial|old)-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
+
+
 def partial_path(final: Path) -> Path:
-    """Where :func:`write_artifact` builds ``final`` (hidden, named after this process)."""
-    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+    """Where :func:`write_artifact` builds ``final`` (hidden, named after this host and process)."""
+    return final.with_name(f".{final.name}.partial-{socket.gethostname()}-{os.getpid()}")
+
+
+def remove_abandoned(folder: Path) -> list[Path]:
+    """Delete the temporary folders in ``folder`` whose writer (on this host) no longer runs."""
+    removed = []
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        match = TEMPORARY.match(entry.name)
+        mine = match and match["host"] in (None, socket.gethostname())
+        if mine and entry.is_dir() and int(match["pid"]) != os.getpid() and process_is_gone(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _to_arrow(table: str, data: pd.DataFrame) -> pa.Table:
@@ -183,6 +206,7 @@ def write_artifact(
     if missing or set(tables) != set(TABLES):
         raise ValueError(f"artifact lacks manifest keys {missing} or has tables {sorted(tables)} != {sorted(TABLES)}")
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(final.parent)
     partial = partial_path(final)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
@@ -229,7 +253,28 @@ def read_manifest(path: Path) -> dict:
             f"{manifest_file} lacks {', '.join(missing) or 'a files map'}: the artifact is "
             f"damaged. Re-run the ingest that wrote it."
         )
+    wrong = _manifest_shape_errors(manifest)
+    if wrong:
+        raise UserError(f"{manifest_file} has {wrong[0]}: the artifact is damaged. Re-run the ingest that wrote it.")
     return manifest
+
+
+def _manifest_shape_errors(manifest: dict) -> list[str]:
+    """What in the manifest does not have the shape the loader reads (empty when all is well)."""
+    model, checkpoint = manifest["model"], manifest["checkpoint"]
+    errors = []
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
+        errors.append("no model name")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("label"), str) or not checkpoint["label"]:
+        errors.append("no checkpoint label")
+    elif isinstance(checkpoint.get("step"), bool) or not isinstance(checkpoint.get("step"), int):
+        errors.append(f"checkpoint step {checkpoint.get('step')!r}, not a whole number")
+    slices = manifest["slices"]
+    if not isinstance(slices, list) or not all(isinstance(s, dict) and {"id", "name"} <= set(s) for s in slices):
+        errors.append("slices that are not a list of {id, name, ...} entries")
+    if not isinstance(manifest["fidelity"], dict) or not {"loss_recovered", "fraction"} <= set(manifest["fidelity"]):
+        errors.append("no fidelity {loss_recovered, fraction}")
+    return errors
 
 
 def read_artifact(path: Path) -> Artifact:
@@ -262,7 +307,45 @@ def read_artifact(path: Path) -> Artifact:
                 f"{FORMAT_VERSION}. Re-run the ingest with this version."
             )
         tables[name] = table.to_pandas()
+    wrong = _reference_errors(manifest, tables)
+    if wrong:
+        raise UserError(f"{path}: {wrong[0]}; the artifact is inconsistent. Re-run the ingest that wrote it.")
     return Artifact(path, manifest, tables)
+
+
+def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Rows that name a block, role or slice the artifact does not have (empty when all is well)."""
+    blocks = tables["blocks"]["name"]
+    errors = [f"blocks names {name!r} twice" for name in blocks[blocks.duplicated()].unique()[:1]]
+    matched = tables["matches"]["block"]
+    errors += [f"matches name {name!r} twice" for name in matched[matched.duplicated()].unique()[:1]]
+    known_blocks, known_slices = set(blocks), {s["name"] for s in manifest["slices"]}
+    roles = set(zip(tables["subspaces"]["block"], tables["subspaces"]["role"]))
+    for table, column in (
+        ("subspaces", "block"),
+        ("edges", "writer"),
+        ("edges", "reader"),
+        ("slice_edges", "writer"),
+        ("slice_edges", "reader"),
+        ("activity", "block"),
+        ("matches", "block"),
+    ):
+        unknown = sorted(set(tables[table][column]) - known_blocks)
+        if unknown:
+            errors.append(f"{table}.{column} names block {unknown[0]!r}, which is not in blocks")
+    for table in ("slice_edges", "activity"):
+        unknown = sorted(set(tables[table]["slice"]) - known_slices)
+        if unknown:
+            errors.append(f"{table} names slice {unknown[0]!r}, which the manifest does not list")
+    for table in ("edges", "slice_edges"):
+        frame = tables[table]
+        ends = set(zip(frame["writer"], ["out"] * len(frame))) | set(zip(frame["reader"], frame["role"]))
+        missing = sorted(ends - roles)
+        if missing:
+            errors.append(f"{table} names subspace {'/'.join(missing[0])!r}, which is not in subspaces")
+    if tables["matches"]["previous_checkpoint"].nunique() > 1:
+        errors.append("matches name more than one previous checkpoint")
+    return errors
 
 
 def is_complete(path: Path, config_hash: str | None = None) -> bool:
@@ -279,7 +362,7 @@ def find_artifacts(root: Path) -> list[Path]:
     root = Path(root)
     if (root / MANIFEST).is_file():
         return [root]
-    found = sorted(p.parent for p in root.rglob(MANIFEST) if not p.parent.name.startswith("."))
+    found = sorted(p.parent for p in root.rglob(MANIFEST) if not TEMPORARY.match(p.parent.name))
     if not found:
         raise UserError(
             f"No artifact under {root}: expected directories with a {MANIFEST}, "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
+
+from circuit_atlas.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,35 @@ class IngestConfig:
     match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
     statistics_tokens: int = 65536  # moments from at most this many fitting tokens, spread over them
     effect_tokens: int = 2048  # per slice: held-out tokens of the rank search, fidelity and exact ablation
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """:class:`UserError` naming the first setting out of its range (the CLI option in brackets)."""
+        whole = ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool))
+        number = ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        rules = [  # field, optional, (kind, type check), range check, range in words
+            ("seq_len", True, whole, lambda v: v >= 2, ">= 2 (tokens per sequence)"),
+            ("n_seq", False, whole, lambda v: v >= 2, ">= 2 (sequences per built-in slice)"),
+            ("holdout", False, number, lambda v: 0 < v < 1, "strictly between 0 and 1 (share held out)"),
+            ("fidelity", False, number, lambda v: 0 < v <= 1, "in (0, 1] (share of the loss recovered)"),
+            ("energy", True, number, lambda v: 0 < v <= 1, "in (0, 1] (share of the squared importances)"),
+            ("max_rank", True, whole, lambda v: v >= 1, ">= 1"),
+            ("floor", False, number, lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("batch_tokens", False, whole, lambda v: v >= 1, ">= 1"),
+            ("seed", False, whole, lambda v: 0 <= v < 2**63, ">= 0"),
+            ("match_threshold", False, number, lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ("statistics_tokens", False, whole, lambda v: v >= 1, ">= 1"),
+            ("effect_tokens", False, whole, lambda v: v >= 1, ">= 1"),
+        ]
+        for name, optional, (kind, is_kind), in_range, words in rules:
+            value = getattr(self, name, None)
+            if value is None and optional:
+                continue
+            if not is_kind(value) or not in_range(value):
+                option = "--" + name.replace("_", "-")
+                raise UserError(f"{option} must be {kind} {words}; got {value!r}.")
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

@@ -16,6 +16,8 @@ Sources (``--data``, optionally ``NAME=SOURCE``):
 from __future__ import annotations
 
 import hashlib
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +79,27 @@ def synthetic_tokens(kind: str, d_vocab: int, n_seq: int, seq_len: int, seed: in
 
 
 def _read_token_file(path: Path) -> Tensor:
-    if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-        return torch.from_numpy(np.ascontiguousarray(array))
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    """The tensor in a ``.npy`` or ``.pt`` file; :class:`UserError` for anything else (objects,
+    pickles, damaged or foreign files)."""
+    what = "a NumPy .npy array of integer token ids" if path.suffix == ".npy" else "a torch tensor of token ids"
+    try:
+        if path.suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            if array.dtype == object:
+                raise ValueError("it holds Python objects")
+            return torch.from_numpy(np.ascontiguousarray(array))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(
+            f"{path} is not {what}: torch.load cannot read it as tensors. Save token ids with torch.save."
+        ) from error
+    except (ValueError, OSError, EOFError, RuntimeError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        if "pickle" in reason:  # numpy's words for any file that does not start like a .npy file
+            reason = "not a .npy file, or one of pickled objects"
+        raise UserError(f"{path} is not {what} ({reason}). Save token ids with numpy.save or torch.save.") from error
     if not isinstance(loaded, Tensor):
         raise UserError(f"{path} holds a {type(loaded).__name__}, not a tensor of token ids.")
     return loaded

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 
 from circuit_atlas.errors import UserError
@@ -207,6 +209,11 @@ def load_model(source: str, revision: str | None = None, device: str | torch.dev
         raise
     except ValueError as error:
         raise UserError(f"Cannot load {source!r}: {str(error).splitlines()[0][:400]}") from error
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as error:
+        raise UserError(
+            f"The weights of {source!r} cannot be read ({str(error).splitlines()[0][:200]}): a weights file "
+            f"is truncated or not a weights file. Download or save the model again."
+        ) from error
     _check_finite(bridge, source)
     bridge.enable_compatibility_mode(disable_warnings=True)
     bridge.eval()

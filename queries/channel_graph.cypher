@@ -4,7 +4,7 @@
 //   the read roles and the largest weight. As in `circuit_view`, the type grades that weight against
 //   the strongest pair shown: CARRIES_STRONG from 2/3 of it, CARRIES_MEDIUM from 1/3, CARRIES_WEAK below.
 // returns: blocks, carries (nodes and virtual relationships, not a table)
-// params: $checkpoint, $min_weight
+// params: $checkpoint (string), $min_weight (float in [0, 1])
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH collect(b) AS blocks
 CALL (blocks) {

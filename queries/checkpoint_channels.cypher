@@ -1,7 +1,7 @@
 // name: checkpoint_channels
 // description: The channels of one checkpoint in channel order, with the rank of each role and their fidelity.
 // returns: channel, order, kind, layer, head, fidelity, ranks (role=rank), induction, previous_token
-// params: $checkpoint
+// params: $checkpoint (string)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)-[:HAS_SUBSPACE]->(s:Subspace)
 WITH b, s ORDER BY s.role
 WITH b, collect(s.role + '=' + toString(s.rank)) AS ranks

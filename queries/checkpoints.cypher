@@ -1,7 +1,7 @@
 // name: checkpoints
 // description: The complete checkpoints of model $model (every model when $model is null), in step order.
 // returns: model, checkpoint, label, step, tokens_seen, loss, fidelity, rank_fraction, ingest_slice
-// params: $model
+// params: $model (string or null)
 MATCH (m:Model)-[:HAS_CHECKPOINT]->(c:Checkpoint {status: 'complete'})
 WHERE $model IS NULL OR m.id = $model
 RETURN m.id AS model, c.id AS checkpoint, c.label AS label, c.step AS step, c.tokens_seen AS tokens_seen,

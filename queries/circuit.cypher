@@ -3,7 +3,7 @@
 //   raises the slice's loss by at least $min_effect (in channel order), and the edges between them whose attribution on
 //   the slice is at least $min_attribution. A member without such an edge comes with a null reader.
 // returns: writer, writer_effect, reader, role, attribution
-// params: $checkpoint, $slice, $min_effect, $min_attribution
+// params: $checkpoint (string), $slice (string), $min_effect (float), $min_attribution (float >= 0)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)-[a:ACTIVE_ON]->(:DataSlice {name: $slice})
 WHERE a.ablation >= $min_effect
 WITH collect(b) AS members, collect(a.ablation) AS effects

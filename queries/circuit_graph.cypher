@@ -2,7 +2,7 @@
 // description: The circuit of `circuit` shaped for Neo4j Browser: the Block nodes, the slice, and the
 //   subspace-level FLOWS_ON relationships between circuit channels (paste into Browser to draw it).
 // returns: blocks, slice, edges (nodes and relationships, not a table)
-// params: $checkpoint, $slice, $min_effect, $min_attribution
+// params: $checkpoint (string), $slice (string), $min_effect (float), $min_attribution (float >= 0)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)-[a:ACTIVE_ON]->(d:DataSlice {name: $slice})
 WHERE a.ablation >= $min_effect
 WITH d, collect(b) AS blocks, collect(a) AS active

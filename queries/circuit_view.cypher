@@ -5,7 +5,7 @@
 //   attribution against the circuit's strongest pair: CARRIES_STRONG from 2/3 of it, CARRIES_MEDIUM
 //   from 1/3, CARRIES_WEAK below (the stylesheet draws them 8, 4 and 1.5 px wide).
 // returns: blocks, carries (nodes and virtual relationships, not a table)
-// params: $checkpoint, $slice, $min_effect, $min_attribution
+// params: $checkpoint (string), $slice (string), $min_effect (float), $min_attribution (float >= 0)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)-[a:ACTIVE_ON]->(:DataSlice {name: $slice})
 WHERE a.ablation >= $min_effect
 WITH collect(b) AS blocks

@@ -5,7 +5,7 @@
 //   Channels are numbered in elementId order, so a neighbour's number is a binary search away:
 //   building the adjacency costs O(E log N), each propagation round O(N + E).
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint, $min_weight
+// params: $checkpoint (string), $min_weight (float in [0, 1])
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH b ORDER BY elementId(b)
 WITH collect(b) AS blocks, collect(elementId(b)) AS keys

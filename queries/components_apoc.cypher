@@ -5,7 +5,7 @@
 //   ends' components, relabelling the members of the smaller one (union by size). APOC maps are values,
 //   so every union copies the two maps: O(E + N U) for U unions.
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint, $min_weight
+// params: $checkpoint (string), $min_weight (float in [0, 1])
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH b ORDER BY b.order
 WITH collect(b.name) AS names

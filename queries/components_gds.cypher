@@ -3,7 +3,7 @@
 //   (use when the GDS plugin is installed). Projects one checkpoint's channel graph under a fresh name
 //   and drops it before returning (an unknown checkpoint projects nothing and returns no rows).
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint, $min_weight
+// params: $checkpoint (string), $min_weight (float in [0, 1])
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(a:Block)
 OPTIONAL MATCH (a)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS]->(:Subspace)<-[:HAS_SUBSPACE]-(b:Block)
 WHERE f.weight >= $min_weight

@@ -4,7 +4,7 @@
 //   vector index on Block.fingerprint. The index is asked for enough candidates that the probe and the
 //   blocks of checkpoints still loading cannot crowd out the $limit answers.
 // returns: checkpoint, channel, kind, similarity
-// params: $checkpoint, $channel, $limit
+// params: $checkpoint (string), $channel (string), $limit (integer in [1, 100000])
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(probe:Block {id: $checkpoint + '/' + $channel})
 OPTIONAL MATCH (hidden:Checkpoint) WHERE hidden.status <> 'complete'
 OPTIONAL MATCH (hidden)-[:HAS_BLOCK]->(invisible:Block)

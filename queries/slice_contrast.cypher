@@ -2,7 +2,7 @@
 // description: Channels of a checkpoint active on slice $slice_a (ablation effect >= $min_effect) and not
 //   on slice $slice_b (effect below it there), largest difference first.
 // returns: channel, kind, effect_a, effect_b
-// params: $checkpoint, $slice_a, $slice_b, $min_effect
+// params: $checkpoint (string), $slice_a (string), $slice_b (string), $min_effect (float)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)-[a:ACTIVE_ON]->(:DataSlice {name: $slice_a})
 WHERE a.ablation >= $min_effect
 MATCH (b)-[o:ACTIVE_ON]->(:DataSlice {name: $slice_b})

@@ -1,7 +1,8 @@
 """Versioned, checksummed schema migrations, recorded in the database they change.
 
 A migration is a file ``V<NNN>__<name>.cypher`` in this package, statements each ending in ``;``:
-either DDL (constraints and indexes, all ``IF NOT EXISTS`` with fixed names) or idempotent data
+either DDL (constraints and indexes, all ``IF NOT EXISTS`` with fixed names, or ``DROP ... IF
+EXISTS``) or idempotent data
 updates (``MATCH ... SET n:Label``, or a backfill that sets a property only where it is null),
 never both in one file. ``migrate`` applies the
 pending ones in version order, each in its own transaction, then records
@@ -163,7 +164,8 @@ def require_current_schema(driver: neo4j.Driver, database: str) -> None:
     pending = [s for s in migration_states(driver, database) if s.status == "pending"]
     if pending:
         first = pending[0]
+        more = f" and {len(pending) - 1} more are" if len(pending) > 1 else " is"
         raise UserError(
-            f"The catalog's schema is out of date: migration V{first.version:03d}__{first.name} "
-            f"and {len(pending) - 1} more are pending. Run `circuit-atlas schema migrate`."
+            f"The catalog's schema is out of date: migration V{first.version:03d}__{first.name}{more} "
+            f"pending. Run `circuit-atlas schema migrate`."
         )

@@ -1,8 +1,10 @@
 """A hand-made catalog whose components and circuits are known, written through the loader.
 
-Checkpoints ``m@1`` and ``m@2`` are complete, ``m@3`` is still loading; each has the channels
-A, B, C (attention heads), D (an MLP) and E (a head), at layers 0..4 in that order. Only ``m@1``
-has edges and slices; ``MATCHES`` link A across the three checkpoints.
+Checkpoints ``m@1`` and ``m@2`` are complete; ``m@3`` is ``loading``, as a load by circuit-atlas
+0.2 (which wrote under the checkpoint's own id) left it when interrupted, and a load of ``m@4`` is
+still staged. Each has the channels A, B, C (attention heads), D (an MLP) and E (a head), at layers
+0..4 in that order. Only ``m@1`` has edges and slices; ``MATCHES`` link A across ``m@1``,
+``m@2`` and ``m@3``.
 """
 
 from pathlib import Path
@@ -49,4 +51,6 @@ def build(driver, database: str, root: Path) -> None:
     """Write the catalog into an empty, migrated database (artifacts under ``root``)."""
     load(driver, database, Checkpoint("m", "1", 1, CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION), root)
     load(driver, database, Checkpoint("m", "2", 2, CHANNELS, previous="1", matches=[("A", 0.9)]), root)
-    load(driver, database, Checkpoint("m", "3", 3, CHANNELS, previous="2", matches=[("A", 0.8)]), root, complete=False)
+    load(driver, database, Checkpoint("m", "3", 3, CHANNELS, previous="2", matches=[("A", 0.8)]), root)
+    driver.execute_query("MATCH (c:Checkpoint {id: 'm@3'}) SET c.status = 'loading'", database_=database)
+    load(driver, database, Checkpoint("m", "4", 4, CHANNELS, previous="3", matches=[("A", 0.7)]), root, complete=False)

@@ -215,6 +215,6 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
 
 def load(driver, database: str, checkpoint: Checkpoint, root: Path, complete: bool = True) -> None:
     """Write ``checkpoint`` as an artifact and load it with the loader (every edge kept);
-    ``complete=False`` leaves it ``loading``, as a load that died half way would."""
+    ``complete=False`` leaves it staged and unpublished, as a load killed half way would."""
     rows = checkpoint_rows(read_artifact(write(checkpoint, root)), top_k=None)
     write_checkpoint(driver, database, rows, complete=complete)

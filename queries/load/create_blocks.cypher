@@ -2,7 +2,7 @@
 // description: Create a checkpoint's Blocks from the artifact's blocks rows, each also labelled with its
 //   kind's label ($kind_labels maps kind to label).
 // returns: nothing
-// params: $checkpoint_id, $rows, $kind_labels
+// params: $checkpoint_id (string), $rows (list of maps), $kind_labels (map)
 MATCH (c:Checkpoint {id: $checkpoint_id})
 UNWIND $rows AS row
 CREATE (b:Block)

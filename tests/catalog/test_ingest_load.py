@@ -1,12 +1,11 @@
 """ingest -> artifact -> Neo4j, against the real server: completeness, idempotence, bad inputs."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from builders import random_gpt2
 from click.testing import CliRunner
+from snapshots import graph_snapshot
 
 from circuit_atlas.cli import cli
 from circuit_atlas.ingest.artifact import read_artifact
@@ -21,19 +20,6 @@ RETURN c.status AS status, count(DISTINCT b) AS blocks, count(DISTINCT s) AS sub
        COUNT { (:Subspace {checkpoint_id: $id})-[:FLOWS_ON]->() } AS flows,
        COUNT { (:Block {checkpoint_id: $id})-[:ACTIVE_ON]->() } AS active
 """
-
-
-def graph_snapshot(driver, database):
-    """Every node's labels and properties and every relationship, as sortable text."""
-    nodes = driver.execute_query(
-        "MATCH (n) WHERE NOT n:SchemaMigration RETURN labels(n) AS l, properties(n) AS p", database_=database
-    ).records
-    rels = driver.execute_query(
-        "MATCH (a)-[r]->(b) RETURN a.id AS a, type(r) AS t, properties(r) AS p, b.id AS b", database_=database
-    ).records
-    return sorted(json.dumps([r["l"], r["p"]], sort_keys=True, default=str) for r in nodes), sorted(
-        json.dumps([r["a"], r["t"], r["p"], r["b"]], sort_keys=True, default=str) for r in rels
-    )
 
 
 @pytest.fixture(scope="module")

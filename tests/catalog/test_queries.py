@@ -177,6 +177,14 @@ def test_slice_contrast(catalog):
 def test_channel_timeline_follows_matches_over_complete_checkpoints(catalog):
     rows = catalog("channel_timeline", checkpoint="m@2", channel="A")
     assert [(r["checkpoint"], r["similarity_to_previous"]) for r in rows] == [("m@1", None), ("m@2", 0.9)]
+    assert catalog("channel_timeline", checkpoint="m@1", channel="A") == rows
+
+
+def test_no_query_takes_a_probe_from_a_checkpoint_that_is_not_complete(catalog):
+    for checkpoint in ("m@3", "m@4"):  # loading (left by an older loader), and still staged
+        assert catalog("similar_channels", checkpoint=checkpoint, channel="A", limit=3) == []
+        assert catalog("channel_timeline", checkpoint=checkpoint, channel="A") == []
+        assert catalog("checkpoint_channels", checkpoint=checkpoint) == []
 
 
 def test_similar_channels_use_the_vector_index(catalog, neo4j_settings, empty_catalog):
@@ -227,3 +235,17 @@ def test_queries_run_read_only(catalog, neo4j_driver, neo4j_settings):
         ).records[0]["n"]
         == 0
     )
+
+
+def test_similar_channels_return_limit_neighbours_past_many_loading_blocks(migrated, neo4j_settings, tmp_path):
+    """40 blocks of a checkpoint still loading carry the probe's very fingerprint: the vector index
+    ranks them first, yet the query still returns $limit neighbours from complete checkpoints."""
+    db = neo4j_settings.database
+    Channel, Checkpoint = synthetic_artifacts.Channel, synthetic_artifacts.Checkpoint
+    complete = [Channel(f"c{i}", "attn_head", i, 0, (1.0, 0.1 * i, 0.0)) for i in range(6)]
+    twins = [Channel(f"x{i}", "attn_head", i, 0, (1.0, 0.0, 0.0)) for i in range(40)]
+    synthetic_artifacts.load(migrated, db, Checkpoint("m", "1", 1, complete), tmp_path)
+    synthetic_artifacts.load(migrated, db, Checkpoint("m", "2", 2, twins), tmp_path, complete=False)
+    migrated.execute_query("CALL db.awaitIndexes(60)", database_=db)
+    rows = queries.run(migrated, db, LIBRARY["similar_channels"], {"checkpoint": "m@1", "channel": "c0", "limit": 3})
+    assert [(r["checkpoint"], r["channel"]) for r in rows] == [("m@1", "c1"), ("m@1", "c2"), ("m@1", "c3")]

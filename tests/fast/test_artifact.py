@@ -1,6 +1,9 @@
 """The artifact's one schema: written and read through it, whole or refused."""
 
 import json
+import os
+import socket
+import subprocess
 
 import pandas as pd
 import pytest
@@ -9,7 +12,17 @@ from hand_made_catalog import CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION
 from synthetic_artifacts import Checkpoint, write
 
 from circuit_atlas.errors import UserError
-from circuit_atlas.ingest.artifact import TABLES, columns, frame, is_complete, read_artifact, write_artifact
+from circuit_atlas.ingest.artifact import (
+    TABLES,
+    columns,
+    find_artifacts,
+    frame,
+    is_complete,
+    partial_path,
+    read_artifact,
+    schema,
+    write_artifact,
+)
 
 CHECKPOINT = Checkpoint("m", "1", 1, CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION)
 
@@ -64,4 +77,61 @@ def test_a_table_that_does_not_fit_the_schema_is_refused_on_read(tmp_path):
     manifest["files"]["matches.parquet"] = _sha256(path / "matches.parquet")
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="not those of artifact format"):
+        read_artifact(path)
+
+
+def test_a_write_removes_the_temporary_folders_of_writers_that_are_gone(tmp_path):
+    dead = _a_dead_pid()
+    abandoned = [
+        tmp_path / f".m__1.partial-{socket.gethostname()}-{dead}",
+        tmp_path / f".m__1.partial-{dead}",  # named as circuit-atlas 0.2 named them
+        tmp_path / f".m__1.old-{dead}",
+    ]
+    alive = [
+        tmp_path / f".m__1.partial-{socket.gethostname()}-{os.getpid()}",
+        tmp_path / f".m__2.partial-otherhost-{dead}",
+    ]
+    for folder in abandoned + alive:
+        (folder / "inner").mkdir(parents=True)
+        (folder / "manifest.json").write_text("{}")
+    path = write(CHECKPOINT, tmp_path)
+    assert not [f for f in abandoned if f.exists()]
+    assert all(f.exists() for f in alive if f.name != partial_path(path).name)
+    assert find_artifacts(tmp_path) == [path]
+
+
+def _a_dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_an_artifact_with_a_hidden_name_is_found(tmp_path):
+    path = write(Checkpoint(".hidden", "1", 1, CHANNELS), tmp_path)
+    assert path.name.startswith(".") and find_artifacts(tmp_path) == [path]
+
+
+def _rewrite(path, table, frame_):
+    """Replace one table of an artifact and update its hash, as a hand edit would."""
+    from circuit_atlas.ingest.artifact import _sha256
+
+    frame_.to_parquet(path / f"{table}.parquet", index=False, schema=schema(table))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][f"{table}.parquet"] = _sha256(path / f"{table}.parquet")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "table,edit,message",
+    [
+        ("edges", lambda f: f.assign(writer=["A", "Z", "D", "C"]), "edges.writer names block 'Z'"),
+        ("activity", lambda f: f.assign(slice="nope"), "activity names slice 'nope'"),
+        ("blocks", lambda f: f.assign(name=["A", "A", "C", "D", "E"]), "blocks names 'A' twice"),
+        ("edges", lambda f: f.assign(role=["k", "v", "in", "in"]), "edges names subspace 'E/in'"),
+    ],
+)
+def test_rows_that_name_what_the_artifact_lacks_are_refused(tmp_path, table, edit, message):
+    path = write(CHECKPOINT, tmp_path)
+    _rewrite(path, table, edit(read_artifact(path).tables[table]))
+    with pytest.raises(UserError, match=message):
         read_artifact(path)

@@ -13,7 +13,10 @@ def test_versions_are_contiguous_and_files_are_found_in_the_installed_package():
 
 
 def is_idempotent_ddl(statement: str) -> bool:
-    return statement.upper().startswith("CREATE ") and "IF NOT EXISTS" in statement.upper()
+    upper = statement.upper()
+    return (upper.startswith("CREATE ") and "IF NOT EXISTS" in upper) or (
+        upper.startswith("DROP ") and upper.endswith(" IF EXISTS")
+    )
 
 
 def is_label_update(statement: str) -> bool:

@@ -4,9 +4,11 @@ formats user input into Cypher text."""
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from circuit_atlas import queries
+from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.channels import KIND_LABELS
 
 LIBRARY = queries.library()
@@ -32,16 +34,86 @@ def test_the_library_has_the_queries_the_docs_promise():
     } <= set(LIBRARY)
 
 
-@pytest.mark.parametrize("name", sorted(LIBRARY))
-def test_header_declares_exactly_the_parameters_used(name):
-    query = LIBRARY[name]
+STATEMENTS = queries.load_statements()
+EVERY_FILE = {**{f"load/{k}": v for k, v in STATEMENTS.items()}, **LIBRARY}
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_FILE))
+def test_header_declares_exactly_the_parameters_used_each_with_a_type(name):
+    query = EVERY_FILE[name]
     assert query.description and query.returns
     assert set(query.params) == query.used_params(), name
+    assert [p.name for p in query.types] == list(query.params), "every parameter declares a type"
 
 
 def test_a_file_without_a_full_header_is_refused():
     with pytest.raises(ValueError, match="lacks"):
         queries.parse("// name: x\nMATCH (n) RETURN n")
+
+
+def test_a_parameter_without_a_type_or_with_an_unknown_one_is_refused():
+    header = "// name: x\n// description: d\n// returns: n\n// params: {}\nRETURN $a"
+    with pytest.raises(ValueError, match="without a type"):
+        queries.parse(header.format("$a"))
+    with pytest.raises(ValueError, match="unknown type"):
+        queries.parse(header.format("$a (number)"))
+    with pytest.raises(ValueError, match="only numbers take a range"):
+        queries.parse(header.format("$a (string >= 1)"))
+
+
+PARAMETER_CASES = [  # declaration, accepted values, refused values
+    ("integer >= 1", [1, 10**18, np.int64(3)], [0, -1, 1.5, "3", True, 2**63, None]),
+    ("integer in [1, 100000]", [1, 100000], [0, 100001]),
+    ("float", [0, -2.5, np.float32(1.0)], ["abc", float("nan"), float("inf"), True, None]),
+    ("float in [0, 1]", [0, 0.5, 1], [-0.1, 1.1]),
+    ("float >= 0", [0, 3.0], [-1e-9]),
+    ("string", ["m@1", ""], [1, None, ["m"]]),
+    ("string or null", ["m", None], [3]),
+    ("'weight' | 'flow' | 'attribution'", ["weight", "flow"], ["nonsense", "Weight", None]),
+]
+
+
+@pytest.mark.parametrize("spec,good,bad", PARAMETER_CASES, ids=[c[0] for c in PARAMETER_CASES])
+def test_declared_types_accept_and_refuse(spec, good, bad):
+    param = queries.Param.parse("p", spec)
+    for value in good:
+        assert param.check(value)[1], (spec, value)
+    for value in bad:
+        assert not param.check(value)[1], (spec, value)
+
+
+@pytest.mark.parametrize(
+    "name,texts,message",
+    [
+        ("top_edges", {"checkpoint": "m@1", "by": "nonsense", "limit": "5"}, r"\$by must be one of 'weight'"),
+        (
+            "top_edges",
+            {"checkpoint": "m@1", "by": "flow", "limit": "99999999999999999999"},
+            r"\$limit must be an integer >= 1",
+        ),
+        ("top_edges", {"checkpoint": "m@1", "by": "flow", "limit": "0"}, r"\$limit must be an integer >= 1"),
+        ("components", {"checkpoint": "m@1", "min_weight": "abc"}, r"\$min_weight must be a finite number in \[0, 1\]"),
+        ("circuit", {"checkpoint": "m", "slice": "s", "min_effect": "abc", "min_attribution": "0"}, r"\$min_effect"),
+        ("checkpoints", {"model": "m", "limit": "3"}, r"has no parameter \$limit"),
+        ("slices", {}, None),
+    ],
+)
+def test_command_line_texts_are_read_by_their_declared_type(name, texts, message):
+    query = LIBRARY[name]
+    if message is None:
+        assert query.check(query.from_text(texts)) == {"checkpoint": None}
+        return
+    with pytest.raises(UserError, match=message):
+        query.check(query.from_text(texts))
+
+
+def test_texts_become_the_declared_types():
+    query = LIBRARY["top_edges"]
+    assert query.check(query.from_text({"checkpoint": "123", "by": "flow", "limit": "7"})) == {
+        "checkpoint": "123",
+        "by": "flow",
+        "limit": 7,
+    }
 
 
 def test_no_code_formats_text_into_cypher():

@@ -1,0 +1,183 @@
+"""Loads that run at once, again, out of order, fail half way or are killed, against the real server:
+each ends in exactly the graph one sequential load gives (MATCHES included), and no failure ever
+takes away the published version of a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import neo4j
+import pytest
+from snapshots import count, graph_snapshot
+from synthetic_artifacts import Channel, Checkpoint, Edge, write
+
+from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.loader import checkpoint_rows, load_artifact, write_checkpoint
+from circuit_atlas.schema.migrations import migrate
+
+STEPS = (500, 1000, 1500, 2000, 2500)
+NAMES = ["embed", *(f"L{layer}H{head}" for layer in range(2) for head in range(2)), "unembed"]
+EXPECTED_MATCHES = (len(STEPS) - 1) * len(NAMES)  # every block of every later checkpoint matched
+SLOW_LOADER = str(Path(__file__).resolve().parents[1] / "slow_loader.py")
+
+
+def checkpoint(step: int, previous: int | None, heads: int = 2, layers: int = 2) -> Checkpoint:
+    """A checkpoint of model ``t`` whose every block matches the same block of ``previous``."""
+    rng = random.Random(step)
+    channels = [Channel("embed", "embed", -1)]
+    channels += [Channel(f"L{l}H{h}", "attn_head", l, h) for l in range(layers) for h in range(heads)]
+    channels.append(Channel("unembed", "unembed", layers))
+    edges = [
+        Edge(w.name, r.name, role, rng.random(), rng.random(), rng.random())
+        for i, r in enumerate(channels)
+        for w in channels[:i]
+        if w.kind != "unembed" and r.kind != "embed" and w.layer < r.layer
+        for role in (("in",) if r.kind == "unembed" else ("q", "k", "v"))
+    ]
+    effects = {"s": {c.name: rng.random() for c in channels}}
+    slice_attribution = {"s": {(e.writer, e.reader): rng.random() for e in edges}}
+    matches = [(c.name, 0.9) for c in channels] if previous else []
+    label = f"step-{step:05d}"
+    previous_label = f"step-{previous:05d}" if previous else None
+    return Checkpoint("t", label, step, channels, edges, effects, slice_attribution, previous_label, matches)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("timeline")
+    return [write(checkpoint(step, STEPS[i - 1] if i else None), root) for i, step in enumerate(STEPS)]
+
+
+@pytest.fixture(scope="module")
+def sequential(artifacts, neo4j_driver, neo4j_settings, tmp_path_factory):
+    """The graph of one sequential load of every checkpoint in step order (computed once)."""
+    db = neo4j_settings.database
+    _load_one_by_one(neo4j_driver, db, artifacts)
+    assert count(neo4j_driver, db, "()-[:MATCHES]->()") == EXPECTED_MATCHES
+    return graph_snapshot(neo4j_driver, db)
+
+
+def _empty(driver, database: str) -> None:
+    driver.execute_query("MATCH (n) WHERE NOT n:SchemaMigration DETACH DELETE n", database_=database)
+    migrate(driver, database)
+
+
+def _load_one_by_one(driver, database: str, paths: list[Path]) -> None:
+    """Empty the catalog, then load ``paths`` one after the other."""
+    _empty(driver, database)
+    for path in paths:
+        load_artifact(driver, database, path, echo=lambda _: None)
+
+
+def _load_all_at_once(driver, database: str, paths: list[Path], threads: int) -> list[BaseException]:
+    """Load ``paths`` from ``threads`` threads at once (each takes the next path from a shared queue)."""
+    queue, errors, start = list(paths), [], threading.Barrier(threads)
+    lock = threading.Lock()
+
+    def worker():
+        start.wait()
+        while True:
+            with lock:
+                if not queue:
+                    return
+                path = queue.pop()
+            try:
+                load_artifact(driver, database, path, echo=lambda _: None)
+            except BaseException as error:  # reported by the test
+                errors.append(error)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return errors
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_parallel_loads_in_any_order_give_the_sequential_graph(
+    trial, artifacts, sequential, neo4j_driver, neo4j_settings
+):
+    db = neo4j_settings.database
+    _empty(neo4j_driver, db)
+    order = random.Random(trial).sample(artifacts, len(artifacts))
+    assert _load_all_at_once(neo4j_driver, db, order, threads=len(order)) == []
+    assert count(neo4j_driver, db, "()-[:MATCHES]->()") == EXPECTED_MATCHES
+    assert graph_snapshot(neo4j_driver, db) == sequential
+
+
+def test_every_checkpoint_loaded_twice_at_once_gives_the_sequential_graph(
+    artifacts, sequential, neo4j_driver, neo4j_settings
+):
+    db = neo4j_settings.database
+    _empty(neo4j_driver, db)
+    paths = random.Random(7).sample(artifacts * 2, 2 * len(artifacts))
+    assert _load_all_at_once(neo4j_driver, db, paths, threads=4) == []
+    assert graph_snapshot(neo4j_driver, db) == sequential
+
+
+def test_reloading_a_checkpoint_keeps_its_neighbours_matches(artifacts, sequential, neo4j_driver, neo4j_settings):
+    """The issue's case: steps loaded in order, then an inner step loaded again (and the first, and the last)."""
+    db = neo4j_settings.database
+    _load_one_by_one(neo4j_driver, db, artifacts)
+    for again in (artifacts[1], artifacts[0], artifacts[-1]):
+        load_artifact(neo4j_driver, db, again, echo=lambda _: None)
+        assert count(neo4j_driver, db, "()-[:MATCHES]->()") == EXPECTED_MATCHES
+    assert graph_snapshot(neo4j_driver, db) == sequential
+
+
+def test_a_later_checkpoint_loaded_first_is_linked_when_its_previous_arrives(
+    artifacts, sequential, neo4j_driver, neo4j_settings
+):
+    db = neo4j_settings.database
+    _load_one_by_one(neo4j_driver, db, artifacts[::-1])
+    assert graph_snapshot(neo4j_driver, db) == sequential
+
+
+def test_a_reload_that_fails_half_way_leaves_the_published_version(artifacts, neo4j_driver, neo4j_settings):
+    """The new version's last activity row carries a map value Neo4j cannot store: its write fails
+    after blocks, subspaces and edges were staged, and the catalog is exactly what it was."""
+    db = neo4j_settings.database
+    _load_one_by_one(neo4j_driver, db, artifacts[:3])
+    before = graph_snapshot(neo4j_driver, db)
+    rows = checkpoint_rows(read_artifact(artifacts[1]))
+    last = rows.activity[-1]
+    rows.activity[-1] = {**last, "properties": {**last["properties"], "ablation": {"not": "storable"}}}
+    with pytest.raises(neo4j.exceptions.CypherTypeError):
+        write_checkpoint(neo4j_driver, db, rows)
+    assert graph_snapshot(neo4j_driver, db) == before
+
+
+def test_a_load_killed_half_way_leaves_the_published_version_and_the_next_load_collects_it(
+    artifacts, sequential, neo4j_driver, neo4j_settings, cli_env
+):
+    db = neo4j_settings.database
+    _load_one_by_one(neo4j_driver, db, artifacts)
+    process = subprocess.Popen(
+        [sys.executable, SLOW_LOADER, "1.0", "load", str(artifacts[2])],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    staged = "(:Checkpoint {status: 'staging'})-[:HAS_BLOCK]->(:Block)-[:HAS_SUBSPACE]->(:Subspace)-[:FEEDS]->()"
+    deadline = time.monotonic() + 120
+    while count(neo4j_driver, db, staged) < 20 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert count(neo4j_driver, db, staged) >= 20, "the load was killed while writing edges"
+    assert count(neo4j_driver, db, "(:Checkpoint {status: 'staging'})") == 1
+    nodes, relationships = graph_snapshot(neo4j_driver, db)
+    assert [line for line in nodes if "staging" not in line] == sequential[0]
+    assert [line for line in relationships if "staging" not in line] == sequential[1]
+
+    load_artifact(neo4j_driver, db, artifacts[2], echo=lambda _: None)
+    assert count(neo4j_driver, db, "(:Checkpoint {status: 'staging'})") == 0
+    assert graph_snapshot(neo4j_driver, db) == sequential

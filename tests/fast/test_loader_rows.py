@@ -1,0 +1,24 @@
+"""The loader's rows of an artifact (no database): ids, edge lists, and a checkpoint without edges."""
+
+from hand_made_catalog import CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION
+from synthetic_artifacts import Checkpoint, write
+
+from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.loader import FEEDS_PROPERTIES, checkpoint_rows
+
+
+def test_edges_are_lists_whose_ends_are_positions_in_the_subspace_ids(tmp_path):
+    rows = checkpoint_rows(
+        read_artifact(write(Checkpoint("m", "1", 1, CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION), tmp_path)), top_k=None
+    )
+    assert rows.node_checkpoint_id.startswith("m@1~staging-")
+    first = dict(zip(("source", "target", *FEEDS_PROPERTIES), rows.feeds[0]))
+    assert rows.subspace_ids[first["source"]] == f"{rows.node_checkpoint_id}/A/out"
+    assert rows.subspace_ids[first["target"]] == f"{rows.node_checkpoint_id}/B/k"
+    assert (first["role"], first["weight"], first["attribution"]) == ("k", 0.9, 0.3)
+    assert len(rows.flows) == 2 * len(rows.feeds)  # two slices
+
+
+def test_a_checkpoint_without_edges_has_no_edge_rows(tmp_path):
+    rows = checkpoint_rows(read_artifact(write(Checkpoint("m", "2", 2, CHANNELS), tmp_path)), node_checkpoint_id="m@2")
+    assert rows.feeds == [] and rows.flows == [] and rows.subspace_ids[0] == "m@2/A/q"
