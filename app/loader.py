@@ -180,7 +180,7 @@ def checkpoint_rows(artifact: Artifact, top_k: int | None = 16, min_attribution:
         run=run,
         blocks=_records(blocks),
         subspaces=_records(subspaces),
-        slices=[{k: s[k] for k in ("id", "name", "description", "n_tokens", "metric")} for s in m["slices"]],
+        slices=[{k: s[k] for k in ("id", "name", "description", "n_tokens", "metric", "scored")} for s in m["slices"]],
         feeds=endpoint_rows(
             edges, "FEEDS", ["role", "attribution", "attribution_signed", "weight", "strength", "flow"]
         ),
