@@ -48,28 +48,32 @@ class SliceScores:
     """One slice: edge attributions [reader role, writer] and activity per channel."""
 
     n_sequences: int
+    n_tokens: int
     attribution: Tensor  # mean |.| over sequences
     attribution_signed: Tensor
     activity: dict[str, float]  # mean |.| over sequences
     activity_signed: dict[str, float]  # first-order L(actual) - L(mean-ablated); negative = helps
-    mean_norm: dict[str, float]
+    mean_norm: dict[str, float]  # per real token
 
     @staticmethod
     def combined(scores: list[SliceScores]) -> SliceScores:
-        """The scores of the union of the slices (means weighted by sequence counts)."""
-        n = sum(s.n_sequences for s in scores)
+        """The scores of the union of the slices (per-sequence means weighted by sequences, the
+        per-token norms by tokens)."""
+        n, tokens = sum(s.n_sequences for s in scores), sum(s.n_tokens for s in scores)
 
-        def mean(values: list) -> object:
-            return sum(v * s.n_sequences for v, s in zip(values, scores)) / n
+        def mean(values: list, per_token: bool = False) -> object:
+            weights = [s.n_tokens / tokens if per_token else s.n_sequences / n for s in scores]
+            return sum(v * w for v, w in zip(values, weights))
 
         names = list(scores[0].activity)
         return SliceScores(
             n,
+            tokens,
             mean([s.attribution for s in scores]),
             mean([s.attribution_signed for s in scores]),
             {k: mean([s.activity[k] for s in scores]) for k in names},
             {k: mean([s.activity_signed[k] for s in scores]) for k in names},
-            {k: mean([s.mean_norm[k] for s in scores]) for k in names},
+            {k: mean([s.mean_norm[k] for s in scores], per_token=True) for k in names},
         )
 
 
@@ -268,6 +272,7 @@ def slice_scores(
     order = [*layout.writers, layout.unembed]
     return SliceScores(
         n_sequences=n_seq,
+        n_tokens=data.n_tokens,
         attribution=abs_sum / n_seq * mask,
         attribution_signed=signed_sum / n_seq * mask,
         activity={c.name: float(a) / n_seq for c, a in zip(order, activity)},

@@ -266,7 +266,7 @@ def ingest_checkpoint(
 
     echo(f"[{checkpoint.label}] statistics over {sum(f.n_tokens for f in fit):,} tokens on {model.device} ...")
     with profile("statistics"):
-        batch = statistics_batch_tokens(spec, seq_len, config.batch_tokens)
+        batch = statistics_batch_tokens(spec, max(s.tokens.shape[1] for s in slices), config.batch_tokens)
         moments = accumulate_moments(model, fit, batch, config.seed, progress)
     with profile("decompositions"):
         decompositions = decompose(moments, model.weights)
