@@ -23,7 +23,7 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, channel_fidelity, compression_losses
 from circuit_atlas.ingest.interventions import Interventions
 from circuit_atlas.ingest.model_adapter import load_model
-from circuit_atlas.ingest.pipeline import load_slices, spread_rows
+from circuit_atlas.ingest.pipeline import load_slices
 from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.ingest.structural import structural_scores
 from circuit_atlas.reference import default_reference_dir
@@ -43,7 +43,6 @@ def spearman(a: dict[str, float], b: dict[str, float]) -> float:
 def sampled_and_exact_effects(model, interventions, layout, slices, config):
     """Per slice: (sampled, exact) ablation effects; and (sampled, exact) fidelity over the slices."""
     names = [c.name for c in layout.channels]
-    seq_len = slices[0].tokens.shape[1]
     effects, clean_parts, ablated_parts, compressed_parts = (
         {},
         {"sample": [], "all": []},
@@ -52,9 +51,9 @@ def sampled_and_exact_effects(model, interventions, layout, slices, config):
     )
     for s in slices:
         _, held_out = s.split(config.holdout)
-        sample = spread_rows(held_out, max(1, config.effect_tokens // seq_len))
+        sample = held_out.spread(max(1, config.effect_tokens // held_out.tokens.shape[1]))
         per = {}
-        for which, tokens in (("sample", sample), ("all", s.tokens)):
+        for which, tokens in (("sample", sample), ("all", s)):
             clean, ablated = ablation_losses(interventions, tokens, config.batch_tokens, progress=False)
             per[which] = ablation_effects(names, clean, ablated)
         effects[s.name] = per
@@ -90,8 +89,7 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
     config = IngestConfig(effect_tokens=effect_tokens, statistics_tokens=statistics_tokens)
     layout = ChannelLayout(model.spec)
     slices = load_slices(model, ["repeated", "random"], config)
-    fit = torch.cat([s.split(config.holdout)[0] for s in slices])
-    seq_len = fit.shape[1]
+    fit = [s.split(config.holdout)[0] for s in slices]
     moments = accumulate_moments(model, fit, config.batch_tokens, progress=False)
     compression = Compression(decompose(moments, model.weights), 0.9999, None, config.floor)
     interventions = Interventions(model, compression, moments)
@@ -107,23 +105,23 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
         )
     click.echo(f"  fidelity: Spearman {spearman(fidelity['sample'], fidelity['all']):.3f}")
 
-    sampled_fit = spread_rows(fit, max(1, statistics_tokens // seq_len))
+    fit_tokens = sum(f.n_tokens for f in fit)
+    sampled_fit = [f.spread(max(1, f.n_sequences * statistics_tokens // fit_tokens)) for f in fit]
     sampled = accumulate_moments(model, sampled_fit, config.batch_tokens, progress=False)
     sampled_compression = Compression(decompose(sampled, model.weights), 0.9999, None, config.floor)
     full_scores = structural_scores(compression, moments, layout, model.weights.W_O)
     sampled_scores = structural_scores(sampled_compression, sampled, layout, model.weights.W_O)
     mask = layout.feeds_mask
     click.echo(
-        f"moments from {sampled_fit.numel():,} of {fit.numel():,} fitting tokens, edge scores against the full ones:"
+        f"moments from {sum(f.n_tokens for f in sampled_fit):,} of {fit_tokens:,} fitting tokens, edge scores "
+        f"against the full ones:"
     )
     for score in ("weight", "strength", "flow"):
         a, b = getattr(full_scores, score)[mask], getattr(sampled_scores, score)[mask]
         click.echo(f"  {score}: Spearman {rank_correlation(a.tolist(), b.tolist()):.3f}")
     repeated = next(s for s in slices if s.name == "repeated")
-    full_attr = slice_scores(model, compression, moments, layout, repeated.tokens, progress=False).attribution[mask]
-    sampled_attr = slice_scores(
-        model, sampled_compression, sampled, layout, repeated.tokens, progress=False
-    ).attribution[mask]
+    full_attr = slice_scores(model, compression, moments, layout, repeated, progress=False).attribution[mask]
+    sampled_attr = slice_scores(model, sampled_compression, sampled, layout, repeated, progress=False).attribution[mask]
     click.echo(f"  attribution on repeated: Spearman {rank_correlation(full_attr.tolist(), sampled_attr.tolist()):.3f}")
 
 

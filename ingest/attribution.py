@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 
 from .channels import HEAD_READ_ROLES, ChannelLayout
 from .compression import Compression
-from .fidelity import sequence_losses
+from .data import DataSlice
+from .metrics import sequence_losses
 from .model_adapter import LoadedModel, site
-from .statistics import Moments, batches, mlp_input_residual
+from .statistics import Moments, mlp_input_residual
 
 #: Bytes of block tensors (writer outputs and one stage's projected gradients) per device type.
 BLOCK_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
@@ -47,28 +48,32 @@ class SliceScores:
     """One slice: edge attributions [reader role, writer] and activity per channel."""
 
     n_sequences: int
+    n_tokens: int
     attribution: Tensor  # mean |.| over sequences
     attribution_signed: Tensor
     activity: dict[str, float]  # mean |.| over sequences
     activity_signed: dict[str, float]  # first-order L(actual) - L(mean-ablated); negative = helps
-    mean_norm: dict[str, float]
+    mean_norm: dict[str, float]  # per real token
 
     @staticmethod
     def combined(scores: list[SliceScores]) -> SliceScores:
-        """The scores of the union of the slices (means weighted by sequence counts)."""
-        n = sum(s.n_sequences for s in scores)
+        """The scores of the union of the slices (per-sequence means weighted by sequences, the
+        per-token norms by tokens)."""
+        n, tokens = sum(s.n_sequences for s in scores), sum(s.n_tokens for s in scores)
 
-        def mean(values: list) -> object:
-            return sum(v * s.n_sequences for v, s in zip(values, scores)) / n
+        def mean(values: list, per_token: bool = False) -> object:
+            weights = [s.n_tokens / tokens if per_token else s.n_sequences / n for s in scores]
+            return sum(v * w for v, w in zip(values, weights))
 
         names = list(scores[0].activity)
         return SliceScores(
             n,
+            tokens,
             mean([s.attribution for s in scores]),
             mean([s.attribution_signed for s in scores]),
             {k: mean([s.activity[k] for s in scores]) for k in names},
             {k: mean([s.activity_signed[k] for s in scores]) for k in names},
-            {k: mean([s.mean_norm[k] for s in scores]) for k in names},
+            {k: mean([s.mean_norm[k] for s in scores], per_token=True) for k in names},
         )
 
 
@@ -134,13 +139,14 @@ def slice_scores(
     compression: Compression,
     moments: Moments,
     layout: ChannelLayout,
-    tokens: Tensor,
+    data: DataSlice,
     batch_tokens: int = 4096,
     progress: bool = True,
     desc: str = "attribution",
     edges: bool = True,
 ) -> SliceScores:
-    """Stream ``tokens`` [n, p] once and score every edge (unless ``edges`` is False) and channel."""
+    """Stream the prompts of ``data`` once and score every edge (unless ``edges`` is False) and channel
+    on its metric (padded positions carry no gradient, and are left out of the norms)."""
     spec, w, device = model.spec, model.weights, model.device
     L = spec.n_layers
     f32 = {"device": device, "dtype": torch.float32}
@@ -182,18 +188,20 @@ def slice_scores(
     per_block = block_tokens(layout, device)
     n_seq = 0
 
-    bar = tqdm(total=tokens.numel(), desc=desc, unit="tok", disable=not progress, leave=False)
-    for batch in batches(tokens, batch_tokens):
-        logits, acts = model.run_capturing(batch, grad_sites + value_sites)
-        metric = sequence_losses(logits, batch).sum()
+    bar = tqdm(total=data.n_tokens, desc=desc, unit="tok", disable=not progress, leave=False)
+    for batch in data.batches(batch_tokens):
+        logits, acts = model.run_capturing(batch.tokens, grad_sites + value_sites)
+        metric = sequence_losses(logits, batch.tokens, batch.targets()).sum()
         grads = dict(zip(grad_sites, torch.autograd.grad(metric, [acts[s] for s in grad_sites])))
         del logits, metric
         with torch.no_grad():
-            b, p = batch.shape
+            b, p = batch.tokens.shape
+            real = batch.mask.to(device=device, dtype=torch.float32)
             edge_sums = torch.zeros(b, n_readers, n_writers, **f32)  # per sequence, summed over positions
             effects = torch.zeros(b, n_writers + 1, **f32)
             for rows, positions in _blocks(b, p, per_block):
                 act, grad = _Block(acts, rows, positions), _Block(grads, rows, positions)
+                keep = real[rows, positions]  # [c, t]: real tokens
 
                 # Every writer's output against its mean [c, t, W, d], in writer columns.
                 embed_grad = grad(site("embed"))
@@ -210,13 +218,19 @@ def slice_scores(
                         "bpd,bphd->bh", grad(site("attn_out", l)), centred[:, :, heads]
                     )
                     effects[rows, mlp] += (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum((1, 2))
-                    norm_sum[heads] += (centred[:, :, heads] + writer_means[heads]).norm(dim=-1).sum((0, 1)).double()
-                    norm_sum[mlp] += (centred[:, :, mlp] + writer_means[mlp]).norm(dim=-1).sum().double()
+                    norm_sum[heads] += (
+                        ((centred[:, :, heads] + writer_means[heads]).norm(dim=-1) * keep[..., None])
+                        .sum((0, 1))
+                        .double()
+                    )
+                    norm_sum[mlp] += ((centred[:, :, mlp] + writer_means[mlp]).norm(dim=-1) * keep).sum().double()
                 for column, _, _ in embeds:
-                    norm_sum[column] += (centred[:, :, column] + writer_means[column]).norm(dim=-1).sum().double()
+                    norm_sum[column] += (
+                        ((centred[:, :, column] + writer_means[column]).norm(dim=-1) * keep).sum().double()
+                    )
                 x, x_grad = act(site("final_x")), grad(site("final_x"))
                 effects[rows, n_writers] += (x_grad * (x - final_mean)).sum((1, 2))
-                norm_sum[n_writers] += x.norm(dim=-1).sum().double()
+                norm_sum[n_writers] += (x.norm(dim=-1) * keep).sum().double()
                 if not edges:
                     continue
 
@@ -251,18 +265,19 @@ def slice_scores(
             signed_sum += edge_sums.double().sum(0)
             activity += effects.double().abs().sum(0)
             activity_signed += effects.double().sum(0)
-        n_seq += batch.shape[0]
-        bar.update(batch.numel())
+        n_seq += batch.n_sequences
+        bar.update(batch.n_tokens)
     bar.close()
     mask = layout.feeds_mask.to(device, torch.float64)
     order = [*layout.writers, layout.unembed]
     return SliceScores(
         n_sequences=n_seq,
+        n_tokens=data.n_tokens,
         attribution=abs_sum / n_seq * mask,
         attribution_signed=signed_sum / n_seq * mask,
         activity={c.name: float(a) / n_seq for c, a in zip(order, activity)},
         activity_signed={c.name: float(a) / n_seq for c, a in zip(order, activity_signed)},
-        mean_norm={c.name: float(n) / tokens.numel() for c, n in zip(order, norm_sum)},
+        mean_norm={c.name: float(n) / data.n_tokens for c, n in zip(order, norm_sum)},
     )
 
 

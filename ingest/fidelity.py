@@ -1,7 +1,7 @@
 """Fidelity and exact effects: what the compressed channels keep, and what each channel does.
 
 ``loss recovered = 1 - (L_compressed - L_clean) / (L_ablated - L_clean)``, with L the mean over
-sequences of the slice's metric (the mean next-token cross-entropy of a sequence), "compressed"
+prompts of their slice's metric (:mod:`.metrics`, a loss), "compressed"
 channels replaced by their truncated maps and "ablated" ones by their mean output
 (:mod:`.interventions`).
 
@@ -32,57 +32,54 @@ from tqdm.auto import tqdm
 
 from .channels import ChannelLayout
 from .compression import Compression, Decomposition
+from .data import DataSlice
 from .interventions import Interventions, Variant, VariantMasks
+from .metrics import sequence_losses
 from .model_adapter import LoadedModel
 from .statistics import Moments
 
 FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
 
-def sequence_losses(logits: Tensor, tokens: Tensor) -> Tensor:
-    """Mean next-token cross-entropy of each sequence [batch]."""
-    predicted = logits[:, :-1].float()
-    targets = tokens[:, 1:].to(logits.device)
-    per_token = torch.nn.functional.cross_entropy(
-        predicted.reshape(-1, predicted.shape[-1]), targets.reshape(-1), reduction="none"
-    )
-    return per_token.view(targets.shape).mean(-1)
-
-
 def variant_losses(
     interventions: Interventions,
     variants: Sequence[Variant],
-    tokens: Tensor,
+    data: DataSlice | Sequence[DataSlice],
     batch_tokens: int,
     progress: bool = False,
     desc: str = "variants",
 ) -> Tensor:
-    """The metric of every sequence of ``tokens`` [n, p] under every variant: [V, n], float64.
+    """The metric of every prompt of ``data`` (one slice, or several one after another) under every
+    variant: [V, n], float64.
 
-    The V x n (variant, sequence) rows are run in batches of about ``batch_tokens`` tokens.
+    The V x n (variant, prompt) rows of a slice run in batches of about ``batch_tokens`` tokens.
     """
+    parts = [data] if isinstance(data, DataSlice) else list(data)
     model = interventions.model
     masks = VariantMasks(interventions.layout, variants)
-    n, length = tokens.shape
-    total = len(variants) * n
-    rows = max(1, batch_tokens // length)
-    losses = torch.empty(total, dtype=torch.float64, device=model.device)
     bar = tqdm(
-        total=total * length,
-        desc=f"{desc} ({len(variants)} variants x {n} sequences)",
+        total=len(variants) * sum(p.n_tokens for p in parts),
+        desc=f"{desc} ({len(variants)} variants x {sum(p.n_sequences for p in parts)} prompts)",
         unit="tok",
         disable=not progress,
         leave=False,
     )
+    results = []
     with torch.no_grad():
-        for start in range(0, total, rows):
-            index = torch.arange(start, min(start + rows, total))
-            batch = tokens[index % n]
-            hooks = interventions.hooks(masks, index // n)
-            losses[index.to(model.device)] = sequence_losses(model.run(batch, hooks), batch).double()
-            bar.update(batch.numel())
+        for part in parts:
+            n = part.n_sequences
+            total = len(variants) * n
+            rows = max(1, batch_tokens // part.tokens.shape[1])
+            losses = torch.empty(total, dtype=torch.float64, device=model.device)
+            for start in range(0, total, rows):
+                index = torch.arange(start, min(start + rows, total))
+                batch = part.rows(index % n)
+                logits = model.run(batch.tokens, interventions.hooks(masks, index // n))
+                losses[index.to(model.device)] = sequence_losses(logits, batch.tokens, batch.targets()).double()
+                bar.update(batch.n_tokens)
+            results.append(losses.view(len(variants), n))
     bar.close()
-    return losses.view(len(variants), n).cpu()
+    return torch.cat(results, dim=1).cpu()
 
 
 def loss_recovered(clean: float, compressed: float, ablated: float) -> float | None:
@@ -116,7 +113,7 @@ def choose_fraction(
     decompositions: dict[str, Decomposition],
     moments: Moments,
     layout: ChannelLayout,
-    sample: Tensor,
+    sample: Sequence[DataSlice],
     target: float | None,
     fraction: float | None,
     max_rank: int | None,
@@ -166,9 +163,9 @@ def choose_fraction(
 
 
 def ablation_losses(
-    interventions: Interventions, sample: Tensor, batch_tokens: int, progress: bool = True, desc: str = "ablation"
+    interventions: Interventions, sample: DataSlice, batch_tokens: int, progress: bool = True, desc: str = "ablation"
 ) -> tuple[Tensor, Tensor]:
-    """The metric of every sequence of ``sample`` [n, p] clean [n] and with each channel alone
+    """The metric of every prompt of ``sample`` clean [n] and with each channel alone
     mean-ablated [C, n] (channel order), in batched passes."""
     channels = interventions.layout.channels
     losses = variant_losses(
@@ -178,9 +175,9 @@ def ablation_losses(
 
 
 def compression_losses(
-    interventions: Interventions, sample: Tensor, batch_tokens: int, progress: bool = True
+    interventions: Interventions, sample: DataSlice | Sequence[DataSlice], batch_tokens: int, progress: bool = True
 ) -> Tensor:
-    """The metric of every sequence of ``sample`` with each channel alone compressed [C, n]."""
+    """The metric of every prompt of ``sample`` with each channel alone compressed [C, n]."""
     channels = interventions.layout.channels
     return variant_losses(
         interventions, [Variant.compressing(c) for c in channels], sample, batch_tokens, progress, desc="fidelity"

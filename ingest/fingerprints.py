@@ -23,7 +23,7 @@ from torch import Tensor
 from .attribution import slice_scores
 from .channels import KINDS, Channel, ChannelLayout
 from .compression import Compression
-from .data import synthetic_tokens
+from .data import DataSlice, synthetic_tokens
 from .model_adapter import LoadedModel, site
 from .statistics import Moments
 
@@ -117,7 +117,7 @@ def channel_fingerprints(
             compression,
             moments,
             layout,
-            synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7),
+            DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7)),
             batch_tokens,
             progress=False,
             edges=False,

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -44,33 +44,49 @@ def no_profile(stage: str) -> AbstractContextManager:
     return nullcontext()
 
 
-def spread_rows(tokens: torch.Tensor, count: int) -> torch.Tensor:
-    """At most ``count`` rows spread evenly over ``tokens`` (a union slice mixes its parts)."""
-    rows = torch.linspace(0, tokens.shape[0] - 1, min(count, tokens.shape[0])).round().long()
-    return tokens[rows]
+@dataclass(frozen=True)
+class IngestData:
+    """The ingest data: the one slice, or the union of several (a slice of its own in the catalog,
+    whose scores are the slices' combined by prompt counts)."""
+
+    slices: list[DataSlice]
+
+    @property
+    def name(self) -> str:
+        return self.slices[0].name if len(self.slices) == 1 else "+".join(s.name for s in self.slices)
+
+    def entry(self) -> dict:
+        """Its manifest entry (a slice's own when there is one slice)."""
+        if len(self.slices) == 1:
+            return slice_entry(self.slices[0])
+        digest = hashlib.sha256("".join(s.content_hash for s in self.slices).encode()).hexdigest()
+        metrics, rules = {s.metric for s in self.slices}, {s.scored for s in self.slices}
+        return {
+            "id": f"{self.name}:{digest[:12]}",
+            "name": self.name,
+            "description": "the ingest data: " + "; ".join(f"{s.name} ({s.description})" for s in self.slices),
+            "n_tokens": sum(s.n_tokens for s in self.slices),
+            "n_sequences": sum(s.n_sequences for s in self.slices),
+            "metric": metrics.pop() if len(metrics) == 1 else "mixed",
+            "scored": rules.pop() if len(rules) == 1 else "as each slice",
+        }
+
+    def weights(self) -> dict[str, float]:
+        """Each slice's share of the prompts."""
+        total = sum(s.n_sequences for s in self.slices)
+        return {s.name: s.n_sequences / total for s in self.slices}
 
 
-def all_slices(slices: list[DataSlice], union: DataSlice) -> list[DataSlice]:
-    """The given slices, and the ingest data as a slice of its own when it is their union."""
-    return slices if union in slices else [*slices, union]
-
-
-def union_slice(slices: list[DataSlice]) -> DataSlice:
-    """The ingest data: the one slice, or all of them concatenated (one sequence length)."""
-    if len(slices) == 1:
-        return slices[0]
-    lengths = {s.tokens.shape[1] for s in slices}
-    if len(lengths) > 1:
-        raise UserError(
-            f"The slices have different sequence lengths {sorted(lengths)}; give them one "
-            f"length (--seq-len cuts built-in and flat data)."
-        )
-    names = "+".join(s.name for s in slices)
-    return DataSlice(
-        names,
-        "the ingest data: " + "; ".join(f"{s.name} ({s.description})" for s in slices),
-        torch.cat([s.tokens for s in slices]),
-    )
+def slice_entry(data: DataSlice) -> dict:
+    return {
+        "id": data.id,
+        "name": data.name,
+        "description": data.description,
+        "n_tokens": data.n_tokens,
+        "n_sequences": data.n_sequences,
+        "metric": data.metric,
+        "scored": data.scored,
+    }
 
 
 def _edge_rows(layout: ChannelLayout, matrices: dict[str, torch.Tensor], extra: dict | None = None) -> list[dict]:
@@ -237,17 +253,20 @@ def ingest_checkpoint(
     layout = ChannelLayout(spec)
     channels = layout.channels
     slices = load_slices(model, data_args, config)
-    union = union_slice(slices)
-    seq_len = slices[0].tokens.shape[1]
+    union = IngestData(slices)
     splits = {s.name: s.split(config.holdout) for s in slices}
-    fit = torch.cat([fit for fit, _ in splits.values()])
-    fit = spread_rows(fit, max(1, config.statistics_tokens // seq_len))
-    samples = {s: spread_rows(held_out, max(1, config.effect_tokens // seq_len)) for s, (_, held_out) in splits.items()}
-    sample = torch.cat(list(samples.values()))
+    fit_tokens = sum(fit.n_tokens for fit, _ in splits.values())
+    share = min(1.0, config.statistics_tokens / fit_tokens)
+    fit = [fit.spread(max(1, round(fit.n_sequences * share))) for fit, _ in splits.values()]
+    samples = {
+        name: held_out.spread(max(1, config.effect_tokens * held_out.n_sequences // held_out.n_tokens))
+        for name, (_, held_out) in splits.items()
+    }
+    sample = list(samples.values())
 
-    echo(f"[{checkpoint.label}] statistics over {fit.numel():,} tokens on {model.device} ...")
+    echo(f"[{checkpoint.label}] statistics over {sum(f.n_tokens for f in fit):,} tokens on {model.device} ...")
     with profile("statistics"):
-        batch = statistics_batch_tokens(spec, seq_len, config.batch_tokens)
+        batch = statistics_batch_tokens(spec, max(s.tokens.shape[1] for s in slices), config.batch_tokens)
         moments = accumulate_moments(model, fit, batch, config.seed, progress)
     with profile("decompositions"):
         decompositions = decompose(moments, model.weights)
@@ -268,7 +287,7 @@ def ingest_checkpoint(
     recovered = report.loss_recovered if report.loss_recovered is None else round(report.loss_recovered, 4)
     echo(
         f"[{checkpoint.label}] rank fraction {report.fraction}: all channels compressed at once recover "
-        f"{recovered} of the loss on {sample.numel():,} held-out tokens; mean ranks "
+        f"{recovered} of the loss on {sum(s.n_tokens for s in sample):,} held-out tokens; mean ranks "
         + ", ".join(f"{g} {r:.2f}" for g, r in report.mean_ranks.items())
     )
     interventions = Interventions(model, compression, moments)
@@ -280,7 +299,7 @@ def ingest_checkpoint(
                 interventions, samples[s.name], config.batch_tokens, progress, desc=f"ablation {s.name}"
             )
             ablation[s.name] = ablation_effects(names, clean[s.name], ablated[s.name])
-    weights = {s.name: s.tokens.shape[0] / union.tokens.shape[0] for s in slices}
+    weights = union.weights()
     ablation[union.name] = {c: sum(weights[s] * ablation[s][c] for s in weights) for c in names}
     with profile("fidelity"):
         compressed = compression_losses(interventions, sample, config.batch_tokens, progress)
@@ -297,7 +316,7 @@ def ingest_checkpoint(
                 compression,
                 moments,
                 layout,
-                s.tokens,
+                s,
                 config.batch_tokens,
                 progress,
                 desc=f"attribution {s.name}",
@@ -321,17 +340,7 @@ def ingest_checkpoint(
             "source": checkpoint.source,
             "revision": checkpoint.revision,
         },
-        "slices": [
-            {
-                "id": s.id,
-                "name": s.name,
-                "description": s.description,
-                "n_tokens": s.n_tokens,
-                "n_sequences": int(s.tokens.shape[0]),
-                "metric": s.metric,
-            }
-            for s in all_slices(slices, union)
-        ],
+        "slices": [slice_entry(s) for s in slices] + ([union.entry()] if len(slices) > 1 else []),
         "ingest_slice": union.name,
         "config": asdict(config),
         "config_hash": config.digest(),

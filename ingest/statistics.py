@@ -2,9 +2,10 @@
 compression needs, vectorised over heads, with float64 accumulators.
 
 Notation (docs/design.md, "Statistics"): x̂ the normalised input a channel's weights see, y its output,
-g = dL/d(residual) where y joins the residual stream, with L the sum over tokens of the
-cross-entropy against labels *sampled from the model's own prediction* (so E[g gᵀ] is the
-Fisher; the true-label gradient vanishes where a trained model is right). Per layer ``l`` and
+g = dL/d(residual) where y joins the residual stream, with L the sum over the positions a slice's
+metric scores of the cross-entropy against labels *sampled from the model's own prediction*
+(:func:`~.metrics.sampled_loss`: E[g gᵀ] is the Fisher; the true-label gradient vanishes where a
+trained model is right). Expectations run over real tokens: padded positions weigh nothing. Per layer ``l`` and
 head ``h``, with q̃ = q - b_Q etc. the bias-free head vectors and w_j = Σ_i A_ij the attention
 key j receives:
 
@@ -42,6 +43,7 @@ component looked K-composed with every key reader.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -50,6 +52,8 @@ from tqdm.auto import tqdm
 
 from circuit_atlas.errors import UserError
 
+from .data import DataSlice
+from .metrics import sampled_loss
 from .model_adapter import LoadedModel, site
 
 
@@ -83,13 +87,6 @@ class Moments:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
 
 
-def batches(tokens: Tensor, batch_tokens: int):
-    """Consecutive row blocks of ``tokens`` with about ``batch_tokens`` tokens each."""
-    rows = max(1, batch_tokens // tokens.shape[1])
-    for start in range(0, tokens.shape[0], rows):
-        yield tokens[start : start + rows]
-
-
 def _outer(a: Tensor) -> Tensor:
     """Σ over all leading dims of a aᵀ: [..., d] -> [d, d], in float64."""
     flat = a.reshape(-1, a.shape[-1]).double()
@@ -98,22 +95,6 @@ def _outer(a: Tensor) -> Tensor:
 
 def _centred(r: Tensor) -> Tensor:
     return r - r.mean(-1, keepdim=True)
-
-
-def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
-    """One label per position drawn from the model's own prediction softmax(logits) [b, p]."""
-    with torch.no_grad():
-        probabilities = torch.softmax(logits.reshape(-1, logits.shape[-1]).float(), -1)
-        # Non-finite logits are reported after the pass (no host sync here): sample those rows uniformly.
-        probabilities = torch.where(torch.isfinite(probabilities), probabilities, torch.ones_like(probabilities))
-        return torch.multinomial(probabilities, 1, generator=generator).view(logits.shape[:-1])
-
-
-def label_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Σ over positions of the cross-entropy of ``logits`` against ``labels``."""
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), reduction="sum"
-    )
 
 
 GRADIENT_SITES = ("attn_out", "mlp_out", "mlp_x")
@@ -136,9 +117,10 @@ def mlp_input_residual(spec) -> str:
 
 
 def fisher_gradients(
-    model: LoadedModel, tokens: Tensor, generator: torch.Generator
+    model: LoadedModel, batch: DataSlice, generator: torch.Generator
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-    """One batch: logits, captured activations, and dL/d(activation) at the gradient sites.
+    """One batch: logits, captured activations, and dL/d(activation) at the gradient sites, with L
+    the batch's :func:`~.metrics.sampled_loss` (the Fisher weighting of its metric).
 
     Gradient sites: ``hook_attn_out`` and ``hook_mlp_out`` (where a layer's heads and MLP join
     the residual stream), the MLP input ``ln2.hook_out`` (dL/dx̂ through the MLP only, as
@@ -150,16 +132,17 @@ def fisher_gradients(
     per_layer = ("q", "k", "v", "pattern", "z", "resid_pre", mlp_input_residual(spec))
     read_sites = [site(name, l) for l in layers for name in dict.fromkeys(per_layer)]
     read_sites += [site("pos_embed"), site("resid_final")]
-    logits, acts = model.run_capturing(tokens, grad_sites + read_sites)
-    loss = label_loss(logits, sample_labels(logits, generator))
+    logits, acts = model.run_capturing(batch.tokens, grad_sites + read_sites)
+    loss = sampled_loss(logits, batch.tokens, batch.targets(), generator)
     grads = torch.autograd.grad(loss, [acts[name] for name in grad_sites])
     return logits, acts, dict(zip(grad_sites, grads))
 
 
 def accumulate_moments(
-    model: LoadedModel, tokens: Tensor, batch_tokens: int = 4096, seed: int = 0, progress: bool = True
+    model: LoadedModel, data: Sequence[DataSlice], batch_tokens: int = 4096, seed: int = 0, progress: bool = True
 ) -> Moments:
-    """Stream ``tokens`` ``[n_seq, seq_len]`` once and return the normalised :class:`Moments`."""
+    """Stream the prompts of ``data`` once and return the :class:`Moments` over their real tokens,
+    each slice's output weighting from its own metric."""
     spec, w, device = model.spec, model.weights, model.device
     L, H, dh, d = spec.n_layers, spec.n_heads, spec.d_head, spec.d_model
 
@@ -193,18 +176,26 @@ def accumulate_moments(
     )
     generator = torch.Generator(device=device).manual_seed(seed)
     finite = torch.ones((), dtype=torch.bool, device=device)
-    bar = tqdm(total=tokens.numel(), desc="statistics", unit="tok", disable=not progress, leave=False)
-    for batch in batches(tokens, batch_tokens):
+    bar = tqdm(
+        total=sum(part.n_tokens for part in data), desc="statistics", unit="tok", disable=not progress, leave=False
+    )
+    for batch in (batch for part in data for batch in part.batches(batch_tokens)):
         logits, acts, grads = fisher_gradients(model, batch, generator)
-        finite &= torch.isfinite(logits).all()
+        real = batch.mask.to(device)
+        finite &= torch.isfinite(logits[real]).all()
         with torch.no_grad():
+            keep = real.unsqueeze(-1).float()  # [b, p, 1]: padded positions weigh nothing
+
+            def outer(a: Tensor, keep: Tensor = keep) -> Tensor:  # [b, p, d], padded positions dropped
+                return _outer(a * keep)
+
             for l in range(L):
-                pattern = acts[site("pattern", l)]  # [b, h, query, key]
+                pattern = acts[site("pattern", l)] * keep.view(keep.shape[0], 1, -1, 1)  # real queries only
                 received = pattern.sum(2).double()  # [b, h, key]
-                q = acts[site("q", l)] - w.b_Q[l]
+                q = (acts[site("q", l)] - w.b_Q[l]) * keep.unsqueeze(-1)
                 k = (acts[site("k", l)] - w.b_K[l]).double()
                 v = (acts[site("v", l)] - w.b_V[l]).double()
-                z = acts[site("z", l)]
+                z = acts[site("z", l)] * keep.unsqueeze(-1)
                 m.qq[l] += torch.einsum("bphe,bphf->hef", q.double(), q.double())
                 k_seen = torch.einsum("bhqp,bphe->bqhe", pattern.double(), k)  # Σ_j A_ij k_j per query
                 m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k) - torch.einsum(
@@ -213,30 +204,31 @@ def accumulate_moments(
                 m.vv[l] += torch.einsum("bhp,bphe,bphf->hef", received, v, v)
                 m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())
                 m.z_mean[l] += z.double().sum((0, 1))
-                m.G_attn[l] += _outer(grads[site("attn_out", l)])
+                m.G_attn[l] += outer(grads[site("attn_out", l)])
                 x, y = acts[site("mlp_x", l)], acts[site("mlp_out", l)]
-                m.S_mlp[l] += _outer(x)
-                m.H_mlp[l] += _outer(grads[site("mlp_x", l)])
-                m.Y_mlp[l] += _outer(y)
-                m.y_mlp_mean[l] += y.double().sum((0, 1))
-                m.G_mlp[l] += _outer(grads[site("mlp_out", l)])
-                m.R_attn[l] += _outer(_centred(acts[site("resid_pre", l)]))
-                m.R_mlp[l] += _outer(_centred(acts[site(mlp_input_residual(spec), l)]))
-                finite &= torch.isfinite(grads[site("attn_out", l)]).all() & torch.isfinite(y).all()
+                m.S_mlp[l] += outer(x)
+                m.H_mlp[l] += outer(grads[site("mlp_x", l)])
+                m.Y_mlp[l] += outer(y)
+                m.y_mlp_mean[l] += (y * keep).double().sum((0, 1))
+                m.G_mlp[l] += outer(grads[site("mlp_out", l)])
+                m.R_attn[l] += outer(_centred(acts[site("resid_pre", l)]))
+                m.R_mlp[l] += outer(_centred(acts[site(mlp_input_residual(spec), l)]))
+                finite &= torch.isfinite(grads[site("attn_out", l)][real]).all() & torch.isfinite(y[real]).all()
             embed = acts[site("embed")]
-            m.Y_embed += _outer(embed)
-            m.embed_mean += embed.double().sum((0, 1))
+            m.Y_embed += outer(embed)
+            m.embed_mean += (embed * keep).double().sum((0, 1))
             if m.Y_pos is not None:
                 pos = acts[site("pos_embed")].expand_as(embed)
-                m.Y_pos += _outer(pos)
-                m.pos_mean += pos.double().sum((0, 1))
-            m.G_embed += _outer(grads[site("embed")])
-            m.S_final += _outer(acts[site("final_x")])
-            m.final_mean += acts[site("final_x")].double().sum((0, 1))
-            m.H_final += _outer(grads[site("final_x")])
-            m.R_final += _outer(_centred(acts[site("resid_final")]))
-        m.n_tokens += batch.numel()
-        bar.update(batch.numel())
+                m.Y_pos += outer(pos)
+                m.pos_mean += (pos * keep).double().sum((0, 1))
+            m.G_embed += outer(grads[site("embed")])
+            final = acts[site("final_x")]
+            m.S_final += outer(final)
+            m.final_mean += (final * keep).double().sum((0, 1))
+            m.H_final += outer(grads[site("final_x")])
+            m.R_final += outer(_centred(acts[site("resid_final")]))
+        m.n_tokens += batch.n_tokens
+        bar.update(batch.n_tokens)
     bar.close()
     if not bool(finite):
         raise UserError(

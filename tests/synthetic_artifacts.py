@@ -196,6 +196,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "n_tokens": 64,
                 "n_sequences": 8,
                 "metric": "next_token_loss",
+                "scored": "every next token",
             }
             for s in c.effects
         ],

@@ -50,11 +50,12 @@ def test_token_files_two_and_one_dimensional(tmp_path):
 
 
 def test_split_holds_out_the_last_sequences():
-    data = DataSlice("s", "", torch.arange(20).view(5, 4))
+    data = DataSlice.of_tokens("s", "", torch.arange(20).view(5, 4))
     fit, held = data.split(0.2)
-    assert fit.shape == (4, 4) and torch.equal(held, data.tokens[4:])
+    assert fit.tokens.shape == (4, 4) and torch.equal(held.tokens, data.tokens[4:])
+    assert (fit.name, fit.metric, held.n_tokens) == ("s", "next_token_loss", 4)
     with pytest.raises(UserError, match="at least 2"):
-        DataSlice("s", "", torch.arange(4).view(1, 4)).split(0.2)
+        DataSlice.of_tokens("s", "", torch.arange(4).view(1, 4)).split(0.2)
 
 
 @pytest.mark.parametrize(
@@ -78,4 +79,4 @@ def test_unknown_built_in_and_single_token_sequences():
     with pytest.raises(UserError, match="no file"):
         load_slice("zigzag", SPEC, None, 12, 4, 0)
     with pytest.raises(UserError, match="at least 2"):
-        validated(DataSlice("s", "", torch.zeros(3, 1, dtype=torch.long)), SPEC)
+        validated(DataSlice.of_tokens("s", "", torch.zeros(3, 1, dtype=torch.long)), SPEC)

@@ -8,7 +8,8 @@ from circuit_atlas.ingest import attribution
 from circuit_atlas.ingest.attribution import pull_back, slice_scores
 from circuit_atlas.ingest.channels import HEAD_READ_ROLES, ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
-from circuit_atlas.ingest.fidelity import sequence_losses
+from circuit_atlas.ingest.data import DataSlice
+from circuit_atlas.ingest.metrics import sequence_losses
 from circuit_atlas.ingest.model_adapter import load_model, site
 from circuit_atlas.ingest.statistics import accumulate_moments, mlp_input_residual
 
@@ -19,7 +20,7 @@ BUILDERS = {"gpt2": random_gpt2, "neox-parallel": lambda p: random_neox(p, use_p
 def setup(request, tmp_path_factory):
     model = load_model(str(BUILDERS[request.param](tmp_path_factory.mktemp(request.param))))
     tokens = torch.randint(0, model.spec.d_vocab, (16, 12), generator=torch.Generator().manual_seed(3))
-    moments = accumulate_moments(model, tokens, progress=False)
+    moments = accumulate_moments(model, [DataSlice.of_tokens("fit", "fit", tokens)], progress=False)
     compression = Compression(decompose(moments, model.weights), 0.8, None, 1e-3)
     return model, compression, moments, tokens[:5]
 
@@ -34,7 +35,13 @@ def dense_scores(model, compression, moments, layout, tokens):
     value_names += [site("pos_embed"), site("resid_final")]
     logits, acts = model.run_capturing(tokens, grad_names + value_names)
     grads = dict(
-        zip(grad_names, torch.autograd.grad(sequence_losses(logits, tokens).sum(), [acts[n] for n in grad_names]))
+        zip(
+            grad_names,
+            torch.autograd.grad(
+                sequence_losses(logits, tokens, DataSlice.of_tokens("t", "t", tokens).targets()).sum(),
+                [acts[n] for n in grad_names],
+            ),
+        )
     )
     b, p, d = acts[site("embed")].shape
     centred = torch.zeros(b, p, len(layout.writers), d)
@@ -85,7 +92,9 @@ def test_blocked_scores_equal_the_dense_ones(setup, per_block, monkeypatch):
     layout = ChannelLayout(model.spec)
     monkeypatch.setitem(attribution.BLOCK_BYTES, "cpu", per_block * attribution.token_bytes(layout))
     assert attribution.block_tokens(layout, model.device) == per_block
-    scores = slice_scores(model, compression, moments, layout, tokens, batch_tokens=36, progress=False)
+    scores = slice_scores(
+        model, compression, moments, layout, DataSlice.of_tokens("t", "t", tokens), batch_tokens=36, progress=False
+    )
     edges, effects, _ = dense_scores(model, compression, moments, layout, tokens)
     mask = layout.feeds_mask.double()
     torch.testing.assert_close(scores.attribution, edges.double().abs().mean(0) * mask, rtol=1e-4, atol=1e-7)

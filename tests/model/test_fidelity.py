@@ -5,7 +5,7 @@ import torch
 
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
-from circuit_atlas.ingest.data import synthetic_tokens
+from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
 from circuit_atlas.ingest.fidelity import FRACTION_GRID, choose_fraction, variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
@@ -20,10 +20,11 @@ def test_searched_fraction_recovers_the_target_with_every_channel_compressed(ref
         [synthetic_tokens("repeated", vocab, 96, length, 1), synthetic_tokens("random", vocab, 96, length, 2)]
     )
     order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(0))
-    fit, heldout = data[order[:160]], data[order[160:]]
-    moments = accumulate_moments(model, fit, progress=False)
+    fit = DataSlice.of_tokens("fit", "fit", data[order[:160]])
+    heldout = DataSlice.of_tokens("heldout", "heldout", data[order[160:]])
+    moments = accumulate_moments(model, [fit], progress=False)
     decompositions = decompose(moments, model.weights)
-    _compression, report = choose_fraction(model, decompositions, moments, layout, heldout, 0.95, None, None, 1e-3)
+    _compression, report = choose_fraction(model, decompositions, moments, layout, [heldout], 0.95, None, None, 1e-3)
     print(f"fraction {report.fraction}, loss recovered {report.loss_recovered:.4f}, mean ranks {report.mean_ranks}")
     assert report.loss_recovered >= 0.95
     assert report.loss_ablated > report.loss_clean + 0.2  # ablating everything really hurts

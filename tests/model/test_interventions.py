@@ -6,8 +6,10 @@ from builders import random_gpt2, random_neox
 
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
-from circuit_atlas.ingest.fidelity import sequence_losses, variant_losses
+from circuit_atlas.ingest.data import DataSlice
+from circuit_atlas.ingest.fidelity import variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
+from circuit_atlas.ingest.metrics import sequence_losses
 from circuit_atlas.ingest.model_adapter import load_model, site
 from circuit_atlas.ingest.statistics import accumulate_moments
 
@@ -18,9 +20,9 @@ BUILDERS = {"gpt2": random_gpt2, "neox": random_neox}
 def setup(request, tmp_path_factory):
     model = load_model(str(BUILDERS[request.param](tmp_path_factory.mktemp(request.param))))
     tokens = torch.randint(0, model.spec.d_vocab, (24, 12), generator=torch.Generator().manual_seed(3))
-    moments = accumulate_moments(model, tokens, progress=False)
+    moments = accumulate_moments(model, [DataSlice.of_tokens("fit", "fit", tokens)], progress=False)
     decompositions = decompose(moments, model.weights)
-    return model, decompositions, moments, tokens[:6]
+    return model, decompositions, moments, DataSlice.of_tokens("sample", "sample", tokens[:6])
 
 
 def test_every_variant_in_one_batch_equals_that_variant_alone(setup):
@@ -51,7 +53,8 @@ def test_ablating_a_head_replaces_its_output_by_the_mean(setup):
         return z
 
     with torch.no_grad():
-        expected = sequence_losses(model.run(sample, [(site("z", head.layer), mean_z)]), sample)
+        logits = model.run(sample.tokens, [(site("z", head.layer), mean_z)])
+        expected = sequence_losses(logits, sample.tokens, sample.targets())
     torch.testing.assert_close(losses, expected.double(), rtol=1e-5, atol=1e-6)
 
 

@@ -9,8 +9,10 @@ from builders import random_gpt2, random_neox
 
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.attribution import pull_back
+from circuit_atlas.ingest.data import DataSlice
+from circuit_atlas.ingest.metrics import sampled_loss
 from circuit_atlas.ingest.model_adapter import load_model, site
-from circuit_atlas.ingest.statistics import GRADIENT_SITES, fisher_gradients, label_loss, sample_labels
+from circuit_atlas.ingest.statistics import GRADIENT_SITES, fisher_gradients
 
 BUILDERS = {
     "gpt2": random_gpt2,
@@ -43,27 +45,28 @@ def test_head_and_mlp_sites_match_the_folded_weights(model):
         torch.testing.assert_close(residual, residual[:1, :1].expand_as(residual), atol=1e-4, rtol=1e-4)
 
 
-def additive_probe_gradient(model, batch, labels, hook_name):
-    """dL/dδ for δ = 0 added at ``hook_name``: the gradient there, by a route independent of capture."""
+def additive_probe_gradient(model, batch, hook_name, seed):
+    """dL/dδ for δ = 0 added at ``hook_name``: the gradient there, by a route independent of capture
+    (L the same sampled loss: the same generator seed samples the same labels from the same logits)."""
     probe = {}
 
     def add(activation, hook):
         probe["delta"] = torch.zeros_like(activation, requires_grad=True)
         return activation + probe["delta"]
 
-    logits = model.run(batch, [(hook_name, add)])
-    return torch.autograd.grad(label_loss(logits, labels), probe["delta"])[0]
+    logits = model.run(batch.tokens, [(hook_name, add)])
+    loss = sampled_loss(logits, batch.tokens, batch.targets(), torch.Generator().manual_seed(seed))
+    return torch.autograd.grad(loss, probe["delta"])[0]
 
 
 def test_every_gradient_the_statistics_pass_reads_is_the_autograd_gradient(model):
-    batch = tokens(model)
-    logits, _, grads = fisher_gradients(model, batch, torch.Generator().manual_seed(5))
-    labels = sample_labels(logits.detach(), torch.Generator().manual_seed(5))
+    batch = DataSlice.of_tokens("probe", "random tokens", tokens(model))
+    _, _, grads = fisher_gradients(model, batch, torch.Generator().manual_seed(5))
     checked = [site(name, l) for name in GRADIENT_SITES for l in range(model.spec.n_layers)]
     checked += [site("embed"), site("final_x")]
     assert set(grads) == set(checked)
     for name in checked:
-        expected = additive_probe_gradient(model, batch, labels, name)
+        expected = additive_probe_gradient(model, batch, name, seed=5)
         assert expected.abs().max() > 0, name
         torch.testing.assert_close(grads[name], expected, atol=1e-5, rtol=1e-4, msg=name)
 
@@ -73,7 +76,7 @@ def test_gradients_compose_along_the_residual_stream(model):
     block), or = g(mlp_out) (parallel block, where both join at one point). This also checks the
     normalisation pull-back the attribution uses. (Not ``hook_resid_mid``: on the bridge that hook
     is the MLP normalisation's input, so changing it bypasses the skip connection.)"""
-    batch = tokens(model)
+    batch = DataSlice.of_tokens("probe", "random tokens", tokens(model))
     _, acts, grads = fisher_gradients(model, batch, torch.Generator().manual_seed(5))
     for l in range(model.spec.n_layers):
         expected = grads[site("mlp_out", l)]

@@ -1,0 +1,106 @@
+"""Slice metrics: what a slice measures on each prompt, as a loss (lower is better).
+
+============================  ==============================================================
+metric                        per prompt
+============================  ==============================================================
+``next_token_loss``           mean cross-entropy of every real next token
+``answer_loss``               mean cross-entropy of ``answer`` at the scored positions
+``label_loss``                the same, for a class ``label`` (the output vocabulary is the
+                              set of classes)
+``logit_diff``                minus the mean of logit[answer] - logit[counterfactual] at the
+                              scored positions: stored as a loss, so that an ablation effect
+                              L(ablated) - L(clean) is positive where the channel helps,
+                              for every metric
+============================  ==============================================================
+
+The logits at a scored position are the model's prediction of the token after it: for a prompt
+ending in its last token, position -1 predicts the answer. Padded positions are never scored.
+
+The statistics pass needs, for its output weighting, a loss whose gradient's second moment is the
+Fisher: :func:`sampled_loss` is the cross-entropy against labels *sampled from the model's own
+prediction* at the positions the metric scores. ``logit_diff`` is no likelihood, so its
+weighting uses the gradient of the metric itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+METRICS = ("next_token_loss", "answer_loss", "label_loss", "logit_diff")
+#: Metrics scored at given positions against given answers (the others score every next token).
+POSITIONAL = ("answer_loss", "label_loss", "logit_diff")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a batch of prompts is scored on: [b, p] real-token mask, and for positional metrics the
+    scored positions [b, m] (absolute; -1 where a prompt has fewer than m), answers and
+    counterfactuals [b, m]."""
+
+    metric: str
+    mask: Tensor
+    positions: Tensor | None = None
+    answers: Tensor | None = None
+    counterfactuals: Tensor | None = None
+
+
+def _scored_logits(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
+    """The logits at every scored position [b, m, V] (float32) and which exist [b, m]."""
+    valid = targets.positions >= 0
+    index = targets.positions.clamp_min(0).to(logits.device)
+    picked = torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return picked.float(), valid.to(logits.device)
+
+
+def _next_token(logits: Tensor, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Predictions [b, p-1, V], their targets [b, p-1] and which are real [b, p-1]."""
+    return logits[:, :-1].float(), tokens[:, 1:].to(logits.device), mask[:, 1:].to(logits.device)
+
+
+def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of ``labels`` [...] under ``logits`` [..., V], elementwise."""
+    flat = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none")
+    return flat.view(labels.shape)
+
+
+def _masked_mean(values: Tensor, valid: Tensor) -> Tensor:
+    return (values * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+
+
+def sequence_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> Tensor:
+    """The metric of each prompt [b] (a loss; see the module docstring)."""
+    if targets.metric == "next_token_loss":
+        predicted, labels, valid = _next_token(logits, tokens, targets.mask)
+        return _masked_mean(_cross_entropy(predicted, labels.clamp_min(0)), valid)
+    scored, valid = _scored_logits(logits, targets)
+    answers = targets.answers.clamp_min(0).to(logits.device)
+    if targets.metric == "logit_diff":
+        counterfactuals = targets.counterfactuals.clamp_min(0).to(logits.device)
+        difference = scored.gather(-1, answers.unsqueeze(-1)) - scored.gather(-1, counterfactuals.unsqueeze(-1))
+        return -_masked_mean(difference.squeeze(-1), valid)
+    return _masked_mean(_cross_entropy(scored, answers), valid)
+
+
+def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """One label per position drawn from the model's own prediction softmax(logits) [..., V] -> [...]."""
+    with torch.no_grad():
+        probabilities = torch.softmax(logits.reshape(-1, logits.shape[-1]).float(), -1)
+        # Non-finite logits are reported after the pass (no host sync here): sample those rows uniformly.
+        probabilities = torch.where(torch.isfinite(probabilities), probabilities, torch.ones_like(probabilities))
+        return torch.multinomial(probabilities, 1, generator=generator).view(logits.shape[:-1])
+
+
+def sampled_loss(logits: Tensor, tokens: Tensor, targets: Targets, generator: torch.Generator) -> Tensor:
+    """Σ over the scored positions of the cross-entropy against labels sampled from the model's
+    prediction there (its gradient's second moment is the Fisher); for ``logit_diff``, Σ over
+    prompts of the metric itself."""
+    if targets.metric == "next_token_loss":
+        predicted, _, valid = _next_token(logits, tokens, targets.mask)
+    elif targets.metric == "logit_diff":
+        return sequence_losses(logits, tokens, targets).sum()
+    else:
+        predicted, valid = _scored_logits(logits, targets)
+    return (_cross_entropy(predicted, sample_labels(predicted, generator)) * valid).sum()
