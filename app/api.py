@@ -115,13 +115,16 @@ def ingest_model(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     on_artifact: Callable[[Path], None] | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """Compute one artifact per checkpoint of ``model`` under ``out``; returns their directories.
 
     ``model``: a hub name, a local model directory, or a model loaded with
     :func:`circuit_atlas.ingest.model_adapter.load_model`. ``data``: slices (``random``,
     ``repeated``, token or text files, ``NAME=SOURCE``). ``checkpoints``: local checkpoint
-    directories or hub revisions. Nothing here needs a catalog.
+    directories or hub revisions. A checkpoint whose artifact under ``out`` is complete for the same
+    settings and data is skipped unless ``force``, so an interrupted run resumes. Nothing here needs a
+    catalog.
     """
     from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.pipeline import ingest as run
@@ -138,6 +141,7 @@ def ingest_model(
         progress,
         echo,
         on_artifact,
+        force=force,
     )
 
 
@@ -232,8 +236,10 @@ class Catalog:
         min_attribution: float = 0.0,
         progress: bool = True,
         echo: Callable[[str], None] = print,
+        force: bool = False,
     ) -> list[Path]:
-        """:func:`ingest_model`, loading each checkpoint's artifact as soon as it is written."""
+        """:func:`ingest_model`, loading each checkpoint's artifact as soon as it is written (or found
+        complete, when a run resumes)."""
         from .loader import load_artifact
 
         self.require_current_schema()  # fail before the compute, not after it
@@ -247,6 +253,7 @@ class Catalog:
             device=device,
             progress=progress,
             echo=echo,
+            force=force,
             on_artifact=lambda path: load_artifact(self.driver, self.database, path, top_k, min_attribution, echo),
         )
 

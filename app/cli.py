@@ -267,6 +267,19 @@ def with_options(options):
     help="Rank 0 below this share of the largest importance of the same kind.",
 )
 @click.option("--batch-tokens", default=4096, show_default=True, help="Tokens per batch.")
+@click.option(
+    "--statistics-tokens",
+    default=65536,
+    show_default=True,
+    help="Moments from at most this many fitting tokens (spread over them).",
+)
+@click.option(
+    "--effect-tokens",
+    default=2048,
+    show_default=True,
+    help="Held-out tokens per slice for the rank search, fidelity and exact ablation.",
+)
+@click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
 @connection_options
@@ -287,11 +300,17 @@ def ingest_command(
     max_rank: int | None,
     floor: float,
     batch_tokens: int,
+    statistics_tokens: int,
+    effect_tokens: int,
+    force: bool,
     seed: int,
     top_k: int,
     min_attribution: float,
 ) -> None:
-    """Compress MODEL's channels on the data, score their edges, write artifacts (and load them)."""
+    """Compress MODEL's channels on the data, score their edges, write artifacts (and load them).
+
+    A checkpoint whose artifact under --out is already complete for the same settings and data is
+    skipped (unless --force), so an interrupted run resumes where it stopped."""
     from circuit_atlas.ingest.config import IngestConfig
 
     config = IngestConfig(
@@ -304,8 +323,10 @@ def ingest_command(
         floor=floor,
         batch_tokens=batch_tokens,
         seed=seed,
+        statistics_tokens=statistics_tokens,
+        effect_tokens=effect_tokens,
     )
-    options = dict(checkpoints=checkpoints, name=name, device=device, echo=click.echo)
+    options = dict(checkpoints=checkpoints, name=name, device=device, echo=click.echo, force=force)
     if not load:
         api.ingest_model(model, data, out, config, **options)
         return

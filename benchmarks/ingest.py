@@ -55,6 +55,7 @@ def peak_rss_gib() -> float:
 class Stage:
     name: str
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time: steadier than wall time on a shared CPU
     peak_rss_gib: float = 0.0
     peak_gpu_gib: float = 0.0
 
@@ -77,12 +78,13 @@ class Meter:
         reset_peak_rss()
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.sync()
             stage.seconds += time.perf_counter() - start
+            stage.cpu_seconds += time.process_time() - cpu_start
             stage.peak_rss_gib = max(stage.peak_rss_gib, peak_rss_gib())
             if self.device.startswith("cuda"):
                 stage.peak_gpu_gib = max(stage.peak_gpu_gib, torch.cuda.max_memory_allocated() / 2**30)
@@ -159,10 +161,9 @@ def main(
         d_vocab = 64 if shape == "reference" else 50257
         all_tokens = torch.cat([synthetic_tokens(kind, d_vocab, n_seq, seq_len, i) for i, kind in enumerate(data)])
         bare = bare_pass(model_dir, all_tokens, batch_tokens, device)
-        per_slice_bare = bare.seconds / len(data)  # the slices have the same size and model
         config = IngestConfig(seq_len=seq_len, n_seq=n_seq, batch_tokens=batch_tokens, energy=energy)
         meter = Meter(device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         ingest(
             str(model_dir),
             [],
@@ -174,7 +175,7 @@ def main(
             echo=lambda _: None,
             profile=meter,
         )
-        whole = time.perf_counter() - started
+        whole, whole_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     machine = (
         torch.cuda.get_device_name(0)
         if device.startswith("cuda")
@@ -189,20 +190,29 @@ def main(
         f"({all_tokens.numel() / bare.seconds:,.0f} tok/s), peak host {bare.peak_rss_gib:.2f} GiB, "
         f"GPU {bare.peak_gpu_gib:.2f} GiB"
     )
-    click.echo(f"{'stage':<28}{'seconds':>10}{'x bare':>9}{'host GiB':>10}{'GPU GiB':>9}")
+    click.echo(f"{'stage':<28}{'seconds':>10}{'x bare':>9}{'CPU s':>10}{'x bare':>9}{'host GiB':>10}{'GPU GiB':>9}")
     for stage in meter.stages.values():
         click.echo(
-            f"{stage.name:<28}{stage.seconds:>10.2f}{stage.seconds / bare.seconds:>9.2f}"
-            f"{stage.peak_rss_gib:>10.2f}{stage.peak_gpu_gib:>9.2f}"
+            f"{stage.name:<28}{stage.seconds:>10.2f}{stage.seconds / bare.seconds:>9.2f}{stage.cpu_seconds:>10.2f}"
+            f"{stage.cpu_seconds / bare.cpu_seconds:>9.2f}{stage.peak_rss_gib:>10.2f}{stage.peak_gpu_gib:>9.2f}"
         )
-    computed = whole - meter.stages.get("load model", Stage("")).seconds
-    click.echo(f"{'whole ingest (no model load)':<28}{computed:>10.2f}{computed / bare.seconds:>9.2f}")
-    new_slice = {
-        name: (meter.stages[f"attribution {name}"].seconds + meter.stages[f"ablation {name}"].seconds) / per_slice_bare
-        for name in data
-    }
-    for name, ratio in new_slice.items():
-        click.echo(f"new slice {name!r} (attribution + ablation) / bare over its tokens: {ratio:.2f}")
+    load = meter.stages.get("load model", Stage(""))
+    computed, computed_cpu = whole - load.seconds, whole_cpu - load.cpu_seconds
+    click.echo(
+        f"{'whole ingest (no model load)':<28}{computed:>10.2f}{computed / bare.seconds:>9.2f}"
+        f"{computed_cpu:>10.2f}{computed_cpu / bare.cpu_seconds:>9.2f}"
+    )
+    new_slice = {}
+    for name in data:
+        stages = [meter.stages[f"attribution {name}"], meter.stages[f"ablation {name}"]]
+        new_slice[name] = {
+            "wall": sum(s.seconds for s in stages) / (bare.seconds / len(data)),
+            "cpu": sum(s.cpu_seconds for s in stages) / (bare.cpu_seconds / len(data)),
+        }
+        click.echo(
+            f"new slice {name!r} (attribution + ablation) / bare over its tokens: "
+            f"{new_slice[name]['wall']:.2f} (wall), {new_slice[name]['cpu']:.2f} (CPU time)"
+        )
     if json_path:
         json_path.write_text(
             json.dumps(
@@ -218,6 +228,7 @@ def main(
                     "bare": asdict(bare),
                     "stages": [asdict(s) for s in meter.stages.values()],
                     "whole_seconds": computed,
+                    "whole_cpu_seconds": computed_cpu,
                     "new_slice_ratio": new_slice,
                     "date": time.strftime("%Y-%m-%d"),
                 },

@@ -2,8 +2,11 @@
 
 Data flows one way through these modules: ``model_adapter`` (load a model) -> ``channels`` (cut
 it into channels; the channel order and score indices) -> ``data`` (slices) -> ``statistics``
-(moments) -> ``compression`` (subspaces) -> ``fidelity`` (ranks, per-channel fidelity, exact
-ablation) -> ``edges`` (structural and attribution scores) -> ``fingerprints`` -> ``matching``
--> ``artifact`` (the tables' one schema), orchestrated by ``pipeline``. Nothing here imports the
-Neo4j driver: the catalog side (``circuit_atlas.loader``) reads the artifacts.
+(moments, on a sample) -> ``compression`` (subspaces) -> ``interventions`` (channels compressed
+or ablated, many variants per batch) -> ``fidelity`` (rank search, per-channel fidelity, exact
+ablation, on an evaluation sample) -> ``structural`` (weight, strength, flow) -> ``attribution``
+(the per-slice pass over all the data) -> ``fingerprints`` -> ``matching`` -> ``artifact`` (the
+tables' one schema), orchestrated by ``pipeline`` with the settings of ``config`` and the
+checkpoints of ``checkpoints``. Nothing here imports the Neo4j driver: the catalog side
+(``circuit_atlas.loader``) reads the artifacts.
 """

@@ -188,6 +188,7 @@ class Compression:
     max_rank: int | None
     floor: float
     ranks: dict[str, Tensor] = field(init=False)
+    _bases: dict[tuple[Channel, str], Tensor] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.ranks = {
@@ -206,6 +207,11 @@ class Compression:
 
     def basis(self, channel: Channel, role: str) -> Tensor:
         """Orthonormal basis [d_model, rank] of the role's subspace, Gram–Schmidt in importance order."""
+        if (channel, role) not in self._bases:
+            self._bases[(channel, role)] = self._orthonormal(channel, role)
+        return self._bases[(channel, role)]
+
+    def _orthonormal(self, channel: Channel, role: str) -> Tensor:
         group = self.group_of(channel, role)
         directions = self.decompositions[group].sides[role].directions[channel_index(channel)]
         k = self.rank(channel, role)

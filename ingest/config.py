@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 class IngestConfig:
     seq_len: int | None = None  # default: min(context, 128)
     n_seq: int = 256  # sequences per built-in slice
-    holdout: float = 0.2  # fraction of each slice held out for fidelity
+    holdout: float = 0.2  # share of each slice's sequences held out (rank search, fidelity, exact ablation)
     fidelity: float = 0.95  # target loss recovered when the fraction is searched
     energy: float | None = None  # fixed rank fraction instead of the search
     max_rank: int | None = None
@@ -19,7 +19,8 @@ class IngestConfig:
     batch_tokens: int = 4096
     seed: int = 0
     match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
-    ablation_sequences: int = 64  # sequences per slice for the exact per-channel ablation effect
+    statistics_tokens: int = 65536  # moments from at most this many fitting tokens, spread over them
+    effect_tokens: int = 2048  # per slice: held-out tokens of the rank search, fidelity and exact ablation
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

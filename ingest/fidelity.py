@@ -1,26 +1,40 @@
-"""Fidelity: how much of the model's loss its compressed channels keep, on held-out tokens.
+"""Fidelity and exact effects: what the compressed channels keep, and what each channel does.
 
-``loss recovered = 1 - (L_compressed - L_clean) / (L_ablated - L_clean)``, with L the mean
-next-token cross-entropy, "compressed" the channels replaced by their truncated maps (see
-compression.py) and "ablated" the same channels replaced by their mean output (for the
-unembedding: its mean input). Per channel, one channel at a time; for the model, all at once.
+``loss recovered = 1 - (L_compressed - L_clean) / (L_ablated - L_clean)``, with L the mean over
+sequences of the slice's metric (the mean next-token cross-entropy of a sequence), "compressed"
+channels replaced by their truncated maps and "ablated" ones by their mean output
+(:mod:`.interventions`).
 
-The default rank fraction is not a habit but a search: the smallest fraction of a grid whose
-all-at-once compression recovers at least the target (0.95) of the loss.
+- **Rank fraction**: the smallest fraction of :data:`FRACTION_GRID` whose compression of every
+  channel at once recovers at least the target of the loss (recovery grows with the fraction, so
+  the grid is bisected: about four passes), or a fixed fraction.
+- **Per-channel effects** on an evaluation sample of each slice: the loss with each channel alone
+  mean-ablated (:func:`ablation_losses`) and alone compressed (:func:`compression_losses`), each
+  channel a variant of batched passes. They give each channel's exact ablation effect on a slice,
+  the mean over the slice's sampled sequences of L(ablated) - L(clean) (positive where the channel
+  helps), and its fidelity on all the samples. The first-order estimate (``attribution_signed`` in
+  :mod:`.attribution`) misses effects through saturated attention, such as a previous-token head's,
+  which acts through the keys of an induction head whose softmax is near one-hot.
+
+The evaluation sample is bounded (``IngestConfig.effect_tokens`` per slice, taken from the held-out
+sequences), so these costs do not grow with the data; the README gives their agreement with
+the same effects over every sequence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .channels import Channel
+from .channels import ChannelLayout
 from .compression import Compression, Decomposition
-from .model_adapter import LoadedModel, site
-from .statistics import Moments, batches
+from .interventions import Interventions, Variant, VariantMasks
+from .model_adapter import LoadedModel
+from .statistics import Moments
 
 FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
@@ -35,91 +49,40 @@ def sequence_losses(logits: Tensor, tokens: Tensor) -> Tensor:
     return per_token.view(targets.shape).mean(-1)
 
 
-def mean_loss(model: LoadedModel, tokens: Tensor, hooks=(), batch_tokens: int = 4096) -> float:
-    total = torch.zeros((), dtype=torch.float64, device=model.device)
+def variant_losses(
+    interventions: Interventions,
+    variants: Sequence[Variant],
+    tokens: Tensor,
+    batch_tokens: int,
+    progress: bool = False,
+    desc: str = "variants",
+) -> Tensor:
+    """The metric of every sequence of ``tokens`` [n, p] under every variant: [V, n], float64.
+
+    The V x n (variant, sequence) rows are run in batches of about ``batch_tokens`` tokens.
+    """
+    model = interventions.model
+    masks = VariantMasks(interventions.layout, variants)
+    n, length = tokens.shape
+    total = len(variants) * n
+    rows = max(1, batch_tokens // length)
+    losses = torch.empty(total, dtype=torch.float64, device=model.device)
+    bar = tqdm(
+        total=total * length,
+        desc=f"{desc} ({len(variants)} variants x {n} sequences)",
+        unit="tok",
+        disable=not progress,
+        leave=False,
+    )
     with torch.no_grad():
-        for batch in batches(tokens, batch_tokens):
-            total += sequence_losses(model.run(batch, hooks), batch).double().sum()
-    return float(total) / tokens.shape[0]
-
-
-def _head_projection(projector: Tensor, bias: Tensor):
-    def hook(activation: Tensor, hook) -> Tensor:  # [b, p, h, d_head]
-        return torch.einsum("bphe,hef->bphf", activation - bias, projector) + bias
-
-    return hook
-
-
-def _projection(projector: Tensor):
-    def hook(activation: Tensor, hook) -> Tensor:
-        return activation @ projector
-
-    return hook
-
-
-def _replace(mean: Tensor, mask: Tensor | None = None):
-    def hook(activation: Tensor, hook) -> Tensor:
-        if mask is None:
-            return mean.expand_as(activation).clone()
-        return torch.where(mask, mean, activation)
-
-    return hook
-
-
-def intervention_hooks(
-    model: LoadedModel,
-    compression: Compression,
-    moments: Moments,
-    compress: Iterable[Channel] = (),
-    ablate: Iterable[Channel] = (),
-) -> list:
-    """Hooks that replace ``compress`` by their truncated maps and ``ablate`` by their means."""
-    spec, w = model.spec, model.weights
-    compress, ablate = set(compress), set(ablate)
-    assert not compress & ablate, "a channel is either compressed or ablated"
-
-    def f32(t: Tensor) -> Tensor:
-        return t.to(device=model.device, dtype=torch.float32)
-
-    hooks = []
-    for l in range(spec.n_layers):
-        heads = torch.tensor(
-            [
-                any(c.kind == "attn_head" and c.layer == l and c.head == h for c in compress)
-                for h in range(spec.n_heads)
-            ],
-            device=model.device,
-        )
-        if heads.any():
-            identity = torch.eye(spec.d_head, device=model.device)
-            for role, group, bias in (("q", "qk", w.b_Q), ("k", "qk", w.b_K), ("v", "ov", w.b_V)):
-                projector = torch.where(heads[:, None, None], f32(compression.projection(group, role)[l]), identity)
-                hooks.append((site(role, l), _head_projection(projector, f32(bias[l]))))
-        ablated_heads = torch.tensor(
-            [any(c.kind == "attn_head" and c.layer == l and c.head == h for c in ablate) for h in range(spec.n_heads)],
-            device=model.device,
-        )
-        if ablated_heads.any():
-            hooks.append((site("z", l), _replace(f32(moments.z_mean[l]), ablated_heads[:, None])))
-        mlp = next((c for c in compress | ablate if c.kind == "mlp" and c.layer == l), None)
-        if mlp in compress:
-            hooks.append((site("mlp_x", l), _projection(f32(compression.projection("mlp_in", "in")[l]))))
-            hooks.append((site("mlp_out", l), _projection(f32(compression.projection("mlp_out", "out")[l]))))
-        elif mlp in ablate:
-            hooks.append((site("mlp_out", l), _replace(f32(moments.y_mlp_mean[l]))))
-    singletons = {
-        "embed": ("embed", "out", moments.embed_mean),
-        "pos_embed": ("pos_embed", "out", moments.pos_mean),
-        "unembed": ("final_x", "in", moments.final_mean),
-    }
-    for channel in compress | ablate:
-        if channel.kind in singletons:
-            hook_site, role, mean = singletons[channel.kind]
-            if channel in compress:
-                hooks.append((site(hook_site), _projection(f32(compression.projection(channel.kind, role)))))
-            else:
-                hooks.append((site(hook_site), _replace(f32(mean))))
-    return hooks
+        for start in range(0, total, rows):
+            index = torch.arange(start, min(start + rows, total))
+            batch = tokens[index % n]
+            hooks = interventions.hooks(masks, index // n)
+            losses[index.to(model.device)] = sequence_losses(model.run(batch, hooks), batch).double()
+            bar.update(batch.numel())
+    bar.close()
+    return losses.view(len(variants), n).cpu()
 
 
 def loss_recovered(clean: float, compressed: float, ablated: float) -> float | None:
@@ -152,29 +115,29 @@ def choose_fraction(
     model: LoadedModel,
     decompositions: dict[str, Decomposition],
     moments: Moments,
-    channels: list[Channel],
-    heldout: Tensor,
+    layout: ChannelLayout,
+    sample: Tensor,
     target: float | None,
     fraction: float | None,
     max_rank: int | None,
     floor: float,
     batch_tokens: int = 4096,
 ) -> tuple[Compression, FidelityReport]:
-    """The compression at a fixed ``fraction``, or at the smallest grid fraction reaching ``target``.
-
-    Recovery grows with the fraction, so the grid is bisected: about four evaluations.
-    """
-    loss_clean = mean_loss(model, heldout, (), batch_tokens)
-    ablate_all = intervention_hooks(model, Compression(decompositions, 1.0, max_rank, floor), moments, ablate=channels)
-    loss_ablated = mean_loss(model, heldout, ablate_all, batch_tokens)
+    """The compression at a fixed ``fraction``, or at the smallest grid fraction reaching ``target``."""
+    everything = layout.channels
+    means_only = Interventions(model, Compression(decompositions, 1.0, max_rank, floor), moments)
+    clean, ablated = variant_losses(means_only, [Variant(), Variant.ablating(*everything)], sample, batch_tokens).mean(
+        1
+    )
+    loss_clean, loss_ablated = float(clean), float(ablated)
     losses: dict[float, float] = {}
 
     def recovered(f: float) -> float | None:
         if f not in losses:
-            hooks = intervention_hooks(
-                model, Compression(decompositions, f, max_rank, floor), moments, compress=channels
+            interventions = Interventions(model, Compression(decompositions, f, max_rank, floor), moments)
+            losses[f] = float(
+                variant_losses(interventions, [Variant.compressing(*everything)], sample, batch_tokens).mean()
             )
-            losses[f] = mean_loss(model, heldout, hooks, batch_tokens)
         return loss_recovered(loss_clean, losses[f], loss_ablated)
 
     if fraction is None:
@@ -202,45 +165,39 @@ def choose_fraction(
     return compression, report
 
 
+def ablation_losses(
+    interventions: Interventions, sample: Tensor, batch_tokens: int, progress: bool = True, desc: str = "ablation"
+) -> tuple[Tensor, Tensor]:
+    """The metric of every sequence of ``sample`` [n, p] clean [n] and with each channel alone
+    mean-ablated [C, n] (channel order), in batched passes."""
+    channels = interventions.layout.channels
+    losses = variant_losses(
+        interventions, [Variant(), *(Variant.ablating(c) for c in channels)], sample, batch_tokens, progress, desc
+    )
+    return losses[0], losses[1:]
+
+
+def compression_losses(
+    interventions: Interventions, sample: Tensor, batch_tokens: int, progress: bool = True
+) -> Tensor:
+    """The metric of every sequence of ``sample`` with each channel alone compressed [C, n]."""
+    channels = interventions.layout.channels
+    return variant_losses(
+        interventions, [Variant.compressing(c) for c in channels], sample, batch_tokens, progress, desc="fidelity"
+    )
+
+
 def channel_fidelity(
-    model: LoadedModel,
-    compression: Compression,
-    moments: Moments,
-    channels: list[Channel],
-    heldout: Tensor,
-    batch_tokens: int = 4096,
+    names: Sequence[str], clean: Tensor, compressed: Tensor, ablated: Tensor
 ) -> dict[str, float | None]:
-    """Loss recovered with each channel alone compressed, against it alone mean-ablated."""
-    loss_clean = mean_loss(model, heldout, (), batch_tokens)
-    result = {}
-    for channel in channels:
-        compressed = mean_loss(
-            model, heldout, intervention_hooks(model, compression, moments, compress=[channel]), batch_tokens
-        )
-        ablated = mean_loss(
-            model, heldout, intervention_hooks(model, compression, moments, ablate=[channel]), batch_tokens
-        )
-        result[channel.name] = loss_recovered(loss_clean, compressed, ablated)
-    return result
-
-
-def ablation_effects(
-    model: LoadedModel,
-    compression: Compression,
-    moments: Moments,
-    channels: list[Channel],
-    tokens: Tensor,
-    batch_tokens: int = 4096,
-) -> dict[str, float]:
-    """Per channel, the mean next-token loss on ``tokens`` with it mean-ablated minus without.
-
-    The exact (not first-order) effect of removing the channel: positive where it helps. First-order
-    attribution misses effects that pass through saturated attention, such as a previous-token
-    head's, which acts through the keys of an induction head whose softmax is near one-hot.
-    """
-    clean = mean_loss(model, tokens, (), batch_tokens)
+    """Loss recovered with each channel alone compressed, against it alone mean-ablated (same sequences)."""
+    mean_clean = float(clean.mean())
     return {
-        c.name: mean_loss(model, tokens, intervention_hooks(model, compression, moments, ablate=[c]), batch_tokens)
-        - clean
-        for c in channels
+        name: loss_recovered(mean_clean, float(c.mean()), float(a.mean()))
+        for name, c, a in zip(names, compressed, ablated)
     }
+
+
+def ablation_effects(names: Sequence[str], clean: Tensor, ablated: Tensor) -> dict[str, float]:
+    """Per channel, the mean over sequences of L(ablated) - L(clean) (nats; positive where it helps)."""
+    return {name: float(e) for name, e in zip(names, (ablated - clean).mean(1))}

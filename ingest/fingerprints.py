@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .attribution import slice_scores
 from .channels import KINDS, Channel, ChannelLayout
 from .compression import Compression
 from .data import synthetic_tokens
-from .edges import slice_scores
 from .model_adapter import LoadedModel, site
 from .statistics import Moments
 
@@ -119,7 +119,8 @@ def channel_fingerprints(
             layout,
             synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7),
             batch_tokens,
-            False,
+            progress=False,
+            edges=False,
         )
         for kind in ("random", "repeated")
     }

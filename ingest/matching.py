@@ -10,11 +10,12 @@ carry the cosine of the two behaviour fingerprints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .artifact import frame
+from .artifact import frame, read_artifact
 from .channels import Channel
 
 
@@ -25,6 +26,15 @@ class PreviousCheckpoint:
     label: str
     bases: dict[str, torch.Tensor]  # "<block>/<role>" -> [d_model, rank]
     fingerprints: dict[str, list[float]]
+
+    @classmethod
+    def from_artifact(cls, path: Path) -> PreviousCheckpoint:
+        """What an artifact already written holds of it (when a run resumes after it)."""
+        artifact = read_artifact(path)
+        prints = dict(
+            zip(artifact.tables["blocks"]["name"], (list(f) for f in artifact.tables["blocks"]["fingerprint"]))
+        )
+        return cls(artifact.manifest["checkpoint"]["label"], artifact.bases(), prints)
 
 
 def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> float | None:

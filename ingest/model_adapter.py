@@ -142,6 +142,11 @@ class LoadedModel:
         return logits, captured
 
 
+def model_name_of(source: str) -> str:
+    """The catalog name of a model by default: a local directory's name, or the hub name."""
+    return Path(source).name if os.path.sep in source else source
+
+
 def _is_local(source: str) -> bool:
     """A path (existing, or spelled like one) rather than a hub name such as ``org/name``."""
     return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
@@ -220,7 +225,7 @@ def _spec(bridge, source: str) -> ModelSpec:
         )
     architecture = type(bridge.original_model).__name__
     return ModelSpec(
-        name=Path(source).name if os.path.sep in source else source,
+        name=model_name_of(source),
         family=architecture,
         n_layers=int(cfg.n_layers),
         d_model=int(cfg.d_model),

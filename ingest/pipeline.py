@@ -7,6 +7,8 @@ fingerprints -> matches with the previous checkpoint -> artifact. Nothing here t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -19,18 +21,20 @@ import torch
 from circuit_atlas import __version__
 from circuit_atlas.errors import UserError
 
-from .artifact import frame, write_artifact
+from .artifact import frame, is_complete, read_manifest, write_artifact
+from .attribution import SliceScores, slice_scores
 from .channels import ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
-from .edges import SliceScores, StructuralScores, slice_scores, structural_scores
-from .fidelity import ablation_effects, channel_fidelity, choose_fraction
+from .fidelity import ablation_effects, ablation_losses, channel_fidelity, choose_fraction, compression_losses
 from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
+from .interventions import Interventions
 from .matching import PreviousCheckpoint, matches
-from .model_adapter import LoadedModel, load_model
+from .model_adapter import LoadedModel, load_model, model_name_of
 from .statistics import accumulate_moments
+from .structural import StructuralScores, structural_scores
 
 #: A stage profiler: ``profile(stage)`` is a context manager around the stage (benchmarks time them).
 Profile = Callable[[str], AbstractContextManager]
@@ -86,24 +90,6 @@ def _edge_rows(layout: ChannelLayout, matrices: dict[str, torch.Tensor], extra: 
             }
         )
     return rows
-
-
-def _combined(scores: list[SliceScores]) -> SliceScores:
-    """The ingest data's scores from its slices' (means weighted by sequence counts)."""
-    n = sum(s.n_sequences for s in scores)
-
-    def mean(get):
-        return sum(get(s) * s.n_sequences for s in scores) / n
-
-    names = scores[0].activity
-    return SliceScores(
-        n,
-        mean(lambda s: s.attribution),
-        mean(lambda s: s.attribution_signed),
-        {k: mean(lambda s, k=k: s.activity[k]) for k in names},
-        {k: mean(lambda s, k=k: s.activity_signed[k]) for k in names},
-        {k: mean(lambda s, k=k: s.mean_norm[k]) for k in names},
-    )
 
 
 def artifact_tables(
@@ -204,8 +190,27 @@ def artifact_tables(
     }
 
 
-def artifact_name(model_name: str, label: str, config: IngestConfig) -> str:
-    return f"{model_name.replace('/', '--')}__{label}__{config.digest()[:8]}"
+def run_digest(config: IngestConfig, data_args: list[str]) -> str:
+    """What makes two ingests of one checkpoint the same: the settings and the ``--data`` arguments."""
+    return hashlib.sha256(json.dumps([config.digest(), list(data_args)]).encode()).hexdigest()[:16]
+
+
+def artifact_path(out_root: Path, model_name: str, label: str, config: IngestConfig, data_args: list[str]) -> Path:
+    return Path(out_root) / f"{model_name.replace('/', '--')}__{label}__{run_digest(config, data_args)[:8]}"
+
+
+def load_slices(model: LoadedModel, data_args: list[str], config: IngestConfig) -> list[DataSlice]:
+    """The ``--data`` slices, validated against the model and against each other."""
+    seq_len = config.seq_len or min(model.spec.n_ctx, 128)
+    slices = [
+        load_slice(arg, model.spec, model.tokenizer, seq_len, config.n_seq, config.seed + i)
+        for i, arg in enumerate(data_args)
+    ]
+    if not slices:
+        raise UserError("No data: give at least one --data slice (for example --data repeated --data random).")
+    if len({s.name for s in slices}) < len(slices):
+        raise UserError(f"Two --data slices share a name ({[s.name for s in slices]}); name them NAME=SOURCE.")
+    return slices
 
 
 def ingest_checkpoint(
@@ -220,38 +225,39 @@ def ingest_checkpoint(
     echo: Callable[[str], None] = print,
     profile: Profile = no_profile,
 ) -> tuple[Path, PreviousCheckpoint]:
-    """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against."""
+    """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against.
+
+    Moments come from at most ``statistics_tokens`` of the fitting sequences; the rank search,
+    fidelity and exact ablation from at most ``effect_tokens`` held-out tokens of each slice; the
+    attribution pass reads every sequence of every slice.
+    """
     started = time.time()
     spec = model.spec
     name = model_name or checkpoint.model_name or spec.name
     layout = ChannelLayout(spec)
     channels = layout.channels
-    seq_len = config.seq_len or min(spec.n_ctx, 128)
-    slices = [
-        load_slice(arg, spec, model.tokenizer, seq_len, config.n_seq, config.seed + i)
-        for i, arg in enumerate(data_args)
-    ]
-    if not slices:
-        raise UserError("No data: give at least one --data slice (for example --data repeated --data random).")
-    if len({s.name for s in slices}) < len(slices):
-        raise UserError(f"Two --data slices share a name ({[s.name for s in slices]}); name them NAME=SOURCE.")
+    slices = load_slices(model, data_args, config)
     union = union_slice(slices)
-    splits = [s.split(config.holdout) for s in slices]
-    fit, heldout = torch.cat([f for f, _ in splits]), torch.cat([h for _, h in splits])
+    seq_len = slices[0].tokens.shape[1]
+    splits = {s.name: s.split(config.holdout) for s in slices}
+    fit = torch.cat([fit for fit, _ in splits.values()])
+    fit = spread_rows(fit, max(1, config.statistics_tokens // seq_len))
+    samples = {s: spread_rows(held_out, max(1, config.effect_tokens // seq_len)) for s, (_, held_out) in splits.items()}
+    sample = torch.cat(list(samples.values()))
 
     echo(f"[{checkpoint.label}] statistics over {fit.numel():,} tokens on {model.device} ...")
     with profile("statistics"):
         moments = accumulate_moments(model, fit, config.batch_tokens, config.seed, progress)
     with profile("decompositions"):
         decompositions = decompose(moments, model.weights)
-    target = None if config.energy is not None else config.fidelity
     with profile("rank search"):
+        target = None if config.energy is not None else config.fidelity
         compression, report = choose_fraction(
             model,
             decompositions,
             moments,
-            channels,
-            heldout,
+            layout,
+            sample,
             target,
             config.energy,
             config.max_rank,
@@ -261,14 +267,27 @@ def ingest_checkpoint(
     recovered = report.loss_recovered if report.loss_recovered is None else round(report.loss_recovered, 4)
     echo(
         f"[{checkpoint.label}] rank fraction {report.fraction}: all channels compressed at once recover "
-        f"{recovered} of the loss on {heldout.numel():,} held-out tokens; mean ranks "
+        f"{recovered} of the loss on {sample.numel():,} held-out tokens; mean ranks "
         + ", ".join(f"{g} {r:.2f}" for g, r in report.mean_ranks.items())
     )
-    with profile("per-channel fidelity"):
-        per_channel = channel_fidelity(model, compression, moments, channels, heldout, config.batch_tokens)
+    interventions = Interventions(model, compression, moments)
+    names = [c.name for c in channels]
+    clean, ablated, ablation = {}, {}, {}
+    for s in slices:
+        with profile(f"ablation {s.name}"):
+            clean[s.name], ablated[s.name] = ablation_losses(
+                interventions, samples[s.name], config.batch_tokens, progress, desc=f"ablation {s.name}"
+            )
+            ablation[s.name] = ablation_effects(names, clean[s.name], ablated[s.name])
+    weights = {s.name: s.tokens.shape[0] / union.tokens.shape[0] for s in slices}
+    ablation[union.name] = {c: sum(weights[s] * ablation[s][c] for s in weights) for c in names}
+    with profile("fidelity"):
+        compressed = compression_losses(interventions, sample, config.batch_tokens, progress)
+        per_channel = channel_fidelity(
+            names, torch.cat(list(clean.values())), compressed, torch.cat(list(ablated.values()), dim=1)
+        )
     with profile("structural scores"):
         structural = structural_scores(compression, moments, layout, model.weights.W_O)
-
     per_slice = {}
     for s in slices:
         with profile(f"attribution {s.name}"):
@@ -282,18 +301,7 @@ def ingest_checkpoint(
                 progress,
                 desc=f"attribution {s.name}",
             )
-    per_slice[union.name] = per_slice.get(union.name) or _combined(list(per_slice.values()))
-    ablation = {}
-    for s in all_slices(slices, union):
-        with profile(f"ablation {s.name}"):
-            ablation[s.name] = ablation_effects(
-                model,
-                compression,
-                moments,
-                channels,
-                spread_rows(s.tokens, config.ablation_sequences),
-                config.batch_tokens,
-            )
+    per_slice[union.name] = per_slice.get(union.name) or SliceScores.combined(list(per_slice.values()))
     with profile("fingerprints"):
         prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)
     with profile("artifact"):
@@ -326,6 +334,7 @@ def ingest_checkpoint(
         "ingest_slice": union.name,
         "config": asdict(config),
         "config_hash": config.digest(),
+        "data": list(data_args),
         "fidelity": report.as_dict(),
         "fingerprint_features": list(FEATURES),
         "code_version": __version__,
@@ -334,7 +343,9 @@ def ingest_checkpoint(
         "finished": time.time(),
     }
     with profile("artifact"):
-        path = write_artifact(Path(out_root) / artifact_name(name, checkpoint.label, config), manifest, tables, bases)
+        path = write_artifact(
+            artifact_path(out_root, name, checkpoint.label, config, data_args), manifest, tables, bases
+        )
     echo(f"[{checkpoint.label}] artifact: {path}")
     return path, PreviousCheckpoint(checkpoint.label, bases, prints)
 
@@ -351,6 +362,7 @@ def ingest(
     echo: Callable[[str], None] = print,
     on_artifact: Callable[[Path], None] | None = None,
     profile: Profile = no_profile,
+    force: bool = False,
 ) -> list[Path]:
     """Ingest every checkpoint of ``model`` in step order; returns the artifact directories.
 
@@ -358,20 +370,29 @@ def ingest(
     revisions), or a model already loaded with :func:`~circuit_atlas.ingest.model_adapter.load_model`
     (one checkpoint, labelled ``main``). ``on_artifact`` is called with each artifact as soon as
     it is written (the catalog loads it then, so a long run shows its checkpoints as they finish).
+    A checkpoint whose artifact is already complete under ``out_root`` for the same settings and
+    data is not recomputed unless ``force``: an interrupted multi-checkpoint run resumes.
     """
     if isinstance(model, LoadedModel):
         if checkpoints:
             raise UserError("A loaded model is one checkpoint: give no --checkpoint with it.")
         sources = [(model, CheckpointSource(model.spec.source, None, "main", 0, None, None))]
     else:
-        sources = ((None, c) for c in resolve_checkpoints(model, checkpoints))
+        sources = [(None, c) for c in resolve_checkpoints(model, checkpoints)]
     paths, previous = [], None
     for loaded, checkpoint in sources:
-        with profile("load model"):
-            loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)
-        path, previous = ingest_checkpoint(
-            loaded, checkpoint, data_args, out_root, config, model_name, previous, progress, echo, profile
-        )
+        name = model_name or checkpoint.model_name or (loaded.spec.name if loaded else model_name_of(checkpoint.source))
+        done = artifact_path(out_root, name, checkpoint.label, config, data_args)
+        if not force and is_complete(done, config.digest()) and read_manifest(done)["data"] == list(data_args):
+            echo(f"[{checkpoint.label}] artifact already complete, skipped (--force recomputes it): {done}")
+            path, previous = done, PreviousCheckpoint.from_artifact(done)
+        else:
+            with profile("load model"):
+                loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)
+            path, previous = ingest_checkpoint(
+                loaded, checkpoint, data_args, out_root, config, name, previous, progress, echo, profile
+            )
+            del loaded
         paths.append(path)
         if on_artifact is not None:
             on_artifact(path)

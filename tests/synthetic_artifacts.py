@@ -202,6 +202,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
         "ingest_slice": next(iter(c.effects), "none"),
         "config": {},
         "config_hash": "synthetic",
+        "data": list(c.effects),
         "fidelity": {"loss_recovered": 0.97, "fraction": 0.99},
         "fingerprint_features": [f"feature_{i}" for i in range(len(c.channels[0].fingerprint))],
         "code_version": "synthetic",

@@ -3,17 +3,18 @@ channels compressed at once, and compression really is lossy below it."""
 
 import torch
 
-from circuit_atlas.ingest.channels import model_channels
+from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.data import synthetic_tokens
-from circuit_atlas.ingest.fidelity import FRACTION_GRID, choose_fraction, intervention_hooks, mean_loss
+from circuit_atlas.ingest.fidelity import FRACTION_GRID, choose_fraction, variant_losses
+from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 
 def test_searched_fraction_recovers_the_target_with_every_channel_compressed(reference_checkpoints):
     model = load_model(str(reference_checkpoints[-1]))
-    channels = model_channels(model.spec)
+    layout = ChannelLayout(model.spec)
     vocab, length = model.spec.d_vocab, model.spec.n_ctx
     data = torch.cat(
         [synthetic_tokens("repeated", vocab, 96, length, 1), synthetic_tokens("random", vocab, 96, length, 2)]
@@ -22,17 +23,15 @@ def test_searched_fraction_recovers_the_target_with_every_channel_compressed(ref
     fit, heldout = data[order[:160]], data[order[160:]]
     moments = accumulate_moments(model, fit, progress=False)
     decompositions = decompose(moments, model.weights)
-    _compression, report = choose_fraction(model, decompositions, moments, channels, heldout, 0.95, None, None, 1e-3)
+    _compression, report = choose_fraction(model, decompositions, moments, layout, heldout, 0.95, None, None, 1e-3)
     print(f"fraction {report.fraction}, loss recovered {report.loss_recovered:.4f}, mean ranks {report.mean_ranks}")
     assert report.loss_recovered >= 0.95
     assert report.loss_ablated > report.loss_clean + 0.2  # ablating everything really hurts
     # The search returns the smallest grid fraction that passes: the one below it fails.
     below = [f for f in FRACTION_GRID if f < report.fraction]
     if below:
-        hooks = intervention_hooks(
-            model, Compression(decompositions, below[-1], None, 1e-3), moments, compress=channels
-        )
-        lower = mean_loss(model, heldout, hooks)
+        lower_compression = Interventions(model, Compression(decompositions, below[-1], None, 1e-3), moments)
+        lower = float(variant_losses(lower_compression, [Variant.compressing(*layout.channels)], heldout, 4096).mean())
         assert 1 - (lower - report.loss_clean) / (report.loss_ablated - report.loss_clean) < 0.95
     # Compression at the chosen fraction drops dimensions somewhere.
     assert report.mean_ranks["ov"] < model.spec.d_head or report.mean_ranks["mlp_out"] < model.spec.d_model

@@ -8,7 +8,7 @@ import torch
 from builders import random_gpt2, random_neox
 
 from circuit_atlas.errors import UserError
-from circuit_atlas.ingest.edges import _pull_back
+from circuit_atlas.ingest.attribution import pull_back
 from circuit_atlas.ingest.model_adapter import load_model, site
 from circuit_atlas.ingest.statistics import GRADIENT_SITES, fisher_gradients, label_loss, sample_labels
 
@@ -78,7 +78,7 @@ def test_gradients_compose_along_the_residual_stream(model):
     for l in range(model.spec.n_layers):
         expected = grads[site("mlp_out", l)]
         if not model.spec.parallel_attn_mlp:
-            expected = expected + _pull_back(
+            expected = expected + pull_back(
                 grads[site("mlp_x", l)], acts[site("mlp_x", l)], acts[site("resid_mid", l)], model.spec.normalization
             )
         torch.testing.assert_close(grads[site("attn_out", l)], expected, atol=1e-5, rtol=1e-3)

@@ -1,0 +1,101 @@
+"""The blocked attribution pass equals the same scores computed densely, whatever the block size."""
+
+import pytest
+import torch
+from builders import random_gpt2, random_neox
+
+from circuit_atlas.ingest import attribution
+from circuit_atlas.ingest.attribution import pull_back, slice_scores
+from circuit_atlas.ingest.channels import HEAD_READ_ROLES, ChannelLayout
+from circuit_atlas.ingest.compression import Compression, decompose
+from circuit_atlas.ingest.fidelity import sequence_losses
+from circuit_atlas.ingest.model_adapter import load_model, site
+from circuit_atlas.ingest.statistics import accumulate_moments, mlp_input_residual
+
+BUILDERS = {"gpt2": random_gpt2, "neox-parallel": lambda p: random_neox(p, use_parallel_residual=True)}
+
+
+@pytest.fixture(params=sorted(BUILDERS), scope="module")
+def setup(request, tmp_path_factory):
+    model = load_model(str(BUILDERS[request.param](tmp_path_factory.mktemp(request.param))))
+    tokens = torch.randint(0, model.spec.d_vocab, (16, 12), generator=torch.Generator().manual_seed(3))
+    moments = accumulate_moments(model, tokens, progress=False)
+    compression = Compression(decompose(moments, model.weights), 0.8, None, 1e-3)
+    return model, compression, moments, tokens[:5]
+
+
+def dense_scores(model, compression, moments, layout, tokens):
+    """Per sequence [b, R, W] edge sums and [b, W + 1] channel effects, from whole tensors."""
+    spec, w = model.spec, model.weights
+    L, sites = spec.n_layers, {}
+    grad_names = [site(r, l) for l in range(L) for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")]
+    grad_names += [site("final_x"), site("embed")]
+    value_names = [site(s, l) for l in range(L) for s in ("z", "attn_x", "resid_pre", mlp_input_residual(spec))]
+    value_names += [site("pos_embed"), site("resid_final")]
+    logits, acts = model.run_capturing(tokens, grad_names + value_names)
+    grads = dict(
+        zip(grad_names, torch.autograd.grad(sequence_losses(logits, tokens).sum(), [acts[n] for n in grad_names]))
+    )
+    b, p, d = acts[site("embed")].shape
+    centred = torch.zeros(b, p, len(layout.writers), d)
+    joins = torch.zeros_like(centred)
+    for j, c in enumerate(layout.writers):
+        if c.kind == "attn_head":
+            z = acts[site("z", c.layer)][:, :, c.head] - moments.z_mean[c.layer, c.head].float()
+            centred[:, :, j] = z @ w.W_O[c.layer, c.head]
+            joins[:, :, j] = grads[site("attn_out", c.layer)]
+        elif c.kind == "mlp":
+            centred[:, :, j] = acts[site("mlp_out", c.layer)] - moments.y_mlp_mean[c.layer].float()
+            joins[:, :, j] = grads[site("mlp_out", c.layer)]
+        else:
+            mean = moments.embed_mean if c.kind == "embed" else moments.pos_mean
+            centred[:, :, j] = acts[site(c.kind)] - mean.float()
+            joins[:, :, j] = grads[site("embed")]
+    projected = torch.zeros(b, p, len(layout.readers), d)
+    for i, r in enumerate(layout.readers):
+        c, basis = r.channel, compression.basis(r.channel, r.role).float()
+        if c.kind == "attn_head":
+            weight = {"q": w.W_Q, "k": w.W_K, "v": w.W_V}[r.role][c.layer, c.head]
+            g = grads[site(r.role, c.layer)][:, :, c.head] @ weight.T
+            g = pull_back(g, acts[site("attn_x", c.layer)], acts[site("resid_pre", c.layer)], spec.normalization)
+        elif c.kind == "mlp":
+            g = pull_back(
+                grads[site("mlp_x", c.layer)],
+                acts[site("mlp_x", c.layer)],
+                acts[site(mlp_input_residual(spec), c.layer)],
+                spec.normalization,
+            )
+        else:
+            g = pull_back(grads[site("final_x")], acts[site("final_x")], acts[site("resid_final")], spec.normalization)
+        projected[:, :, i] = g @ basis @ basis.T
+    x = acts[site("final_x")]
+    effects = torch.cat(
+        [
+            (joins * centred).sum((1, 3)),
+            (grads[site("final_x")] * (x - moments.final_mean.float())).sum((1, 2))[:, None],
+        ],
+        1,
+    )
+    return torch.einsum("bprd,bpwd->brw", projected, centred).detach(), effects.detach(), sites
+
+
+@pytest.mark.parametrize("per_block", [10**6, 24, 5], ids=["one block", "two sequences", "positions"])
+def test_blocked_scores_equal_the_dense_ones(setup, per_block, monkeypatch):
+    model, compression, moments, tokens = setup
+    layout = ChannelLayout(model.spec)
+    monkeypatch.setitem(attribution.BLOCK_BYTES, "cpu", per_block * attribution.token_bytes(layout))
+    assert attribution.block_tokens(layout, model.device) == per_block
+    scores = slice_scores(model, compression, moments, layout, tokens, batch_tokens=36, progress=False)
+    edges, effects, _ = dense_scores(model, compression, moments, layout, tokens)
+    mask = layout.feeds_mask.double()
+    torch.testing.assert_close(scores.attribution, edges.double().abs().mean(0) * mask, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(scores.attribution_signed, edges.double().mean(0) * mask, rtol=1e-4, atol=1e-7)
+    names = [c.name for c in [*layout.writers, layout.unembed]]
+    torch.testing.assert_close(
+        torch.tensor([scores.activity[n] for n in names], dtype=torch.float64),
+        effects.double().abs().mean(0),
+        rtol=1e-4,
+        atol=1e-7,
+    )
+    assert scores.attribution.max() > 0 and (scores.attribution * (1 - mask)).abs().max() == 0
+    assert set(HEAD_READ_ROLES) <= {r.role for r in layout.readers}

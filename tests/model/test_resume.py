@@ -1,0 +1,60 @@
+"""An interrupted multi-checkpoint ingest resumes: complete artifacts are skipped unless forced,
+and what follows them is computed as in an uninterrupted run."""
+
+import pandas as pd
+from builders import random_gpt2
+
+from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.pipeline import ingest
+
+CONFIG = IngestConfig(seq_len=8, n_seq=12, energy=0.9)
+
+
+def run(checkpoints, out, **options):
+    said = []
+    paths = ingest(
+        str(checkpoints[-1]),
+        [str(c) for c in checkpoints],
+        ["random"],
+        out,
+        CONFIG,
+        progress=False,
+        echo=said.append,
+        **options,
+    )
+    return paths, [line for line in said if "skipped" in line]
+
+
+def test_a_second_run_skips_complete_checkpoints_and_force_recomputes(tmp_path):
+    checkpoints = [random_gpt2(tmp_path / "step-1", seed=0), random_gpt2(tmp_path / "step-2", seed=0)]
+    first, skipped = run(checkpoints, tmp_path / "out")
+    assert skipped == []
+    written = {p: (p / "manifest.json").stat().st_mtime_ns for p in first}
+    again, skipped = run(checkpoints, tmp_path / "out")
+    assert again == first and len(skipped) == 2
+    assert {p: (p / "manifest.json").stat().st_mtime_ns for p in again} == written
+    forced, skipped = run(checkpoints, tmp_path / "out", force=True)
+    assert forced == first and skipped == []
+    assert all((p / "manifest.json").stat().st_mtime_ns > written[p] for p in forced)
+
+
+def test_a_run_that_died_after_the_first_checkpoint_resumes_with_the_same_matches(tmp_path):
+    checkpoints = [random_gpt2(tmp_path / "step-1", seed=0), random_gpt2(tmp_path / "step-2", seed=0)]
+    complete, _ = run(checkpoints, tmp_path / "whole")
+    expected = read_artifact(complete[1]).tables["matches"]
+    assert len(expected) > 0  # the same weights at both steps match themselves
+    run(checkpoints[:1], tmp_path / "resumed")  # the run that died after its first checkpoint
+    resumed, skipped = run(checkpoints, tmp_path / "resumed")
+    assert len(skipped) == 1 and "step-1" in skipped[0]
+    pd.testing.assert_frame_equal(read_artifact(resumed[1]).tables["matches"], expected)
+
+
+def test_other_data_is_not_taken_for_a_complete_artifact(tmp_path):
+    checkpoints = [random_gpt2(tmp_path / "step-1", seed=0)]
+    [random_path], _ = run(checkpoints, tmp_path / "out")
+    said = []
+    [repeated_path] = ingest(
+        str(checkpoints[0]), [], ["repeated"], tmp_path / "out", CONFIG, progress=False, echo=said.append
+    )
+    assert repeated_path != random_path and not any("skipped" in line for line in said)
