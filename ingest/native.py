@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 from typing import NamedTuple
 
@@ -229,9 +228,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         raise UserError(f"Weights file {path} does not exist.")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:  # the unpickler raises many kinds on a file that is not a torch.save pickle
         raise UserError(
-            f"{path} is not a state dict saved with torch.save ({str(error).splitlines()[0][:160]}). "
+            f"{path} is not a state dict saved with torch.save (unpickling it failed: {type(error).__name__}). "
             f"Save the weights with torch.save(model.state_dict(), PATH)."
         ) from error
     if isinstance(loaded, dict) and not all(isinstance(v, Tensor) for v in loaded.values()):

@@ -265,18 +265,26 @@ def save_native(
     return folder / "config.json", folder / "weights.pt"
 
 
-def native_model(folder: Path, seed: int = 0, wrap: str | None = None, gpu: bool = False, **config) -> NativeFiles:
+def native_model(
+    folder: Path, seed: int = 0, wrap: str | None = None, gpu: bool = False, W_pos=None, **config
+) -> NativeFiles:
     """A random HookedTransformer-format checkpoint of ``config`` (HookedTransformerConfig fields).
 
     The weights come from TransformerLens 4's own TL-native model (``boot_native``, every parameter
     perturbed), exported in HookedTransformer names by ``tl_parameters()``; that model's forward is
-    the reference. (Its rotary embedding rotates adjacent pairs only: see :func:`native_from_hf`.)
+    the reference. ``W_pos`` replaces the learned positions (a sinusoidal table, say). (Its rotary
+    embedding rotates adjacent pairs only: see :func:`native_from_hf`.)
     """
     from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_native({**config, "seed": seed})
-    _perturbed(bridge.original_model, seed)
+    _perturbed(bridge.original_model, seed, scale=0.1)
+    if W_pos is not None:
+        with torch.no_grad():
+            bridge.original_model.pos.weight.copy_(W_pos)
     state = {name: value.detach().clone() for name, value in bridge.tl_parameters().items()}
+    if config.get("attn_only"):  # tl_parameters() fills absent MLPs with zeros; HookedTransformer has none
+        state = {name: value for name, value in state.items() if ".mlp." not in name}
     if config.get("n_key_value_heads"):  # HookedTransformer keeps grouped K/V un-expanded, as _W_K ...
         repeat = config["n_heads"] // config["n_key_value_heads"]
         for name in [k for k in state if k.rsplit(".", 1)[-1] in ("W_K", "W_V", "b_K", "b_V")]:
