@@ -164,3 +164,37 @@ def test_a_config_without_its_weights_is_a_clear_error(tmp_path):
         load_model(str(files.config))
     with pytest.raises(UserError, match="does not exist"):
         load_model(str(files.config), str(tmp_path / "missing.pt"))
+
+
+def test_ingest_takes_a_config_with_weights_files_labelled_by_their_stems(tmp_path):
+    from circuit_atlas.api import ingest_model
+    from circuit_atlas.ingest.artifact import read_manifest
+    from circuit_atlas.ingest.config import IngestConfig
+
+    kind = dict(**SMALL, d_mlp=64, act_fn="gelu", model_name="tiny-native")
+    first = native_model(tmp_path / "a", seed=0, **kind)
+    later = native_model(tmp_path / "b", seed=1, **kind)
+    steps = [first.weights.rename(tmp_path / "ckpt_200.pt"), later.weights.rename(tmp_path / "ckpt_1500.pt")]
+    config = IngestConfig(seq_len=8, n_seq=12, energy=0.9)
+    paths = ingest_model(first.config, ["random"], tmp_path / "out", config, checkpoints=steps[::-1], progress=False)
+    manifests = [read_manifest(p) for p in paths]
+    assert [(m["checkpoint"]["label"], m["checkpoint"]["step"]) for m in manifests] == [
+        ("ckpt_200", 200),
+        ("ckpt_1500", 1500),
+    ]
+    assert {m["model"]["name"] for m in manifests} == {"tiny-native"}
+    assert manifests[0]["model"]["family"] == "HookedTransformer" and manifests[0]["model"]["d_vocab_out"] == 20
+    one = ingest_model(first.config, ["random"], tmp_path / "one", config, weights=steps[0], progress=False)
+    assert read_manifest(one[0])["checkpoint"]["label"] == "ckpt_200"
+
+
+def test_ingest_of_a_bad_native_checkpoint_writes_nothing(tmp_path):
+    from circuit_atlas.api import ingest_model
+
+    files = native_model(tmp_path / "m", **SMALL, d_mlp=64, act_fn="relu")
+    corrupt_state(set_nan)(files.config, files.weights)
+    with pytest.raises(UserError, match="NaN or inf"):
+        ingest_model(files.config, ["random"], tmp_path / "out", weights=files.weights, progress=False)
+    with pytest.raises(UserError, match="give its weights with --weights"):
+        ingest_model(files.config, ["random"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
