@@ -162,6 +162,15 @@ class Transformer:
             raise UserError(f"The weights do not fit the model's config: {'; '.join(wrong[:4])}.")
         self.params = {name: params[name].detach().to(self.device, torch.float32) for name in shapes}
         self.hook_names = frozenset(self._hook_names())
+        # Per layer, the three reading maps side by side with heads flattened, W_QKV [d, 3 H d_head], and
+        # W_O as [H d_head, d]: one matmul each instead of one per map (the same numbers, faster).
+        self._qkv, self._out = [], []
+        for l in range(cfg.n_layers):
+            a = f"blocks.{l}.attn."
+            maps = [self.params[a + f"W_{x}"].permute(1, 0, 2).flatten(1) for x in "QKV"]  # [d, H d_head] each
+            biases = [self.params[a + f"b_{x}"].flatten() for x in "QKV"]
+            self._qkv.append((torch.cat(maps, 1), torch.cat(biases)))
+            self._out.append((self.params[a + "W_O"].flatten(0, 1), self.params[a + "b_O"]))
         if cfg.positional == "rotary":
             inv_freq = 1.0 / cfg.rotary_base ** (
                 torch.arange(0, cfg.rotary_dim, 2, dtype=torch.float64) / cfg.rotary_dim
@@ -244,10 +253,9 @@ class Transformer:
     def _attention(self, l: int, x: Tensor, mask: Tensor | None, plain_causal: bool, hook, by_name) -> Tensor:
         """The attention output of layer ``l`` ``[b, p, d]`` from its normalised input ``x``."""
         cfg, a = self.cfg, f"blocks.{l}.attn."
-        w = {name: self.params[a + name] for name in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O", "b_O")}
-        q = hook(a + "hook_q", torch.einsum("bpd,hde->bphe", x, w["W_Q"]) + w["b_Q"])
-        k = hook(a + "hook_k", torch.einsum("bpd,hde->bphe", x, w["W_K"]) + w["b_K"])
-        v = hook(a + "hook_v", torch.einsum("bpd,hde->bphe", x, w["W_V"]) + w["b_V"])
+        W_QKV, b_QKV = self._qkv[l]
+        q, k, v = (x @ W_QKV + b_QKV).unflatten(-1, (3, cfg.n_heads, cfg.d_head)).unbind(-3)  # [b, pos, head, d_head]
+        q, k, v = hook(a + "hook_q", q), hook(a + "hook_k", k), hook(a + "hook_v", v)
         if cfg.positional == "rotary":
             q, k = self._rotate(q), self._rotate(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [b, head, pos, d_head]
@@ -262,7 +270,8 @@ class Transformer:
             mask = None if plain_causal else mask
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=plain_causal, scale=1.0 / cfg.scale)
         z = hook(a + "hook_z", z.transpose(1, 2))  # [b, pos, head, d_head]
-        return torch.einsum("bphe,hed->bpd", z, w["W_O"]) + w["b_O"]
+        W_O, b_O = self._out[l]
+        return z.flatten(-2) @ W_O + b_O
 
     def _rotate(self, x: Tensor) -> Tensor:
         """Rotary positions on the first ``rotary_dim`` dims of ``x`` ``[b, pos, head, d_head]``."""
