@@ -124,6 +124,7 @@ def ingest_model(
     config: IngestConfig | None = None,
     *,
     checkpoints: Sequence[str] = (),
+    weights: str | Path | None = None,
     name: str | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -133,8 +134,9 @@ def ingest_model(
 ) -> list[Path]:
     """Compute one artifact per checkpoint of ``model`` under ``out``; returns their directories.
 
-    ``model``: a hub name, a local model directory, or a model loaded with
-    :func:`circuit_atlas.ingest.model_adapter.load_model`. ``data``: slices (``random``,
+    ``model``: a hub name, a local model directory, a TransformerLens config JSON (with
+    ``weights``, its state dict file, or several weights files as ``checkpoints``), or a model
+    loaded with :func:`circuit_atlas.ingest.model_adapter.load_model`. ``data``: slices (``random``,
     ``repeated``, token or text files, ``NAME=SOURCE``). ``checkpoints``: local checkpoint
     directories or hub revisions. A checkpoint whose artifact under ``out`` is complete for the same
     settings and data is skipped unless ``force``, so an interrupted run resumes. Nothing here needs a
@@ -149,7 +151,7 @@ def ingest_model(
     source = str(model) if isinstance(model, (str, Path)) else model
     return run(
         source,
-        list(checkpoints),
+        [*map(str, checkpoints), *([str(weights)] if weights else [])],
         list(data),
         Path(out),
         config or IngestConfig(),
@@ -280,6 +282,7 @@ class Catalog:
         config: IngestConfig | None = None,
         *,
         checkpoints: Sequence[str] = (),
+        weights: str | Path | None = None,
         name: str | None = None,
         device: str = "auto",
         top_k: int | None = 16,
@@ -300,6 +303,7 @@ class Catalog:
             out,
             config,
             checkpoints=checkpoints,
+            weights=weights,
             name=name,
             device=device,
             progress=progress,

@@ -263,7 +263,13 @@ def with_options(options):
     "--checkpoint",
     "checkpoints",
     multiple=True,
-    help="A checkpoint: a local model directory, or a hub revision of MODEL (e.g. step1000). Repeatable.",
+    help="A checkpoint: a local model directory, a hub revision of MODEL (e.g. step1000), or a weights "
+    "file when MODEL is a TransformerLens config. Repeatable.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The state dict (torch.save) of the TransformerLens config given as MODEL.",
 )
 @click.option(
     "--data",
@@ -320,6 +326,7 @@ def ingest_command(
     connection: Connection,
     model: str,
     checkpoints: tuple[str, ...],
+    weights: Path | None,
     data: tuple[str, ...],
     out: Path,
     load: bool,
@@ -359,7 +366,7 @@ def ingest_command(
         statistics_tokens=statistics_tokens,
         effect_tokens=effect_tokens,
     )
-    options = dict(checkpoints=checkpoints, name=name, device=device, echo=click.echo, force=force)
+    options = dict(checkpoints=checkpoints, weights=weights, name=name, device=device, echo=click.echo, force=force)
     if not load:
         api.ingest_model(model, data, out, config, **options)
         return

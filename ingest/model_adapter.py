@@ -1,21 +1,28 @@
-"""The one place that knows how models are loaded: TransformerLens 4's ``TransformerBridge``.
+"""The one place that knows how models are loaded, and the interface the rest of the job uses.
 
-A model is booted from a Hugging Face name (with an optional revision such as Pythia's
-``step1000``) or a local Hugging Face directory (offline), put in compatibility mode (LayerNorm
-folded into the following weights, writing weights centred: HookedTransformer numerics), and
-exposed as
+Two sources, one execution engine (:mod:`.transformer`, a HookedTransformer-style forward):
+
+- a Hugging Face name (with an optional revision such as Pythia's ``step1000``) or a local Hugging
+  Face directory (offline) is booted through TransformerLens 4's ``TransformerBridge`` in
+  compatibility mode (LayerNorm folded into the following weights, writing weights and the
+  unembedding centred, value biases folded into ``b_O``: HookedTransformer's numerics); its
+  processed weights (``tl_parameters()``) and config become a :class:`~.transformer.Transformer`,
+  checked against the bridge's own logits on a probe before the bridge is dropped;
+- a TransformerLens-native checkpoint (a ``HookedTransformerConfig`` JSON plus a state dict in
+  HookedTransformer names) is read and processed the same way by :mod:`.native`.
+
+Either way the model is exposed as
 
 - :class:`ModelSpec`: the shape facts the catalog stores on ``(:Model)``;
-- :class:`Weights`: float32 copies of the weights in TransformerLens names and shapes,
-  ``W_Q[l, h]: d_model x d_head``, ``W_O[l, h]: d_head x d_model``, ``W_in[l]: d_model x d_mlp``,
-  ``W_E: d_vocab x d_model``, ``W_U: d_model x d_vocab``;
+- :class:`Weights`: float32 copies of the attention weights in TransformerLens names and shapes,
+  ``W_Q[l, h]: d_model x d_head``, ``W_O[l, h]: d_head x d_model``;
 - :meth:`LoadedModel.run`: a forward pass with hooks at the named sites of :data:`SITES`.
 
-With folded LayerNorm the input a channel's weights see is the normalisation's output
-``ln*.hook_out`` (``x̂ = (r - mean r) / scale`` for LN, ``r / scale`` for RMSNorm; the affine part
-is folded away), so every statistic is taken there and matches the weights exactly. Not
-``hook_normalized``: for GPT-NeoX the bridge computes the output with a fused LayerNorm beside
-that hook, so no gradient flows through it (both checked in ``tests/unit/test_model_adapter.py``).
+With folded normalisation the input a channel's weights see is the normalisation's output
+``ln*.hook_out`` (``x̂ = (r - mean r) / scale`` for LN, ``r / scale`` for RMSNorm, ``r`` itself
+for a model without normalisation), so every statistic is taken there and matches the weights
+exactly, and the gradient read there is the gradient through that reader alone
+(``tests/model/test_model_adapter.py`` checks both).
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -32,6 +39,9 @@ from safetensors import SafetensorError
 from torch import Tensor
 
 from circuit_atlas.errors import UserError
+
+from . import native
+from .transformer import Hook, Transformer, TransformerConfig
 
 #: Hook names by site; ``{l}`` is the layer. These are the stable site ids of the catalog.
 SITES = {
@@ -55,7 +65,10 @@ SITES = {
 #: A checkpoint directory may carry this file: {"model", "label", "step", "tokens_seen"}.
 CHECKPOINT_SIDECAR = "circuit_atlas_checkpoint.json"
 
-NORMALIZATIONS = {"LN": "LN", "LNPre": "LN", "RMS": "RMS", "RMSPre": "RMS"}
+#: TransformerLens normalization types -> what the folded model computes.
+NORMALIZATIONS = {"LN": "LN", "LNPre": "LN", "RMS": "RMS", "RMSPre": "RMS", None: "none", "None": "none"}
+#: Hugging Face architectures whose rotary embedding rotates adjacent pairs (GPT-J), not halves.
+ADJACENT_PAIR_ROTARY = {"GPTJForCausalLM"}
 
 
 def site(name: str, layer: int | None = None) -> str:
@@ -71,14 +84,21 @@ class ModelSpec:
     d_model: int
     n_heads: int
     d_head: int
-    d_mlp: int
+    d_mlp: int  # 0 for an attention-only model
     act_fn: str
     n_ctx: int
     d_vocab: int
-    positional: str  # "standard" (learned absolute), "rotary", ...
-    normalization: str  # "LN" or "RMS"
+    positional: str  # "standard" (a W_pos table: learned or sinusoidal) or "rotary"
+    normalization: str  # "LN", "RMS" or "none"
     parallel_attn_mlp: bool  # the MLP reads the block input, not the attention's output
     source: str
+    d_vocab_out: int | None = None  # the output vocabulary (classes); None: the same as d_vocab
+    causal: bool = True  # False: every position attends to every position (bidirectional)
+    has_mlp: bool = True  # False: an attention-only model (no MLP channels, no MLP sites)
+
+    def __post_init__(self):
+        if self.d_vocab_out is None:
+            object.__setattr__(self, "d_vocab_out", self.d_vocab)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,31 +121,45 @@ class Weights:
     W_O: Tensor  # [layer, head, d_head, d_model]
 
 
-Hook = Callable[[Tensor, object], Tensor | None]
-
-
 class LoadedModel:
-    """A TransformerBridge in compatibility mode, with its spec, weights and tokenizer."""
+    """A model on the runner, with its spec, attention weights and tokenizer (or None)."""
 
-    def __init__(self, bridge, spec: ModelSpec, weights: Weights, tokenizer, device: torch.device):
-        self.bridge = bridge
+    def __init__(self, runner: Transformer, spec: ModelSpec, tokenizer=None):
+        self.runner = runner
         self.spec = spec
-        self.weights = weights
         self.tokenizer = tokenizer
-        self.device = device
+        self.device = runner.device
+        layers = range(spec.n_layers)
+        self.weights = Weights(
+            **{
+                name: torch.stack([runner.params[f"blocks.{l}.attn.{name}"] for l in layers]).clone()
+                for name in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O")
+            }
+        )
 
-    def run(self, tokens: Tensor, hooks: Sequence[tuple[str, Hook]] = ()) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]`` of ``tokens`` with forward hooks ``(hook_name, fn)``."""
-        return self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=list(hooks))
+    def run(
+        self, tokens: Tensor, hooks: Sequence[tuple[str, Hook]] = (), attention_mask: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` with forward hooks ``(hook_name, fn)``.
+
+        ``attention_mask`` ``[batch, pos]`` (True = a real token) hides right-padding from every query.
+        """
+        return self.runner.forward(tokens, hooks, attention_mask)
 
     def run_capturing(
-        self, tokens: Tensor, names: Sequence[str], hooks: Sequence[tuple[str, Hook]] = ()
+        self,
+        tokens: Tensor,
+        names: Sequence[str],
+        hooks: Sequence[tuple[str, Hook]] = (),
+        attention_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and the activations at hook ``names``, all differentiable.
+        """Logits and the activations at hook ``names`` that this model has, all differentiable.
 
         The weights do not require gradients, so the embedding outputs are made leaves that
         do: ``torch.autograd.grad(loss, [captured[name], ...])`` then gives dL/d(activation)
         at any captured site with no weight gradients computed. ``hooks`` run before capture.
+        Names the model does not have (``hook_pos_embed`` of a rotary model, MLP sites of an
+        attention-only one) are not captured.
         """
         captured: dict[str, Tensor] = {}
         leaves = {site("embed"), site("pos_embed")}
@@ -139,13 +173,15 @@ class LoadedModel:
 
             return hook
 
-        wanted = set(names) | (leaves & set(self.bridge.hook_dict))
-        logits = self.run(tokens, [*hooks, *((name, capture(name)) for name in sorted(wanted))])
+        wanted = (set(names) | leaves) & self.runner.hook_names
+        logits = self.run(tokens, [*hooks, *((name, capture(name)) for name in sorted(wanted))], attention_mask)
         return logits, captured
 
 
 def model_name_of(source: str) -> str:
     """The catalog name of a model by default: a local directory's name, or the hub name."""
+    if native.is_native_config(source):
+        return native.model_name(Path(source))
     return Path(source).name if os.path.sep in source else source
 
 
@@ -157,8 +193,9 @@ def _is_local(source: str) -> bool:
 def _check_local_dir(path: Path) -> None:
     if not path.is_dir():
         raise UserError(
-            f"Model directory {path} does not exist. Give a Hugging Face model name or "
-            f"a local Hugging Face model directory (config.json plus weights)."
+            f"Model directory {path} does not exist. Give a Hugging Face model name, a local "
+            f"Hugging Face model directory (config.json plus weights), or a TransformerLens config "
+            f"JSON with its weights file."
         )
     if not (path / "config.json").is_file():
         raise UserError(
@@ -176,23 +213,45 @@ def _check_local_dir(path: Path) -> None:
 
 
 def load_model(source: str, revision: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """Boot ``source`` (hub name or local directory) at ``revision`` into a :class:`LoadedModel`.
+    """Load ``source`` at ``revision`` into a :class:`LoadedModel` on ``device``.
 
-    Raises :class:`UserError` for an unknown or unreachable name, a directory without weights,
-    weights that do not fit their config, an unsupported architecture, and NaN or inf weights.
+    ``source``: a hub name, a local Hugging Face directory, or a TransformerLens config JSON, whose
+    ``revision`` is then its weights file (a state dict saved with ``torch.save``). Raises
+    :class:`UserError` for an unknown or unreachable name, a directory without weights, weights
+    that do not fit their config, an unsupported architecture or config value, a file that is not
+    a state dict, and NaN or inf weights.
     """
+    device = torch.device(device)
+    if native.is_native_config(source):
+        if revision is None:
+            raise UserError(
+                f"{source} is a TransformerLens config; give its weights file too "
+                f"(`--weights STATE.pt`, or `--checkpoint` with one or more weights files)."
+            )
+        checkpoint = native.load_checkpoint(Path(source), Path(revision))
+        spec = _spec(checkpoint.config, checkpoint.name, checkpoint.family, checkpoint.source)
+        runner = Transformer(checkpoint.config, checkpoint.params, device)
+        return LoadedModel(runner, spec, native.tokenizer(checkpoint.tokenizer_name))
+    return _load_hugging_face(source, revision, device)
+
+
+def _spec(cfg: TransformerConfig, name: str, family: str, source: str) -> ModelSpec:
+    """The spec of a model whose runner config is ``cfg`` (every shape fact comes from it)."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(ModelSpec) if hasattr(cfg, f.name)}
+    return ModelSpec(name=name, family=family, source=source, **shared)
+
+
+def _load_hugging_face(source: str, revision: str | None, device: torch.device) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
-    device = torch.device(device)
-    local = _is_local(source)
-    if local:
+    if _is_local(source):
         path = Path(source).expanduser().resolve()
         _check_local_dir(path)
         source = str(path)
     for noisy in ("transformers", "transformer_lens", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        bridge = TransformerBridge.boot_transformers(source, device=str(device), dtype=torch.float32, revision=revision)
+        bridge = TransformerBridge.boot_transformers(source, device="cpu", dtype=torch.float32, revision=revision)
     except OSError as error:
         where = f"revision {revision!r} of " if revision else ""
         raise UserError(
@@ -219,34 +278,72 @@ def load_model(source: str, revision: str | None = None, device: str | torch.dev
     bridge.eval()
     for parameter in bridge.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(bridge, _spec(bridge, source), _weights(bridge), _tokenizer(bridge), device)
+    family = type(bridge.original_model).__name__
+    cfg = _bridge_config(bridge, source, family)
+    with torch.no_grad():
+        params = {name: value.detach().float().clone() for name, value in bridge.tl_parameters().items()}
+    runner = Transformer(cfg, params, torch.device("cpu"))
+    _check_reproduces(bridge, runner, source, family)
+    spec = _spec(cfg, name=model_name_of(source), family=family, source=source)
+    tokenizer = _tokenizer(bridge)
+    del bridge
+    return LoadedModel(Transformer(cfg, runner.params, device) if device.type != "cpu" else runner, spec, tokenizer)
 
 
-def _spec(bridge, source: str) -> ModelSpec:
+def _bridge_config(bridge, source: str, family: str) -> TransformerConfig:
+    """The runner's config from the bridge's (HookedTransformer field names) and the HF model."""
     cfg = bridge.cfg
-    normalization = NORMALIZATIONS.get(str(cfg.normalization_type))
+    normalization = NORMALIZATIONS.get(cfg.normalization_type)
     if normalization is None:
-        raise UserError(
-            f"{source!r} uses normalization {cfg.normalization_type!r}; Circuit Atlas supports "
-            f"LayerNorm and RMSNorm models."
-        )
-    architecture = type(bridge.original_model).__name__
-    return ModelSpec(
-        name=model_name_of(source),
-        family=architecture,
+        raise UserError(f"{source!r} uses normalization {cfg.normalization_type!r}, which Circuit Atlas cannot run.")
+    positional = str(cfg.positional_embedding_type)
+    if positional not in ("standard", "rotary"):
+        raise UserError(f"{source!r} uses {positional!r} positions; Circuit Atlas runs learned and rotary ones.")
+    rotary_dim = 0
+    if positional == "rotary":
+        inv_freq = [  # the HF rotary frequencies (the bridge wraps modules: ...rotary_emb._original_component...)
+            b for n, b in bridge.original_model.named_buffers() if "rotary_emb" in n and n.endswith(".inv_freq")
+        ]
+        rotary_dim = cfg.rotary_dim or (2 * inv_freq[0].numel() if inv_freq else cfg.d_head)
+    has_mlp = not getattr(cfg, "attn_only", False)
+    return TransformerConfig(
         n_layers=int(cfg.n_layers),
         d_model=int(cfg.d_model),
         n_heads=int(cfg.n_heads),
         d_head=int(cfg.d_head),
-        d_mlp=int(cfg.d_mlp),
-        act_fn=str(cfg.act_fn),
-        n_ctx=int(cfg.n_ctx),
+        d_mlp=int(cfg.d_mlp) if has_mlp else 0,
         d_vocab=int(cfg.d_vocab),
-        positional=str(cfg.positional_embedding_type),
+        d_vocab_out=int(bridge.W_U.shape[-1]),
+        n_ctx=int(cfg.n_ctx),
+        act_fn=str(cfg.act_fn),
         normalization=normalization,
+        final_normalization="RMS" if getattr(cfg, "final_rms", False) else normalization,
+        eps=float(cfg.eps),
+        positional=positional,
+        rotary_dim=int(rotary_dim),
+        rotary_base=float(cfg.rotary_base),
+        rotary_adjacent_pairs=family in ADJACENT_PAIR_ROTARY,
         parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
-        source=source,
+        gated_mlp=bool(getattr(cfg, "gated_mlp", False)),
+        causal=str(getattr(cfg, "attention_dir", "causal")) == "causal",
+        attn_scale=(cfg.attn_scale if cfg.attn_scale > 0 else 0.0) if cfg.use_attn_scale else 1.0,
     )
+
+
+def _check_reproduces(bridge, runner: Transformer, source: str, family: str) -> None:
+    """The runner's log-probabilities equal the bridge's on a probe (else a feature is missing)."""
+    length = min(runner.cfg.n_ctx, 16)
+    probe = torch.randint(0, runner.cfg.d_vocab, (2, length), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.log_softmax(bridge(probe).float(), -1)
+        got = torch.log_softmax(runner.forward(probe), -1)
+    difference = float((expected - got).abs().max())
+    if not difference <= 1e-3:
+        raise UserError(
+            f"Circuit Atlas's transformer runner does not reproduce {family} ({source!r}): its "
+            f"log-probabilities differ from the reference forward by up to {difference:.3g}. The "
+            f"architecture uses a feature the runner lacks (soft-capping, scaled rotary positions, ...)."
+        )
 
 
 def _check_finite(bridge, source: str) -> None:
@@ -261,15 +358,6 @@ def _check_finite(bridge, source: str) -> None:
             f"The weights of {source!r} contain NaN or inf (in {', '.join(sorted(set(bad))[:6])}). "
             f"The checkpoint is corrupt or diverged; use another one."
         )
-
-
-def _weights(bridge) -> Weights:
-    return Weights(
-        **{
-            name: getattr(bridge, name).detach().float().clone()
-            for name in ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O")
-        }
-    )
 
 
 def _tokenizer(bridge):

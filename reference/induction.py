@@ -9,24 +9,24 @@ revisions) with a ``circuit_atlas_checkpoint.json`` sidecar, and ground truth th
 from the compression, the attention-pattern scores of every head on fresh probe sequences
 (fingerprints.py), is saved beside them in ``head_scores.json``.
 
-Training is deterministic for a seed (CPU, one thread order), takes a few minutes on 2 CPUs, and
-is cached: a folder whose ``recipe.json`` matches the recipe is reused as it is.
+Training (``reference/training.py``, shared with the other recipes) is deterministic for a seed
+(CPU, one thread order), takes a few minutes on 2 CPUs, and is cached: a folder whose
+``recipe.json`` matches the recipe is reused as it is.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from circuit_atlas.ingest.fingerprints import attention_scores, probe_tokens
-from circuit_atlas.ingest.model_adapter import CHECKPOINT_SIDECAR, load_model
+from circuit_atlas.ingest.model_adapter import load_model
+
+from .training import checkpoint_dirs, train_cached
 
 
 @dataclass(frozen=True)
@@ -85,59 +85,17 @@ def _model(recipe: InductionRecipe):
     return GPTNeoXForCausalLM(config)
 
 
-def _save(model, folder: Path, recipe: InductionRecipe, step: int, loss: float) -> None:
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    label = f"step-{step:05d}"
-    (partial / CHECKPOINT_SIDECAR).write_text(
-        json.dumps(
-            {
-                "model": recipe.name,
-                "label": label,
-                "step": step,
-                "tokens_seen": step * recipe.batch_size * recipe.seq_len,
-                "train_loss": loss,
-            },
-            indent=2,
-        )
-    )
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+def _loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=tokens, labels=tokens).loss
 
 
 def train_induction(
     recipe: InductionRecipe, out: Path, progress: bool = True, echo: Callable[[str], None] = print
 ) -> list[Path]:
     """Train (or reuse) the checkpoints of ``recipe`` under ``out/<name>``; returns them by step."""
-    root = Path(out) / recipe.name
-    recipe_file = root / "recipe.json"
-    if recipe_file.is_file() and json.loads(recipe_file.read_text()) == asdict(recipe):
-        echo(f"Reusing the trained reference model in {root}.")
-        return checkpoint_dirs(root)
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    model = _model(recipe)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup))
-    started, loss_value = time.time(), float("nan")
-    _save(model, root / "step-00000", recipe, 0, loss_value)
-    for step in tqdm(range(1, recipe.steps + 1), desc=f"train {recipe.name}", disable=not progress, leave=False):
-        tokens = induction_batch(recipe, generator)
-        loss = model(input_ids=tokens, labels=tokens).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        loss_value = loss.item()
-        if step % recipe.checkpoint_every == 0 or step == recipe.steps:
-            _save(model, root / f"step-{step:05d}", recipe, step, loss_value)
-    echo(f"Trained {recipe.name}: {recipe.steps} steps in {time.time() - started:.0f} s, final loss {loss_value:.3f}.")
-    write_head_scores(root, recipe)
-    recipe_file.write_text(json.dumps(asdict(recipe), indent=2))
-    return checkpoint_dirs(root)
+    return train_cached(
+        recipe, out, _model, induction_batch, _loss, lambda root: write_head_scores(root, recipe), progress, echo
+    )
 
 
 def write_head_scores(root: Path, recipe: InductionRecipe) -> dict:
@@ -149,7 +107,3 @@ def write_head_scores(root: Path, recipe: InductionRecipe) -> dict:
         scores[folder.name] = {name: value.tolist() for name, value in attention_scores(model, probe).items()}
     (root / "head_scores.json").write_text(json.dumps(scores, indent=1))
     return scores
-
-
-def checkpoint_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in Path(root).iterdir() if (p / CHECKPOINT_SIDECAR).is_file())

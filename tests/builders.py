@@ -1,4 +1,5 @@
-"""Builders for tiny real models (saved as Hugging Face directories, booted through the bridge).
+"""Builders for tiny real models: Hugging Face directories (GPT-2, GPT-NeoX, Llama, GPT-J) and
+TransformerLens-native checkpoints (a HookedTransformerConfig JSON plus a state dict).
 
 ``planted_gpt2``: a 2-layer GPT-2 whose weights give each head a known rank and known
 writer -> reader alignments, in directions orthogonal to the all-ones vector (LayerNorm's
@@ -16,6 +17,11 @@ So the planted head -> head edges are exactly L0H0 -> L1H0 (k) and L0H1 -> L1H1 
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -152,3 +158,186 @@ def random_neox(folder: Path, seed: int = 0, **overrides) -> Path:
                 parameter.add_(0.3 * torch.randn_like(parameter))
     model.save_pretrained(folder)
     return Path(folder)
+
+
+def _save_word_tokenizer(folder: Path, vocab_size: int) -> None:
+    """A word-level tokenizer ``t0 .. t{n-1}`` (Llama's own needs sentencepiece, which CI lacks)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", bos_token="t0", eos_token="t0").save_pretrained(
+        folder
+    )
+
+
+def _perturbed(model, seed: int, scale: float = 0.3):
+    """``model`` with noise added to every parameter (non-trivial norm weights, biases, ...)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+#: Settings every random Hugging Face builder shares.
+HF_COMMON = {"tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0}
+
+
+def _save_perturbed(model_class, config, folder: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    _perturbed(model_class(config), seed, scale=0.05).save_pretrained(folder)
+    return Path(folder)
+
+
+def random_llama(folder: Path, seed: int = 0, **overrides) -> Path:
+    """A small Llama: RMSNorm, gated SiLU MLP, grouped-query attention (2 K/V heads), rotary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=D_VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=2 * D_MODEL,
+        num_hidden_layers=2,
+        num_attention_heads=N_HEADS,
+        num_key_value_heads=2,
+        max_position_embeddings=N_CTX,
+        **{**HF_COMMON, **overrides},
+    )
+    _save_word_tokenizer(folder, D_VOCAB)
+    return _save_perturbed(LlamaForCausalLM, config, folder, seed)
+
+
+def random_gptj(folder: Path, seed: int = 0, **overrides) -> Path:
+    """A small GPT-J: parallel attention and MLP sharing one LayerNorm, rotary on adjacent pairs."""
+    from transformers import GPTJConfig, GPTJForCausalLM
+
+    config = GPTJConfig(
+        vocab_size=D_VOCAB,
+        n_embd=D_MODEL,
+        n_layer=2,
+        n_head=N_HEADS,
+        n_inner=2 * D_MODEL,
+        rotary_dim=4,
+        n_positions=N_CTX,
+        **{**HF_COMMON, **overrides},
+    )
+    return _save_perturbed(GPTJForCausalLM, config, folder, seed)
+
+
+# --- TransformerLens-native checkpoints ------------------------------------------------------------
+
+
+@dataclass
+class NativeFiles:
+    """A native checkpoint on disk and the logits of the model it holds, by an independent forward."""
+
+    config: Path
+    weights: Path
+    reference: Callable[[torch.Tensor], torch.Tensor]  # tokens [b, p] -> logits [b, p, d_vocab_out]
+
+
+@contextmanager
+def storages_tagged_cuda():
+    """``torch.save`` inside records every CPU storage as ``cuda:0``, as a save on a GPU does."""
+    from torch import serialization
+
+    tagger = (0, lambda storage: "cuda:0" if storage.device.type == "cpu" else None, lambda storage, location: None)
+    serialization._package_registry.append(tagger)
+    serialization._package_registry.sort(key=lambda entry: entry[0])
+    try:
+        yield
+    finally:
+        serialization._package_registry.remove(tagger)
+
+
+def save_native(
+    folder: Path, config: dict, state: dict, wrap: str | None = None, gpu: bool = False
+) -> tuple[Path, Path]:
+    """``config.json`` and ``weights.pt`` (inside ``{wrap: state, "step": 7}`` when ``wrap``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    payload = {wrap: state, "step": 7, "optimizer": {"lr": 1e-3}} if wrap else state
+    with storages_tagged_cuda() if gpu else nullcontext():
+        torch.save(payload, folder / "weights.pt")
+    return folder / "config.json", folder / "weights.pt"
+
+
+def native_model(
+    folder: Path, seed: int = 0, wrap: str | None = None, gpu: bool = False, W_pos=None, **config
+) -> NativeFiles:
+    """A random HookedTransformer-format checkpoint of ``config`` (HookedTransformerConfig fields).
+
+    The weights come from TransformerLens 4's own TL-native model (``boot_native``, every parameter
+    perturbed), exported in HookedTransformer names by ``tl_parameters()``; that model's forward is
+    the reference. ``W_pos`` replaces the learned positions (a sinusoidal table, say). (Its rotary
+    embedding rotates adjacent pairs only: see :func:`native_from_hf`.)
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_native({**config, "seed": seed})
+    _perturbed(bridge.original_model, seed, scale=0.1)
+    if W_pos is not None:
+        with torch.no_grad():
+            bridge.original_model.pos.weight.copy_(W_pos)
+    state = {name: value.detach().clone() for name, value in bridge.tl_parameters().items()}
+    if config.get("attn_only"):  # tl_parameters() fills absent MLPs with zeros; HookedTransformer has none
+        state = {name: value for name, value in state.items() if ".mlp." not in name}
+    if config.get("n_key_value_heads"):  # HookedTransformer keeps grouped K/V un-expanded, as _W_K ...
+        repeat = config["n_heads"] // config["n_key_value_heads"]
+        for name in [k for k in state if k.rsplit(".", 1)[-1] in ("W_K", "W_V", "b_K", "b_V")]:
+            prefix, short = name.rsplit(".", 1)
+            state[f"{prefix}._{short}"] = state.pop(name)[::repeat].clone()
+
+    def reference(tokens: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return bridge(tokens)
+
+    return NativeFiles(*save_native(folder, config, state, wrap, gpu), reference)
+
+
+def native_from_hf(folder: Path, hf_folder: Path, **extra_config) -> NativeFiles:
+    """The HookedTransformer-format export of a Hugging Face model (unprocessed ``tl_parameters()``
+    of its bridge), with the HF model's own forward as the reference."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(str(hf_folder), device="cpu", dtype=torch.float32)
+    cfg = bridge.cfg
+    config = {
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "n_ctx": cfg.n_ctx,
+        "d_head": cfg.d_head,
+        "n_heads": cfg.n_heads,
+        "d_mlp": cfg.d_mlp,
+        "act_fn": cfg.act_fn,
+        "d_vocab": cfg.d_vocab,
+        "eps": cfg.eps,
+        "normalization_type": cfg.normalization_type,
+        "positional_embedding_type": cfg.positional_embedding_type,
+        "parallel_attn_mlp": bool(cfg.parallel_attn_mlp),
+        "original_architecture": type(bridge.original_model).__name__,
+        **extra_config,
+    }
+    state = {name: value.detach().clone() for name, value in bridge.tl_parameters().items()}
+    if config["parallel_attn_mlp"]:  # one LayerNorm feeds both: HookedTransformer keeps a copy as ln2
+        for l in range(cfg.n_layers):
+            for p in ("w", "b"):
+                state.setdefault(f"blocks.{l}.ln2.{p}", state[f"blocks.{l}.ln1.{p}"].clone())
+
+    def reference(tokens: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return bridge.original_model(tokens).logits
+
+    return NativeFiles(*save_native(folder, config, state), reference)
+
+
+def sinusoidal_positions(n_ctx: int, d_model: int) -> torch.Tensor:
+    """The fixed sin/cos position table of Vaswani et al. (2017), ``[n_ctx, d_model]``."""
+    position = torch.arange(n_ctx, dtype=torch.float64)[:, None]
+    frequency = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    table = torch.zeros(n_ctx, d_model, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
+    return table.float()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from builders import random_gpt2, random_neox
+from builders import random_gpt2, random_gptj, random_llama, random_neox
 
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.attribution import pull_back
@@ -18,6 +18,8 @@ BUILDERS = {
     "gpt2": random_gpt2,
     "neox": random_neox,
     "neox-parallel": lambda p: random_neox(p, use_parallel_residual=True),
+    "llama": random_llama,
+    "gptj": random_gptj,
 }
 
 
@@ -74,8 +76,7 @@ def test_every_gradient_the_statistics_pass_reads_is_the_autograd_gradient(model
 def test_gradients_compose_along_the_residual_stream(model):
     """g(attn_out) = g(mlp_out) + the MLP path pulled back through its normalisation (sequential
     block), or = g(mlp_out) (parallel block, where both join at one point). This also checks the
-    normalisation pull-back the attribution uses. (Not ``hook_resid_mid``: on the bridge that hook
-    is the MLP normalisation's input, so changing it bypasses the skip connection.)"""
+    normalisation pull-back the attribution uses."""
     batch = DataSlice.of_tokens("probe", "random tokens", tokens(model))
     _, acts, grads = fisher_gradients(model, batch, torch.Generator().manual_seed(5))
     for l in range(model.spec.n_layers):
