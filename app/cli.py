@@ -276,7 +276,7 @@ def with_options(options):
     "data",
     multiple=True,
     required=True,
-    help="A slice: random, repeated, PATH.npy/.pt/.txt, or NAME=SOURCE. Repeatable.",
+    help="A slice: random, repeated, PATH.npy/.pt/.txt, a task file PATH.jsonl/.parquet, or NAME=SOURCE. Repeatable.",
 )
 @click.option(
     "--out",
