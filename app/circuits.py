@@ -44,6 +44,7 @@ class Circuit:
     min_attribution: float
     channels: list[Channel]
     edges: list[Edge]
+    faithfulness: float | None  # share of the slice's behaviour kept with every other channel mean-ablated
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -59,6 +60,7 @@ class Circuit:
             slice=self.slice,
             min_effect=self.min_effect,
             min_attribution=self.min_attribution,
+            faithfulness=self.faithfulness,
         )
         for channel in self.channels:
             graph.add_node(channel.name, **{k: v for k, v in asdict(channel).items() if k != "name"})
@@ -111,4 +113,4 @@ def fetch_circuit(
         for name, effect in effects.items()
     ]
     edges = [Edge(row["writer"], row["reader"], row["role"], row["attribution"]) for row in rows if row["reader"]]
-    return Circuit(checkpoint, slice_name, min_effect, min_attribution, channels, edges)
+    return Circuit(checkpoint, slice_name, min_effect, min_attribution, channels, edges, rows[0]["faithfulness"])

@@ -12,7 +12,7 @@ its fused attention (``sdpa``), the next-token loss, ``backward()`` with weight 
 the ingest's tokens in batches of ``--batch-tokens``, timed in the same process as the ingest.
 Every stage of the ingest (the pipeline's own stage names) is timed with its peak host memory
 (resident set, reset before each stage) and peak GPU memory, and printed with its ratio to the
-bare pass over all the ingest's tokens; ``new slice`` is a slice's attribution and ablation over
+bare pass over all the ingest's tokens; ``new slice`` is a slice's attribution, ablation and faithfulness over
 the bare pass on that slice alone.
 """
 
@@ -204,13 +204,13 @@ def main(
     )
     new_slice = {}
     for name in data:
-        stages = [meter.stages[f"attribution {name}"], meter.stages[f"ablation {name}"]]
+        stages = [meter.stages[f"{stage} {name}"] for stage in ("attribution", "ablation", "faithfulness")]
         new_slice[name] = {
             "wall": sum(s.seconds for s in stages) / (bare.seconds / len(data)),
             "cpu": sum(s.cpu_seconds for s in stages) / (bare.cpu_seconds / len(data)),
         }
         click.echo(
-            f"new slice {name!r} (attribution + ablation) / bare over its tokens: "
+            f"new slice {name!r} (attribution + ablation + faithfulness) / bare over its tokens: "
             f"{new_slice[name]['wall']:.2f} (wall), {new_slice[name]['cpu']:.2f} (CPU time)"
         )
     if json_path:

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
@@ -103,6 +103,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("attribution", _FLOAT, "mean |first-order effect of mean-ablating the channel| per sequence"),
         Column("attribution_signed", _FLOAT, "its signed mean (negative: the channel helps)"),
         Column("ablation", _FLOAT, "exact metric change from mean-ablating the channel (positive: it helps)"),
+        Column("effect_rank", _INT, "rank by ablation on the slice (1 = largest effect, ties in channel order)"),
+        Column(
+            "faithfulness",
+            _FLOAT,
+            "share of the behaviour kept by the channels ranked up to this one, all others mean-ablated",
+            nullable=True,
+        ),
         Column("mean_norm", _FLOAT, "mean norm of the channel's output (the unembedding: its input)"),
     ),
     "matches": (

@@ -23,11 +23,12 @@ from circuit_atlas.errors import UserError
 
 from .artifact import frame, is_complete, read_manifest, write_artifact
 from .attribution import SliceScores, slice_scores
-from .channels import ChannelLayout
+from .channels import Channel, ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
+from .faithfulness import curve_losses, effect_order, faithfulness
 from .fidelity import ablation_effects, ablation_losses, channel_fidelity, choose_fraction, compression_losses
 from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
 from .interventions import Interventions
@@ -114,6 +115,7 @@ def artifact_tables(
     structural: StructuralScores,
     per_slice: dict[str, SliceScores],
     ablation: dict[str, dict[str, float]],
+    faithful: dict[str, dict[str, tuple[int, float | None]]],
     per_channel: dict[str, float | None],
     prints: dict[str, list[float]],
     pattern_scores: dict[str, torch.Tensor],
@@ -191,6 +193,8 @@ def artifact_tables(
                 "attribution": scores.activity[c.name],
                 "attribution_signed": scores.activity_signed[c.name],
                 "ablation": ablation[name][c.name],
+                "effect_rank": faithful[name][c.name][0],
+                "faithfulness": faithful[name][c.name][1],
                 "mean_norm": scores.mean_norm[c.name],
             }
             for name, scores in per_slice.items()
@@ -204,6 +208,28 @@ def artifact_tables(
         "slice_edges": slice_edges,
         "activity": activity,
     }
+
+
+def faithfulness_curve(
+    interventions: Interventions,
+    channels: list[Channel],
+    effects: dict[str, float],
+    samples: dict[str, DataSlice],
+    weights: dict[str, float],
+    config: IngestConfig,
+    progress: bool,
+) -> dict[str, tuple[int, float | None]]:
+    """Per channel, its rank by exact ablation effect (1 = largest) and the faithfulness of the
+    circuit of every channel up to that rank, on the samples of the slices in ``weights`` (their mean
+    losses weighted as the effects were)."""
+    order = effect_order(channels, effects)
+    parts = [samples[name] for name in weights]
+    losses = curve_losses(interventions, order, parts, config.batch_tokens, progress)
+    means = sum(
+        w * chunk.mean(1) for w, chunk in zip(weights.values(), losses.split([p.n_sequences for p in parts], 1))
+    )
+    curve = faithfulness(means)
+    return {c.name: (k, curve[k]) for k, c in enumerate(order, 1)}
 
 
 def run_digest(config: IngestConfig, data_args: list[str]) -> str:
@@ -301,6 +327,18 @@ def ingest_checkpoint(
             ablation[s.name] = ablation_effects(names, clean[s.name], ablated[s.name])
     weights = union.weights()
     ablation[union.name] = {c: sum(weights[s] * ablation[s][c] for s in weights) for c in names}
+    faithful = {}
+    for name, effects in ablation.items():
+        with profile(f"faithfulness {name}"):
+            faithful[name] = faithfulness_curve(
+                interventions,
+                channels,
+                effects,
+                samples,
+                weights if name == union.name else {name: 1.0},
+                config,
+                progress,
+            )
     with profile("fidelity"):
         compressed = compression_losses(interventions, sample, config.batch_tokens, progress)
         per_channel = channel_fidelity(
@@ -327,7 +365,16 @@ def ingest_checkpoint(
     with profile("artifact"):
         bases = {f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in channels for role in c.roles}
         tables = artifact_tables(
-            layout, compression, structural, per_slice, ablation, per_channel, prints, pattern_scores, union.name
+            layout,
+            compression,
+            structural,
+            per_slice,
+            ablation,
+            faithful,
+            per_channel,
+            prints,
+            pattern_scores,
+            union.name,
         )
         tables["matches"] = matches(channels, bases, prints, previous, config.match_threshold)
     manifest = {

@@ -40,6 +40,18 @@ class Edge:
     attribution: float
 
 
+def _ranked(checkpoint: Checkpoint, effects: dict[str, float]) -> list[tuple[str, float, int, float]]:
+    """(channel, effect, rank by effect, faithfulness) with a synthetic faithfulness: the share of
+    the summed effects that the channels up to this rank hold."""
+    order = {c.name: i for i, c in enumerate(checkpoint.channels)}
+    ranked = sorted(effects, key=lambda name: (-effects[name], order[name]))
+    total, running, rows = sum(effects.values()), 0.0, []
+    for rank, name in enumerate(ranked, 1):
+        running += effects[name]
+        rows.append((name, effects[name], rank, running / total if total else None))
+    return rows
+
+
 @dataclass
 class Checkpoint:
     """One checkpoint's content. ``effects[slice][channel]`` is the ablation effect (nats),
@@ -136,10 +148,12 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "attribution": abs(effect),
                 "attribution_signed": -effect,
                 "ablation": effect,
+                "effect_rank": rank,
+                "faithfulness": kept,
                 "mean_norm": 1.0,
             }
             for s, by_channel in c.effects.items()
-            for name, effect in by_channel.items()
+            for name, effect, rank, kept in _ranked(c, by_channel)
         ),
     )
     matches = frame(

@@ -130,6 +130,17 @@ def test_circuit_on_each_slice(catalog):
     assert [(r["writer"], r["reader"]) for r in rnd] == [("C", None)]
 
 
+def test_circuit_faithfulness_is_the_curve_at_its_size(catalog):
+    """The hand-made faithfulness of the channels up to a rank is their share of the summed effects."""
+    curve = catalog("faithfulness_curve", checkpoint="m@1", slice="rep")
+    assert [(r["rank"], r["channel"]) for r in curve] == list(enumerate("ABCED", 1))
+    assert [r["faithfulness"] for r in curve] == pytest.approx([1.0 / 2.43, 1.8 / 2.43, 2.4 / 2.43, 2.42 / 2.43, 1.0])
+    rep = catalog("circuit", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
+    assert [r["faithfulness"] for r in rep] == pytest.approx([2.4 / 2.43] * 3)  # A, B, C: rank 3
+    rep = catalog("circuit", checkpoint="m@1", slice="rep", min_effect=0.015, min_attribution=0.1)
+    assert {r["writer"] for r in rep} == set("ABCE") and rep[0]["faithfulness"] == pytest.approx(2.42 / 2.43)
+
+
 def test_circuit_graph_returns_nodes_and_paths(catalog):
     [row] = catalog("circuit_graph", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
     assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C"]

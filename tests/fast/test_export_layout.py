@@ -20,7 +20,7 @@ EDGES = [
     Edge("L3.mlp", "unembed", "in", 0.3),
     Edge("L10H2", "unembed", "in", 0.1),
 ]
-CIRCUIT = Circuit("m@1", "rep", 0.1, 0.01, CHANNELS, EDGES)
+CIRCUIT = Circuit("m@1", "rep", 0.1, 0.01, CHANNELS, EDGES, 0.9)
 
 
 def test_positions_follow_the_residual_stream():
