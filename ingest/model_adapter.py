@@ -337,6 +337,11 @@ def _check_reproduces(bridge, runner: Transformer, source: str, family: str) -> 
     with torch.no_grad():
         expected = torch.log_softmax(bridge(probe).float(), -1)
         got = torch.log_softmax(runner.forward(probe), -1)
+    if not expected.isfinite().all():
+        raise UserError(
+            f"{source!r} produced NaN or inf activations on random tokens in its own forward pass: its "
+            f"weights overflow float32. Check the checkpoint (or its dtype) before ingesting it."
+        )
     difference = float((expected - got).abs().max())
     if not difference <= 1e-3:
         raise UserError(
