@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from circuit_atlas.ingest.fingerprints import probe_slice
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.reference.tracr_fixtures import FIXTURES, PROGRAMS
 
@@ -62,3 +63,13 @@ def test_weights_read_and_write_exactly_the_compiled_layout(compiled):
     assert nonzero(params["embed.W_E"], 0) == dims(channels["embed"]["out"], layout)
     assert nonzero(params["pos_embed.W_pos"], 0) == dims(channels["pos_embed"]["out"], layout)
     assert nonzero(params["unembed.W_U"], 1) == dims(channels["unembed"]["in"], layout)
+
+
+def test_probes_of_a_class_output_model_score_its_own_prediction(compiled):
+    model, _ = compiled
+    tokens = torch.randint(0, model.spec.d_vocab, (3, model.spec.n_ctx), generator=torch.Generator().manual_seed(0))
+    probe = probe_slice(model, "random", tokens)
+    with torch.no_grad():
+        prediction = model.run(tokens).argmax(-1)
+    assert probe.metric == "label_loss" and torch.equal(probe.answers, prediction)
+    assert probe.positions.tolist() == [list(range(model.spec.n_ctx))] * 3
