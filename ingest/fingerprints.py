@@ -12,7 +12,9 @@ log(i + 1). These scores are ground truth that does not come from the compressio
 
 The fingerprint (:data:`FEATURES`) appends the channel's activity and output norm on the
 built-in ``random`` and ``repeated`` probe slices, each divided by the largest in its model so
-that models of different scales compare, and a one-hot of the channel kind.
+that models of different scales compare, and a one-hot of the channel kind. A probe scores
+next-token loss, or, for a model whose outputs are classes rather than tokens
+(``d_vocab_out != d_vocab``), the loss of the model's own clean prediction at every position.
 """
 
 from __future__ import annotations
@@ -104,6 +106,18 @@ def fingerprints(
 PROBE_SEQUENCES = 32
 
 
+def probe_slice(model: LoadedModel, kind: str, tokens: Tensor) -> DataSlice:
+    """Probe ``tokens`` scored by next-token loss, or for a class-output model by ``label_loss`` of
+    its own clean argmax at every position (next tokens are no classes there)."""
+    if model.spec.d_vocab_out == model.spec.d_vocab:
+        return DataSlice.of_tokens(kind, kind, tokens)
+    with torch.no_grad():
+        labels = model.run(tokens.to(model.device)).argmax(-1).cpu()
+    positions = torch.arange(tokens.shape[1]).expand_as(tokens)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    return DataSlice(kind, kind, tokens, mask, "label_loss", positions, labels, None, "own prediction")
+
+
 def channel_fingerprints(
     model: LoadedModel, compression: Compression, moments: Moments, layout: ChannelLayout, batch_tokens: int
 ) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
@@ -117,7 +131,7 @@ def channel_fingerprints(
             compression,
             moments,
             layout,
-            DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7)),
+            probe_slice(model, kind, synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7)),
             batch_tokens,
             progress=False,
             edges=False,
