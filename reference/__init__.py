@@ -1,8 +1,14 @@
-"""Reference models that the project trains itself, with circuits known from their construction.
+"""Reference models with circuits known from their construction.
 
-They need nothing from a model hub, are deterministic for a seed, and are cached under
-:func:`default_reference_dir` (a folder whose recipe matches is reused). ``induction``: a 2-layer
-model with a previous-token head and induction heads (the README's demo and the validation tests).
+Trained here (``training``: the shared train-save-cache loop): they need nothing from a model hub,
+are deterministic for a seed, and are cached under :func:`default_reference_dir` (a folder whose
+recipe matches is reused). ``induction``: a 2-layer model with a previous-token head and induction
+heads (the README's demo and the validation tests); ``keyvalue``: the induction model fine-tuned
+to look up the value paired with a query key (a previous-token head, then lookup heads), with a
+task slice and a trivial one.
+
+Compiled (``tracr_fixtures``): RASP programs compiled by tracr, shipped in ``tracr/`` as
+TransformerLens-native checkpoints with their exact residual layout.
 """
 
 from __future__ import annotations

@@ -4,11 +4,14 @@ A recipe is a frozen dataclass with at least ``seed``, ``steps``, ``batch_size``
 ``learning_rate``, ``weight_decay``, ``warmup``, ``checkpoint_every`` and a ``name``. Training is
 deterministic for a seed (CPU, one generator drawn in a fixed order: ``torch.manual_seed(seed)``
 for the initial weights, then a ``Generator`` seeded with ``seed`` for every batch), with AdamW and
-a linear warm-up. Checkpoints are Hugging Face directories ``step-NNNNN`` with a
-:data:`~circuit_atlas.ingest.model_adapter.CHECKPOINT_SIDECAR` (model, label, step, tokens seen,
-training loss), written atomically (a ``.partial`` folder renamed into place). ``recipe.json`` is
-written last, after the recipe's ground truth: a folder whose ``recipe.json`` equals the recipe is
-complete and is reused as it is; anything else is trained again from scratch.
+a linear warm-up, on one thread: these models are too small to gain from more, and on shared cores
+threads wait on each other (100 fine-tuning steps of the key-value model: 4 s on one thread, over
+100 s on two, with the machine's 2 cores loaded by other jobs). Checkpoints are Hugging Face
+directories ``step-NNNNN`` with a :data:`~circuit_atlas.ingest.model_adapter.CHECKPOINT_SIDECAR`
+(model, label, step, tokens seen, training loss), written atomically (a ``.partial`` folder renamed
+into place). ``recipe.json`` is written last, after the recipe's ground truth: a folder whose
+``recipe.json`` equals the recipe is complete and is reused as it is; anything else is trained
+again from scratch.
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ def train_cached(
         return checkpoint_dirs(root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train(recipe, root, build_model, batch, loss, progress, echo)
+    finally:
+        torch.set_num_threads(threads)
+    ground_truth(root)
+    recipe_file.write_text(json.dumps(asdict(recipe), indent=2))
+    return checkpoint_dirs(root)
+
+
+def _train(recipe, root: Path, build_model, batch, loss, progress: bool, echo: Callable[[str], None]) -> None:
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     model = build_model(recipe)
@@ -87,6 +102,3 @@ def train_cached(
         if step % recipe.checkpoint_every == 0 or step == recipe.steps:
             save_checkpoint(model, root / f"step-{step:05d}", recipe, step, loss_value)
     echo(f"Trained {recipe.name}: {recipe.steps} steps in {time.time() - started:.0f} s, final loss {loss_value:.3f}.")
-    ground_truth(root)
-    recipe_file.write_text(json.dumps(asdict(recipe), indent=2))
-    return checkpoint_dirs(root)

@@ -81,6 +81,15 @@ def reference_checkpoints() -> list:
     return train_induction(InductionRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
 
 
+@pytest.fixture(scope="session")
+def keyvalue_checkpoints() -> list:
+    """The key-value lookup reference model, trained once per machine and cached like the induction model."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.keyvalue import KeyValueRecipe, train_keyvalue
+
+    return train_keyvalue(KeyValueRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)

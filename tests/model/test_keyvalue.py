@@ -1,0 +1,118 @@
+"""The key-value lookup reference model (reference/keyvalue.py) solves its task with the known
+algorithm: a layer-0 previous-token head at the value positions and a layer-1 head that attends from
+the query to the matching value; mean-ablating either breaks the task, while on the trivial slice
+(one pair: the answer is the only value) the key matching, hence the previous-token head, is not
+needed. The ingest finds the same: the task slice's circuit holds both kinds of heads, the trivial
+slice's only the lookup heads."""
+
+import json
+
+import pytest
+import torch
+
+from circuit_atlas.demo import CIRCUIT
+from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.model_adapter import load_model, site
+from circuit_atlas.ingest.pipeline import ingest
+
+
+@pytest.fixture(scope="module")
+def trained(keyvalue_checkpoints):
+    final = keyvalue_checkpoints[-1]
+    root = final.parent
+    slices = {}
+    for name in ("task", "trivial"):
+        rows = [json.loads(line) for line in (root / f"{name}.jsonl").read_text().splitlines()]
+        slices[name] = (torch.tensor([r["tokens"] for r in rows]), torch.tensor([r["answer"] for r in rows]))
+    scores = json.loads((root / "head_scores.json").read_text())[final.name]
+    return load_model(str(final)), slices, scores
+
+
+def answer_loss(model, tokens, answers, hooks=()):
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model.run(tokens, hooks)[:, -1], answers))
+
+
+def mean_ablated(heads):
+    """Hooks on hook_z: each ``(layer, head)``'s output replaced by its mean over the prompts at each position."""
+
+    def hook(z, hook):
+        z = z.clone()
+        for layer, head in heads:
+            if hook.name == site("z", layer):
+                z[:, :, head] = z[:, :, head].mean(0, keepdim=True)
+        return z
+
+    return [(site("z", layer), hook) for layer in sorted({layer for layer, _ in heads})]
+
+
+@pytest.fixture(scope="module")
+def heads(trained):
+    """The previous-token heads (layer 0: a value position's attention to its key >= 0.5) and the
+    lookup heads (layer 1: the query's attention to the matching value >= 0.5) by attention
+    pattern, with the answer loss (nats) mean-ablating each, and all lookup heads together, adds on
+    each slice."""
+    model, slices, scores = trained
+    previous = [(0, h) for h, score in enumerate(scores["value_to_key"][0]) if score >= 0.5]
+    lookup = [(1, h) for h, score in enumerate(scores["query_to_value"][1]) if score >= 0.5]
+    effects = {}
+    for name, (tokens, answers) in slices.items():
+        clean = answer_loss(model, tokens, answers)
+        ablations = {head: [head] for head in previous + lookup} | {"lookup": lookup}
+        effects[name] = {
+            key: answer_loss(model, tokens, answers, mean_ablated(group)) - clean for key, group in ablations.items()
+        }
+    return previous, lookup, effects
+
+
+def artifact_circuit(artifact, slice_name: str, min_effect: float, min_attribution: float):
+    """The library's ``circuit`` query on an artifact's tables: the channels whose mean ablation adds
+    at least ``min_effect`` nats on the slice, and the slice edges between them of at least
+    ``min_attribution``."""
+    activity = artifact.tables["activity"]
+    members = set(activity[(activity["slice"] == slice_name) & (activity["ablation"] >= min_effect)]["block"])
+    edges = artifact.tables["slice_edges"]
+    edges = edges[(edges["slice"] == slice_name) & (edges["attribution"] >= min_attribution)]
+    return members, {(w, r) for w, r in zip(edges["writer"], edges["reader"]) if w in members and r in members}
+
+
+@pytest.fixture(scope="module")
+def circuits(keyvalue_checkpoints, tmp_path_factory):
+    final = keyvalue_checkpoints[-1]
+    data = [f"{name}={final.parent / name}.jsonl" for name in ("task", "trivial")]
+    out = tmp_path_factory.mktemp("keyvalue-ingest")
+    [path] = ingest(str(final), [], data, out, IngestConfig(), progress=False, echo=lambda _: None)
+    artifact = read_artifact(path)
+    return {name: artifact_circuit(artifact, name, **CIRCUIT) for name in ("task", "trivial")}
+
+
+def test_the_model_answers_both_slices(trained):
+    model, slices, _ = trained
+    for name, (tokens, answers) in slices.items():
+        with torch.no_grad():
+            accuracy = (model.run(tokens)[:, -1].argmax(-1) == answers).float().mean()
+        assert accuracy >= 0.95, name
+        assert (tokens[:, -1:] == tokens[:, 0:-1:2]).any(1).all()  # the query is one of the prompt's keys
+
+
+def test_attention_patterns_and_ablations_identify_the_lookup_circuit(heads):
+    previous, lookup, effects = heads
+    assert previous and lookup
+    for head in previous:  # the key matching needs the keys copied to the value positions
+        assert effects["task"][head] >= 1.0  # nats
+        # no key matching is needed when the answer is the only value
+        assert effects["trivial"][head] <= 0.2 * effects["task"][head]
+    for head in lookup:  # the lookup heads share the work: each alone helps, together they are needed
+        assert effects["task"][head] > 0
+    assert effects["task"]["lookup"] >= 1.0
+
+
+def test_the_task_circuit_holds_the_lookup_heads_and_the_trivial_one_fewer_heads(heads, circuits):
+    previous, lookup, _ = heads
+    (task, _), (trivial, _) = circuits["task"], circuits["trivial"]
+    name = "L{}H{}".format
+    assert {name(*head) for head in previous + lookup} <= task, sorted(task)
+    assert not {name(*head) for head in previous} & trivial, sorted(trivial)
+    heads_of = lambda circuit: {channel for channel in circuit if "H" in channel}  # noqa: E731
+    assert heads_of(trivial) < heads_of(task), (sorted(trivial), sorted(task))  # fewer heads, all the task's
