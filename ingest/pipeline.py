@@ -328,14 +328,14 @@ def ingest_checkpoint(
     weights = union.weights()
     ablation[union.name] = {c: sum(weights[s] * ablation[s][c] for s in weights) for c in names}
     faithful = {}
-    for name, effects in ablation.items():
-        with profile(f"faithfulness {name}"):
-            faithful[name] = faithfulness_curve(
+    for slice_name, effects in ablation.items():
+        with profile(f"faithfulness {slice_name}"):
+            faithful[slice_name] = faithfulness_curve(
                 interventions,
                 channels,
                 effects,
                 samples,
-                weights if name == union.name else {name: 1.0},
+                weights if slice_name == union.name else {slice_name: 1.0},
                 config,
                 progress,
             )
