@@ -49,7 +49,12 @@ def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = pr
             for slice_name in SLICES:
                 rows = catalog.rows("circuit", checkpoint=checkpoint_id, slice=slice_name, **CIRCUIT)
                 members = list(dict.fromkeys(r["writer"] for r in rows))
-                echo(f"circuit on {slice_name}: {', '.join(members) or '(none)'}")
+                kept = (
+                    f" (faithfulness {rows[0]['faithfulness']:.2f})"
+                    if rows and rows[0]["faithfulness"] is not None
+                    else ""
+                )
+                echo(f"circuit on {slice_name}{kept}: {', '.join(members) or '(none)'}")
     echo(f"\nNeo4j Browser: {server_settings.browser_url}  (user {USER}, password in {server.password_file})")
     echo(
         "Paste there, one command at a time, to style the catalog and draw the final checkpoint's circuit "
