@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from empty_database import empty_database
 
 from circuit_atlas.connection import Neo4jSettings, open_driver, server_version
 from circuit_atlas.local_server import Distribution, LocalServer, ServerSettings, free_port
@@ -152,24 +153,10 @@ def neo4j_driver(neo4j_settings, pytestconfig):
     driver.close()
 
 
-def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 @pytest.fixture
 def empty_catalog(neo4j_driver, neo4j_settings):
-    """The session's database with no data, constraints or indexes: every test starts from here.
-
-    Index and constraint names come from the server's own SHOW output, never from test input;
-    Cypher has no parameters for schema names, so they are quoted here.
-    """
-    db = neo4j_settings.database
-    with neo4j_driver.session(database=db) as session:
-        session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
-        for record in session.run("SHOW CONSTRAINTS YIELD name").data():
-            session.run(f"DROP CONSTRAINT {_quoted(record['name'])}").consume()
-        for record in session.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP'").data():
-            session.run(f"DROP INDEX {_quoted(record['name'])}").consume()
+    """The session's database with no data, constraints or indexes: every test starts from here."""
+    empty_database(neo4j_driver, neo4j_settings.database)
     return neo4j_driver
 
 

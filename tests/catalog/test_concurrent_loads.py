@@ -15,6 +15,7 @@ from pathlib import Path
 
 import neo4j
 import pytest
+from empty_database import empty_database
 from snapshots import count, graph_snapshot
 from synthetic_artifacts import Channel, Checkpoint, Edge, write
 
@@ -65,7 +66,8 @@ def sequential(artifacts, neo4j_driver, neo4j_settings, tmp_path_factory):
 
 
 def _empty(driver, database: str) -> None:
-    driver.execute_query("MATCH (n) WHERE NOT n:SchemaMigration DETACH DELETE n", database_=database)
+    """A migrated catalog with nothing in it, whatever the test before left (a newer schema too)."""
+    empty_database(driver, database)
     migrate(driver, database)
 
 
