@@ -78,6 +78,7 @@ class BrowserPage:
         The form re-renders while Browser probes the server, and a submit in that window is lost,
         so it is submitted again (Enter in the password field) until the stream says connected.
         """
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -92,7 +93,11 @@ class BrowserPage:
                 field.send_keys(Keys.ENTER)
             return False
 
-        WebDriverWait(self.driver, self.timeout, poll_frequency=3).until(connected)
+        # Elements are found afresh on every poll; one that re-renders between find and use is stale,
+        # which only means: look again.
+        WebDriverWait(
+            self.driver, self.timeout, poll_frequency=3, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(connected)
 
     def run(self, command: str):
         """Type one line into the editor, run it (Ctrl+Enter) and return its frame."""
