@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in one run: the ingest benchmark on GPT-2 small over 1 M tokens, GPT-2 medium at
-# batch 8 x 1024 and the reference model, then the gpu test tier. Figures go to OUTDIR
+# batch 8 x 1024 and the reference model, a profile of GPT-2 small's attribution and ablation
+# passes, then the gpu test tier. Figures go to OUTDIR
 # (default ./gpu-results): the tests' log, each benchmark's printout and JSON.
 #   benchmarks/gpu.sh [OUTDIR]
 # DEVICE, SMALL_TOKENS, MEDIUM_TOKENS and SEQ_LEN override the defaults (a dry run on the CPU:
@@ -21,4 +22,6 @@ bench() {
 bench gpt2-small --shape gpt2-small --tokens "$small" --seq-len "$seq" --batch-tokens 8192
 bench gpt2-medium --shape gpt2-medium --tokens "$medium" --seq-len "$seq" --batch-tokens 8192
 bench reference --shape reference --tokens 65536 --data random --data repeated
+bench gpt2-small-profile --shape gpt2-small --tokens "$medium" --seq-len "$seq" --batch-tokens 8192 \
+  --profile "attribution random" --profile "ablation random"
 python3 -m pytest -m gpu tests/gpu -q -p no:randomly -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.log"

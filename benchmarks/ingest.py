@@ -13,7 +13,8 @@ the ingest's tokens in batches of ``--batch-tokens``, timed in the same process 
 Every stage of the ingest (the pipeline's own stage names) is timed with its peak host memory
 (resident set, reset before each stage) and peak GPU memory, and printed with its ratio to the
 bare pass over all the ingest's tokens; ``new slice`` is a slice's attribution, ablation and faithfulness over
-the bare pass on that slice alone.
+the bare pass on that slice alone. ``--profile STAGE`` runs a stage under the torch profiler and prints
+its costliest operators (device time on a GPU).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import platform
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Meter:
 
     device: str
     stages: dict[str, Stage] = field(default_factory=dict)
+    profiled: tuple[str, ...] = ()  # stages run under the torch profiler, its top operators printed
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):
@@ -79,15 +81,33 @@ class Meter:
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         start, cpu_start = time.perf_counter(), time.process_time()
+        profiler = self.profiler() if name in self.profiled else nullcontext()
         try:
-            yield
+            with profiler:
+                yield
         finally:
             self.sync()
+            if name in self.profiled:
+                self.print_profile(name, profiler)
             stage.seconds += time.perf_counter() - start
             stage.cpu_seconds += time.process_time() - cpu_start
             stage.peak_rss_gib = max(stage.peak_rss_gib, peak_rss_gib())
             if self.device.startswith("cuda"):
                 stage.peak_gpu_gib = max(stage.peak_gpu_gib, torch.cuda.max_memory_allocated() / 2**30)
+
+    def profiler(self) -> torch.profiler.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.startswith("cuda"):
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        return torch.profiler.profile(activities=activities, record_shapes=True)
+
+    def print_profile(self, name: str, profiler: torch.profiler.profile) -> None:
+        """The stage's operators that took the most time (on the GPU, device time), by input shape."""
+        key = "self_cuda_time_total" if self.device.startswith("cuda") else "self_cpu_time_total"
+        table = profiler.key_averages(group_by_input_shape=True).table(
+            sort_by=key, row_limit=25, max_name_column_width=40, max_shapes_column_width=80
+        )
+        click.echo(f"profile of {name!r}:\n{table}")
 
 
 def gpt2_model(folder: Path, shape: str, seq_len: int) -> Path:
@@ -138,6 +158,7 @@ def bare_pass(model_dir: Path, tokens: torch.Tensor, batch_tokens: int, device: 
 @click.option("--batch-tokens", default=4096, show_default=True)
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
 @click.option("--energy", type=float, help="Fix the rank fraction (skip the search), as the ingest option.")
+@click.option("--profile", "profiled", multiple=True, help="Profile this stage (e.g. 'attribution random').")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures here."
 )
@@ -150,6 +171,7 @@ def main(
     device: str,
     energy: float | None,
     json_path: Path | None,
+    profiled: tuple[str, ...],
 ) -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
@@ -162,7 +184,7 @@ def main(
         all_tokens = torch.cat([synthetic_tokens(kind, d_vocab, n_seq, seq_len, i) for i, kind in enumerate(data)])
         bare = bare_pass(model_dir, all_tokens, batch_tokens, device)
         config = IngestConfig(seq_len=seq_len, n_seq=n_seq, batch_tokens=batch_tokens, energy=energy)
-        meter = Meter(device)
+        meter = Meter(device, profiled=profiled)
         started, cpu_started = time.perf_counter(), time.process_time()
         ingest(
             str(model_dir),

@@ -33,10 +33,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .channels import HEAD_READ_ROLES, ChannelLayout
-from .compression import Compression
+from .compression import Compression, psd_roots
 from .data import DataSlice
 from .metrics import sequence_losses
-from .model_adapter import LoadedModel, site
+from .model_adapter import LoadedModel, Weights, site
 from .statistics import Moments, mlp_input_residual
 
 #: Bytes of block tensors (writer outputs and one stage's projected gradients) per device type.
@@ -77,20 +77,25 @@ class SliceScores:
         )
 
 
-def pull_back(g: Tensor, x: Tensor, residual: Tensor, normalization: str) -> Tensor:
-    """dL/dr from dL/dx̂ through x̂ = norm(r) (no affine: it is folded). Broadcasts over heads.
-
-    LN: (g - mean(g) - x̂ (x̂·g)/d) / σ; RMS: (g - x̂ (x̂·g)/d) / σ; σ = ||r_c|| / ||x̂|| per token.
-    """
-    d = x.shape[-1]
+def normalization_scale(x: Tensor, residual: Tensor, normalization: str) -> Tensor:
+    """σ per token [...] with x̂ = (r - [LN] mean(r)) / σ: ||r_c|| / ||x̂|| (1 without normalisation)."""
+    if normalization == "none":
+        return torch.ones_like(x[..., 0])
     centred = residual - residual.mean(-1, keepdim=True) if normalization == "LN" else residual
-    sigma = centred.norm(dim=-1, keepdim=True) / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    if g.dim() == x.dim() + 1:  # [b, p, h, d] against [b, p, d]
-        x, sigma = x.unsqueeze(-2), sigma.unsqueeze(-2)
-    projected = g - x * (x * g).sum(-1, keepdim=True) / d
+    return centred.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)
+
+
+def pull_back(g: Tensor, x: Tensor, residual: Tensor, normalization: str) -> Tensor:
+    """dL/dr from dL/dx̂ through x̂ = norm(r) (no affine: it is folded).
+
+    LN: (g - mean(g) - x̂ (x̂·g)/d) / σ; RMS: (g - x̂ (x̂·g)/d) / σ; none: g.
+    """
+    if normalization == "none":
+        return g
+    projected = g - x * (x * g).sum(-1, keepdim=True) / x.shape[-1]
     if normalization == "LN":
         projected = projected - g.mean(-1, keepdim=True)
-    return projected / sigma
+    return projected / normalization_scale(x, residual, normalization)[..., None]
 
 
 def token_bytes(layout: ChannelLayout) -> int:
@@ -117,21 +122,57 @@ def _blocks(n_seq: int, length: int, tokens: int) -> Iterator[tuple[slice, slice
 
 
 class _Readers:
-    """The read bases of every reader role, padded for batched projection, on the model's device."""
+    """The read bases of every reader role on the model's device, laid out for batched projection.
 
-    def __init__(self, layout: ChannelLayout, compression: Compression, device: torch.device):
+    A head role's basis C [d, k] lies in the span of its weights W [d, d_head] (its functionals
+    are W A^{-1/2} U), so C = W M with M = W⁺ C, and the role's projected gradient needs no
+    d-space work but the final expansion. With e = dL/dq (the role's activation, q = x̂ W + b),
+    g = W e and the pull-back through the normalisation (:func:`pull_back`),
+
+        Cᵀ pull_back(g) = (CᵀW e - Mᵀ(q - b) (q - b)·e / d - [LN] (w̄·e) Cᵀ1) / σ,   w̄ = 1ᵀW / d,
+
+    every term in d_head coordinates. Heads are laid out [L, 3H, k_max, ...] in the reader rows'
+    order (q, k, v per head), padded with zero columns to the largest rank of a layer.
+    """
+
+    def __init__(self, layout: ChannelLayout, compression: Compression, weights: Weights, device: torch.device):
         spec, f32 = layout.spec, {"device": device, "dtype": torch.float32}
-        self.heads = {}
-        for role in HEAD_READ_ROLES:  # [L, H, d, kmax]
-            bases = [[compression.basis(c, role) for c in layout.heads(l)] for l in range(spec.n_layers)]
-            kmax = max(1, max(b.shape[1] for row in bases for b in row))
-            padded = torch.zeros(spec.n_layers, spec.n_heads, spec.d_model, kmax, **f32)
-            for l, row in enumerate(bases):
-                for h, b in enumerate(row):
-                    padded[l, h, :, : b.shape[1]] = b.to(**f32)
-            self.heads[role] = padded
-        self.mlps = [compression.basis(layout.mlp(l), "in").to(**f32) for l in range(spec.n_layers)]
+        L, H, d = spec.n_layers, spec.n_heads, spec.d_model
+        roles = {"q": (weights.W_Q, weights.b_Q), "k": (weights.W_K, weights.b_K), "v": (weights.W_V, weights.b_V)}
+        W = torch.stack([roles[r][0] for r in HEAD_READ_ROLES], dim=2).flatten(1, 2).double().cpu()  # [L, 3H, d, dh]
+        self.bias = torch.stack([roles[r][1] for r in HEAD_READ_ROLES], dim=2).flatten(1, 2).to(**f32)
+        bases = [
+            [compression.basis(c, role).double().cpu() for c in layout.heads(l) for role in HEAD_READ_ROLES]
+            for l in range(L)
+        ]
+        kmax = max(1, max(b.shape[1] for row in bases for b in row))
+        C = torch.zeros(L, 3 * H, d, kmax, dtype=torch.float64)
+        for l, row in enumerate(bases):
+            for r, b in enumerate(row):
+                C[l, r, :, : b.shape[1]] = b
+        _, gram_inverse_root = psd_roots(W.mT @ W)
+        M = gram_inverse_root @ gram_inverse_root @ W.mT @ C  # W⁺ C [L, 3H, dh, k]
+        C = W @ M  # the basis itself where it lies in the weights' span; a direction outside it reads nothing
+        self.expand = C.mT.contiguous().to(**f32)  # Cᵀ [L, 3H, k, d]
+        self.from_grad = (C.mT @ W).to(**f32)  # CᵀW [L, 3H, k, dh]
+        self.from_input = M.mT.contiguous().to(**f32)  # Mᵀ [L, 3H, k, dh]
+        self.from_ones = C.sum(2).to(**f32)  # Cᵀ1 [L, 3H, k]
+        self.weight_mean = W.mean(2).to(**f32)  # w̄ [L, 3H, dh]
+        self.mlps = [compression.basis(layout.mlp(l), "in").to(**f32) for l in range(L)]
         self.unembed = compression.basis(layout.unembed, "in").to(**f32)
+
+    def head_gradients(self, layer: int, grads: Tensor, values: Tensor, sigma: Tensor, normalization: str) -> Tensor:
+        """P_B dL/dr for every head role of ``layer`` [c, t, 3H, d], from the roles' gradients and
+        values [c, t, 3H, d_head] and σ = ||r_c|| / ||x̂|| [c, t]."""
+        coordinates = torch.einsum("btre,rke->btrk", grads, self.from_grad[layer])
+        if normalization != "none":
+            inputs = values - self.bias[layer]
+            along_input = (inputs * grads).sum(-1, keepdim=True) / self.expand.shape[-1]
+            coordinates -= torch.einsum("btre,rke->btrk", inputs, self.from_input[layer]) * along_input
+            if normalization == "LN":
+                coordinates -= (grads * self.weight_mean[layer]).sum(-1, keepdim=True) * self.from_ones[layer]
+            coordinates /= sigma[..., None, None]
+        return torch.einsum("btrk,rkd->btrd", coordinates, self.expand[layer])
 
 
 def slice_scores(
@@ -150,8 +191,7 @@ def slice_scores(
     spec, w, device = model.spec, model.weights, model.device
     L = spec.n_layers
     f32 = {"device": device, "dtype": torch.float32}
-    readers = _Readers(layout, compression, device)
-    W_reads = {"q": w.W_Q.to(**f32), "k": w.W_K.to(**f32), "v": w.W_V.to(**f32)}
+    readers = _Readers(layout, compression, w, device)
     W_O = w.W_O.to(**f32)
     z_mean, mlp_mean, final_mean = (
         moments.z_mean.to(**f32),
@@ -165,8 +205,8 @@ def slice_scores(
         if name in layout.by_name
     ]
     n_writers, n_readers = len(layout.writers), len(layout.readers)
-    head_rows = [layout.head_reader_rows(l).flatten().to(device) for l in range(L)]  # [3H]: q, k, v per head
-    head_columns = [layout.head_writer_columns(l).to(device) for l in range(L)]
+    head_rows = [layout.head_reader_rows(l) for l in range(L)]  # q, k, v per head
+    head_columns = [layout.head_writer_columns(l) for l in range(L)]
     mlp_rows = [layout.reader_row(layout.mlp(l), "in") for l in range(L)]
     mlp_columns = [layout.writer_column(layout.mlp(l)) for l in range(L)]
     # The writers feeding a reader stage are a prefix of the columns (channel order is stage order).
@@ -236,16 +276,10 @@ def slice_scores(
 
                 # Each reader stage's projected gradients P_B g_B against the writers before it.
                 for l in range(L):
-                    x_attn, r_attn = act(site("attn_x", l)), act(site("resid_pre", l))
-                    projected = []
-                    for role in HEAD_READ_ROLES:
-                        g_x = torch.einsum("bphe,hde->bphd", grad(site(role, l)), W_reads[role][l])
-                        g_r = pull_back(g_x, x_attn, r_attn, spec.normalization)
-                        basis = readers.heads[role][l]
-                        projected.append(
-                            torch.einsum("bphk,hdk->bphd", torch.einsum("bphd,hdk->bphk", g_r, basis), basis)
-                        )
-                    stacked = torch.stack(projected, dim=3).flatten(2, 3)  # [c, t, H*3, d]: q, k, v per head
+                    head_grads = torch.stack([grad(site(r, l)) for r in HEAD_READ_ROLES], dim=3).flatten(2, 3)
+                    head_values = torch.stack([act(site(r, l)) for r in HEAD_READ_ROLES], dim=3).flatten(2, 3)
+                    sigma = normalization_scale(act(site("attn_x", l)), act(site("resid_pre", l)), spec.normalization)
+                    stacked = readers.head_gradients(l, head_grads, head_values, sigma, spec.normalization)
                     edge_sums[rows, head_rows[l], : head_prefix[l]] += _per_sequence(
                         stacked, centred[:, :, : head_prefix[l]]
                     )

@@ -135,16 +135,18 @@ class ChannelLayout:
     def reader_row(self, channel: Channel, role: str) -> int:
         return self._reader_row[(channel.name, role)]
 
-    def head_reader_rows(self, layer: int) -> Tensor:
-        """Rows of layer ``layer``'s head read roles, shaped [n_heads, 3] (roles q, k, v)."""
-        return torch.tensor([[self.reader_row(c, role) for role in HEAD_READ_ROLES] for c in self.heads(layer)])
+    def head_reader_rows(self, layer: int) -> slice:
+        """Rows of layer ``layer``'s head read roles, one range: q, k, v of head 0, then of head 1, ..."""
+        first = self.reader_row(self.heads(layer)[0], HEAD_READ_ROLES[0])
+        return slice(first, first + len(HEAD_READ_ROLES) * self.spec.n_heads)
 
     def writer_column(self, channel: Channel) -> int:
         return self._writer_column[channel.name]
 
-    def head_writer_columns(self, layer: int) -> Tensor:
-        """Columns of layer ``layer``'s heads, [n_heads]."""
-        return torch.tensor([self.writer_column(c) for c in self.heads(layer)])
+    def head_writer_columns(self, layer: int) -> slice:
+        """Columns of layer ``layer``'s heads, one range in head order."""
+        first = self.writer_column(self.heads(layer)[0])
+        return slice(first, first + self.spec.n_heads)
 
     @cached_property
     def feeds_mask(self) -> Tensor:

@@ -136,7 +136,9 @@ class HookPoint(NamedTuple):
     name: str
 
 
-def _normalize(x: Tensor, kind: str, eps: float) -> Tensor:
+def normalize(x: Tensor, kind: str, eps: float) -> Tensor:
+    """x̂ = (x - [LN] mean(x)) / sqrt(mean((x - [LN] mean(x))²) + eps) for "LN" and "RMS" (the affine is
+    folded into the next weights); x itself for "none"."""
     if kind == "LN":
         x = x - x.mean(-1, keepdim=True)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -219,7 +221,7 @@ class Transformer:
             residual = residual + hook("hook_pos_embed", p["pos_embed.W_pos"][:length].expand(batch, length, -1))
         for l in range(cfg.n_layers):
             residual = hook(f"blocks.{l}.hook_resid_pre", residual)
-            x = hook(f"blocks.{l}.ln1.hook_out", _normalize(residual, cfg.normalization, cfg.eps))
+            x = hook(f"blocks.{l}.ln1.hook_out", normalize(residual, cfg.normalization, cfg.eps))
             attn_out = hook(f"blocks.{l}.hook_attn_out", self._attention(l, x, mask, plain_causal, hook, by_name))
             if not cfg.has_mlp:
                 residual = residual + attn_out
@@ -228,11 +230,11 @@ class Transformer:
                 mlp_in, after_attn = residual, None
             else:
                 after_attn = mlp_in = hook(f"blocks.{l}.hook_resid_mid", residual + attn_out)
-            x = hook(f"blocks.{l}.ln2.hook_out", _normalize(mlp_in, cfg.normalization, cfg.eps))
+            x = hook(f"blocks.{l}.ln2.hook_out", normalize(mlp_in, cfg.normalization, cfg.eps))
             mlp_out = hook(f"blocks.{l}.hook_mlp_out", self._mlp(l, x))
             residual = residual + attn_out + mlp_out if after_attn is None else after_attn + mlp_out
         residual = hook("ln_final.hook_in", residual)
-        x = hook("ln_final.hook_out", _normalize(residual, cfg.final_normalization, cfg.eps))
+        x = hook("ln_final.hook_out", normalize(residual, cfg.final_normalization, cfg.eps))
         return x @ p["unembed.W_U"] + p["unembed.b_U"]
 
     __call__ = forward

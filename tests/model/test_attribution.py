@@ -1,8 +1,10 @@
 """The blocked attribution pass equals the same scores computed densely, whatever the block size."""
 
+from pathlib import Path
+
 import pytest
 import torch
-from builders import random_gpt2, random_neox
+from builders import native_model, random_gpt2, random_llama, random_neox
 
 from circuit_atlas.ingest import attribution
 from circuit_atlas.ingest.attribution import pull_back, slice_scores
@@ -12,13 +14,21 @@ from circuit_atlas.ingest.data import DataSlice
 from circuit_atlas.ingest.metrics import sequence_losses
 from circuit_atlas.ingest.model_adapter import load_model, site
 from circuit_atlas.ingest.statistics import accumulate_moments, mlp_input_residual
+from circuit_atlas.ingest.transformer import normalize
 
-BUILDERS = {"gpt2": random_gpt2, "neox-parallel": lambda p: random_neox(p, use_parallel_residual=True)}
+NO_NORM = dict(n_layers=2, d_model=32, n_ctx=16, d_head=8, n_heads=4, d_vocab=20, d_mlp=64, normalization_type=None)
+BUILDERS = {  # LayerNorm, parallel blocks, RMSNorm, no normalisation
+    "gpt2": random_gpt2,
+    "neox-parallel": lambda p: random_neox(p, use_parallel_residual=True),
+    "llama": random_llama,
+    "no-norm": lambda p: native_model(p, act_fn="relu", **NO_NORM),
+}
 
 
 @pytest.fixture(params=sorted(BUILDERS), scope="module")
 def setup(request, tmp_path_factory):
-    model = load_model(str(BUILDERS[request.param](tmp_path_factory.mktemp(request.param))))
+    built = BUILDERS[request.param](tmp_path_factory.mktemp(request.param))
+    model = load_model(str(built)) if isinstance(built, Path) else load_model(str(built.config), str(built.weights))
     tokens = torch.randint(0, model.spec.d_vocab, (16, 12), generator=torch.Generator().manual_seed(3))
     moments = accumulate_moments(model, [DataSlice.of_tokens("fit", "fit", tokens)], progress=False)
     compression = Compression(decompose(moments, model.weights), 0.8, None, 1e-3)
@@ -108,3 +118,13 @@ def test_blocked_scores_equal_the_dense_ones(setup, per_block, monkeypatch):
     )
     assert scores.attribution.max() > 0 and (scores.attribution * (1 - mask)).abs().max() == 0
     assert set(HEAD_READ_ROLES) <= {r.role for r in layout.readers}
+
+
+@pytest.mark.parametrize("normalization", ["LN", "RMS", "none"])
+def test_pull_back_is_the_gradient_through_the_normalisation(normalization):
+    residual = torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    residual.requires_grad_(True)
+    x = normalize(residual, normalization, eps=0.0)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (expected,) = torch.autograd.grad((x * g).sum(), residual)
+    torch.testing.assert_close(pull_back(g, x.detach(), residual.detach(), normalization), expected)
