@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, in one run: the ingest benchmark on GPT-2 small over 1 M tokens, GPT-2 medium at
 # batch 8 x 1024 and the reference model, a profile of GPT-2 small's attribution and ablation
-# passes, then the gpu test tier. Figures go to OUTDIR
-# (default ./gpu-results): the tests' log, each benchmark's printout and JSON.
+# passes, then the gpu test tier. Figures go to OUTDIR (default ./gpu-results): every printout in
+# benchmarks.txt, each benchmark's JSON, the tests' log.
 #   benchmarks/gpu.sh [OUTDIR]
 # DEVICE, SMALL_TOKENS, MEDIUM_TOKENS and SEQ_LEN override the defaults (a dry run on the CPU:
 # DEVICE=cpu SMALL_TOKENS=512 MEDIUM_TOKENS=256 SEQ_LEN=128 benchmarks/gpu.sh /tmp/dry).
@@ -13,11 +13,12 @@ device="${DEVICE:-cuda}" small="${SMALL_TOKENS:-1048576}" medium="${MEDIUM_TOKEN
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')" \
-  | tee "$out/device.txt"
+  | tee -a "$out/benchmarks.txt"
 bench() {
   name="$1"; shift
+  echo "== $name" | tee -a "$out/benchmarks.txt"
   python3 benchmarks/ingest.py --device "$device" --json "$out/$name.json" "$@" 2>&1 \
-    | grep -v "Loading weights\|Writing model" | tee "$out/$name.txt"
+    | grep -v "Loading weights\|Writing model" | tee -a "$out/benchmarks.txt"
 }
 bench gpt2-small --shape gpt2-small --tokens "$small" --seq-len "$seq" --batch-tokens 8192
 bench gpt2-medium --shape gpt2-medium --tokens "$medium" --seq-len "$seq" --batch-tokens 8192
