@@ -136,17 +136,18 @@ class _Readers:
     """
 
     def __init__(self, layout: ChannelLayout, compression: Compression, weights: Weights, device: torch.device):
-        spec, f32 = layout.spec, {"device": device, "dtype": torch.float32}
+        spec, f32, f64 = (
+            layout.spec,
+            {"device": device, "dtype": torch.float32},
+            {"device": device, "dtype": torch.float64},
+        )
         L, H, d = spec.n_layers, spec.n_heads, spec.d_model
         roles = {"q": (weights.W_Q, weights.b_Q), "k": (weights.W_K, weights.b_K), "v": (weights.W_V, weights.b_V)}
-        W = torch.stack([roles[r][0] for r in HEAD_READ_ROLES], dim=2).flatten(1, 2).double().cpu()  # [L, 3H, d, dh]
+        W = torch.stack([roles[r][0] for r in HEAD_READ_ROLES], dim=2).flatten(1, 2).to(**f64)  # [L, 3H, d, dh]
         self.bias = torch.stack([roles[r][1] for r in HEAD_READ_ROLES], dim=2).flatten(1, 2).to(**f32)
-        bases = [
-            [compression.basis(c, role).double().cpu() for c in layout.heads(l) for role in HEAD_READ_ROLES]
-            for l in range(L)
-        ]
+        bases = [[compression.basis(c, role) for c in layout.heads(l) for role in HEAD_READ_ROLES] for l in range(L)]
         kmax = max(1, max(b.shape[1] for row in bases for b in row))
-        C = torch.zeros(L, 3 * H, d, kmax, dtype=torch.float64)
+        C = torch.zeros(L, 3 * H, d, kmax, **f64)
         for l, row in enumerate(bases):
             for r, b in enumerate(row):
                 C[l, r, :, : b.shape[1]] = b
@@ -254,9 +255,7 @@ def slice_scores(
                     heads, mlp = head_columns[l], mlp_columns[l]
                     centred[:, :, heads] = torch.einsum("bphe,hed->bphd", act(site("z", l)) - z_mean[l], W_O[l])
                     centred[:, :, mlp] = act(site("mlp_out", l)) - mlp_mean[l]
-                    effects[rows, heads] += torch.einsum(
-                        "bpd,bphd->bh", grad(site("attn_out", l)), centred[:, :, heads]
-                    )
+                    effects[rows, heads] += (grad(site("attn_out", l)).unsqueeze(2) * centred[:, :, heads]).sum((1, 3))
                     effects[rows, mlp] += (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum((1, 2))
                     norm_sum[heads] += (
                         ((centred[:, :, heads] + writer_means[heads]).norm(dim=-1) * keep[..., None])
