@@ -85,12 +85,19 @@ def sequence_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> Tensor:
 
 
 def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
-    """One label per position drawn from the model's own prediction softmax(logits) [..., V] -> [...]."""
+    """One label per position drawn from the model's own prediction softmax(logits) [..., V] -> [...].
+
+    Inverse-CDF sampling with uniforms from ``generator`` (a CPU generator), so that a seed draws
+    the same labels on every device (a CUDA generator's stream differs from the CPU's).
+    """
     with torch.no_grad():
         probabilities = torch.softmax(logits.reshape(-1, logits.shape[-1]).float(), -1)
         # Non-finite logits are reported after the pass (no host sync here): sample those rows uniformly.
         probabilities = torch.where(torch.isfinite(probabilities), probabilities, torch.ones_like(probabilities))
-        return torch.multinomial(probabilities, 1, generator=generator).view(logits.shape[:-1])
+        cumulative = probabilities.cumsum(-1)
+        uniform = torch.rand(cumulative.shape[0], 1, generator=generator).to(cumulative.device)
+        labels = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
+        return labels.clamp_max(logits.shape[-1] - 1).view(logits.shape[:-1])
 
 
 def sampled_loss(logits: Tensor, tokens: Tensor, targets: Targets, generator: torch.Generator) -> Tensor:

@@ -174,7 +174,7 @@ def accumulate_moments(
         R_mlp=zeros(L, d, d),
         R_final=zeros(d, d),
     )
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same labels on every device
     finite = torch.ones((), dtype=torch.bool, device=device)
     bar = tqdm(
         total=sum(part.n_tokens for part in data), desc="statistics", unit="tok", disable=not progress, leave=False

@@ -21,8 +21,7 @@ def artifacts(source: str, out, config: IngestConfig, data: list[str]):
 
 def test_the_reference_model_ingests_alike_on_cpu_and_cuda(reference_checkpoints, tmp_path):
     # One fraction for both (the search could land one grid step apart), whose rank boundaries fall
-    # among large singular values: at 0.9999 they fall among values at float32 noise, and one role
-    # kept 15 dimensions on the CPU and 16 on an H100.
+    # among large singular values, not among those at float32 noise as at 0.9999.
     config = IngestConfig(energy=0.9)
     both = artifacts(str(reference_checkpoints[-1]), tmp_path, config, ["repeated", "random"])
     cpu, cuda = both["cpu"].tables, both["cuda"].tables

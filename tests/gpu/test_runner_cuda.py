@@ -5,6 +5,7 @@ a GPU loads on the CPU."""
 import torch
 from builders import native_model, random_llama, random_neox
 
+from circuit_atlas.ingest.metrics import sample_labels
 from circuit_atlas.ingest.model_adapter import load_model, site
 
 
@@ -39,3 +40,10 @@ def test_a_state_dict_saved_from_a_gpu_loads_on_the_cpu(tmp_path):
             atol=1e-5,
             rtol=1e-4,
         )
+
+
+def test_a_seed_samples_the_same_fisher_labels_on_cuda_and_the_cpu():
+    logits = torch.randn(64, 8, 1000, generator=torch.Generator().manual_seed(1))
+    on_cpu = sample_labels(logits, torch.Generator().manual_seed(3))
+    on_cuda = sample_labels(logits.cuda(), torch.Generator().manual_seed(3)).cpu()
+    assert (on_cpu == on_cuda).float().mean() > 0.999  # a draw on a cumulative-sum boundary may differ

@@ -14,6 +14,7 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.data import DataSlice
 from circuit_atlas.ingest.fidelity import variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
+from circuit_atlas.ingest.metrics import sample_labels
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.ingest.statistics import accumulate_moments
@@ -109,3 +110,12 @@ def test_an_induction_task_slice_puts_the_induction_heads_in_its_circuit(referen
     assert induction
     for head in induction:  # ablating an induction head lowers the logit difference where copying helps
         assert activity[("task", head)] > 0.5 and activity[("task", head)] > 4 * abs(activity[("shuffled", head)])
+
+
+def test_sampled_labels_follow_the_prediction_and_a_seed_draws_the_same_labels():
+    probabilities = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.0, 0.0, 0.5, 0.5]])
+    logits = probabilities.log().repeat(20000, 1).view(20000, 2, 4)
+    labels = sample_labels(logits, torch.Generator().manual_seed(0))
+    counts = torch.stack([torch.bincount(labels[:, i], minlength=4) for i in range(2)]) / 20000
+    torch.testing.assert_close(counts, probabilities, atol=0.01, rtol=0)
+    assert torch.equal(labels, sample_labels(logits, torch.Generator().manual_seed(0)))
