@@ -54,7 +54,7 @@ def _neo4j_type(values: Iterable) -> str | None:
         return "double"
     if kinds <= {list, tuple}:
         items = {type(x) for v in values if v for x in v}
-        return "string[]" if str in items else "double[]"
+        return "string[]" if str in items else "long[]" if items == {int} else "double[]"
     return "string"
 
 
@@ -65,7 +65,7 @@ def _cell(value, kind: str | None) -> str:
         return "true" if value else "false"
     if kind == "double":
         return repr(float(value)) if math.isfinite(value) else str(value)
-    if kind in ("double[]", "string[]"):
+    if kind in ("double[]", "long[]", "string[]"):
         return ";".join(repr(float(x)) if kind == "double[]" else str(x) for x in value)
     return str(value)
 
@@ -177,6 +177,8 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     files.nodes_file("blocks.csv", "Block", blocks, lambda b: f"Block;{KIND_LABELS[b['kind']]}")
     subspaces = [s for rows in all_rows for s in rows.subspaces]
     files.nodes_file("subspaces.csv", "Subspace", subspaces, lambda _: "Subspace")
+    examples = [e for rows in all_rows for e in rows.examples]
+    files.nodes_file("examples.csv", "Example", [e["properties"] for e in examples], lambda _: "Example")
 
     def pairs(space_rows, start, end):
         return [(r[start], r[end], {}) for r in space_rows]
@@ -192,6 +194,8 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     files.relationships_file(
         "has_subspace.csv", "HAS_SUBSPACE", ("Block", "Subspace"), pairs(subspaces, "block_id", "id")
     )
+    has_example = [(e["block_id"], e["properties"]["id"], {}) for e in examples]
+    files.relationships_file("has_example.csv", "HAS_EXAMPLE", ("Block", "Example"), has_example)
     active = [(a["block_id"], a["slice_id"], a["properties"]) for rows in all_rows for a in rows.activity]
     files.relationships_file("active_on.csv", "ACTIVE_ON", ("Block", "DataSlice"), active)
     files.relationships_file("matches.csv", "MATCHES", ("Block", "Block"), _matches(all_rows))

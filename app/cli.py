@@ -318,6 +318,10 @@ def with_options(options):
     show_default=True,
     help="Held-out tokens per slice for the rank search, fidelity and exact ablation.",
 )
+@click.option(
+    "--examples", default=8, show_default=True, help="Top tokens kept per channel, slice and ranking (0: none)."
+)
+@click.option("--example-context", default=16, show_default=True, help="Tokens before an example kept with it.")
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
@@ -342,6 +346,8 @@ def ingest_command(
     batch_tokens: int,
     statistics_tokens: int,
     effect_tokens: int,
+    examples: int,
+    example_context: int,
     force: bool,
     seed: int,
     top_k: int,
@@ -365,6 +371,8 @@ def ingest_command(
         seed=seed,
         statistics_tokens=statistics_tokens,
         effect_tokens=effect_tokens,
+        examples=examples,
+        example_context=example_context,
     )
     options = dict(checkpoints=checkpoints, weights=weights, name=name, device=device, echo=click.echo, force=force)
     if not load:

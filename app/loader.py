@@ -5,7 +5,7 @@ take; :func:`write_checkpoint` runs them in two phases:
 
 1. **Stage.** Everything is written under a private checkpoint node of its own id
    (``<checkpoint>~staging-<token>``, ``status: 'staging'``, no Model): blocks, subspaces, slices,
-   edges, per-slice flows and activity, in batches of ``UNWIND $rows``. Queries read ``complete``
+   edges, per-slice flows, activity and examples, in batches of ``UNWIND $rows``. Queries read ``complete``
    checkpoints only, so nothing staged is visible, and the published version of the checkpoint (if
    any) stays as it was: a load that fails or is killed here changes nothing anyone sees.
 2. **Publish**, in one transaction that first takes a write lock on the Model node (so the publish
@@ -22,7 +22,8 @@ A staging checkpoint whose owner (``host:pid``) is gone, or whose heartbeat is o
 :data:`STALE_SECONDS`, is claimed and deleted by the next load of the same checkpoint.
 
 Ids: ``Model.id`` = model name; ``Checkpoint.id`` = ``<model>@<label>``; ``Block.id`` =
-``<checkpoint id>/<block name>``; ``Subspace.id`` = ``<block id>/<role>``; ``DataSlice.id`` =
+``<checkpoint id>/<block name>``; ``Subspace.id`` = ``<block id>/<role>``; ``Example.id`` =
+``<block id>/<slice name>/<ranking>/<rank>``; ``DataSlice.id`` =
 ``<name>:<token hash>``. A Block also carries its kind's label (``AttentionHead``, ``MLP``,
 ``Embedding``, ``Unembedding``).
 
@@ -93,6 +94,7 @@ class CheckpointRows:
     feeds: list[list]
     flows: list[list]
     activity: list[dict]
+    examples: list[dict]
 
     @property
     def checkpoint_id(self) -> str:
@@ -110,7 +112,7 @@ def _chunks(rows: Sequence[dict], size: int = BATCH_ROWS) -> Iterator[list[dict]
 def _clean(value):
     """pandas/numpy values as plain Python; NaN and NA as None (Neo4j does not store nulls)."""
     if isinstance(value, (np.ndarray, list, tuple)):
-        return [float(v) for v in value]
+        return [v.item() if isinstance(v, np.generic) else v for v in value]
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if isinstance(value, np.generic) else value
@@ -261,6 +263,16 @@ def checkpoint_rows(
             }
             for r in t["activity"].to_dict("records")
         ],
+        examples=[
+            {
+                "block_id": block_id[r["block"]],
+                "properties": {
+                    "id": f"{block_id[r['block']]}/{r['slice']}/{r['ranking']}/{r['rank']}",
+                    **{k: _clean(v) for k, v in r.items() if k != "block"},
+                },
+            }
+            for r in t["examples"].to_dict("records")
+        ],
     )
 
 
@@ -336,6 +348,7 @@ def write_checkpoint(driver: neo4j.Driver, database: str, rows: CheckpointRows, 
             ("create_feeds", rows.feeds, ids),
             ("create_flows_on", rows.flows, ids),
             ("create_active_on", rows.activity, {}),
+            ("create_examples", rows.examples, {}),
         ):
             for chunk in _chunks(all_rows):
                 if time.monotonic() - beat > HEARTBEAT_SECONDS:

@@ -39,11 +39,12 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
-_STR, _INT, _FLOAT, _FLOATS = pa.string(), pa.int64(), pa.float64(), pa.list_(pa.float64())
+_STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
+_INTS, _FLOATS = pa.list_(pa.int64()), pa.list_(pa.float64())
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,18 @@ TABLES: dict[str, tuple[Column, ...]] = {
             nullable=True,
         ),
         Column("mean_norm", _FLOAT, "mean norm of the channel's output (the unembedding: its input)"),
+    ),
+    "examples": (
+        Column("slice", _STR, "slice name (a named slice, not their union)"),
+        Column("block", _STR, "channel name"),
+        Column("ranking", _STR, "effect: |first-order effect| at the token; input: norm of its read-subspace input"),
+        Column("rank", _INT, "1 = the channel's strongest token of the slice in this ranking"),
+        Column("sequence", _INT, "prompt index in the slice"),
+        Column("position", _INT, "position in the prompt"),
+        Column("value", _FLOAT, "effect: signed first-order effect (negative: helps); input: the norm"),
+        Column("tokens", _INTS, "token ids of the context: up to --example-context before, the token, the next"),
+        Column("focus", _INT, "index of the example's token in tokens"),
+        Column("text", _STR, "the context decoded, the example's token in « »", nullable=True),
     ),
     "matches": (
         Column("previous_checkpoint", _STR, "label of the checkpoint before"),
@@ -335,12 +348,13 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
         ("slice_edges", "writer"),
         ("slice_edges", "reader"),
         ("activity", "block"),
+        ("examples", "block"),
         ("matches", "block"),
     ):
         unknown = sorted(set(tables[table][column]) - known_blocks)
         if unknown:
             errors.append(f"{table}.{column} names block {unknown[0]!r}, which is not in blocks")
-    for table in ("slice_edges", "activity"):
+    for table in ("slice_edges", "activity", "examples"):
         unknown = sorted(set(tables[table]["slice"]) - known_slices)
         if unknown:
             errors.append(f"{table} names slice {unknown[0]!r}, which the manifest does not list")

@@ -26,7 +26,7 @@ of one reader stage at a time; each reader stage is contracted only with the wri
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from .channels import HEAD_READ_ROLES, ChannelLayout
 from .compression import Compression, psd_roots
 from .data import DataSlice
+from .examples import TopTokens
 from .metrics import sequence_losses
 from .model_adapter import LoadedModel, Weights, site
 from .statistics import Moments, mlp_input_residual
@@ -54,6 +55,7 @@ class SliceScores:
     activity: dict[str, float]  # mean |.| over sequences
     activity_signed: dict[str, float]  # first-order L(actual) - L(mean-ablated); negative = helps
     mean_norm: dict[str, float]  # per real token
+    examples: dict[str, list[tuple]] = field(default_factory=dict)  # ranking -> TopTokens.rows (named slices only)
 
     @staticmethod
     def combined(scores: list[SliceScores]) -> SliceScores:
@@ -186,9 +188,11 @@ def slice_scores(
     progress: bool = True,
     desc: str = "attribution",
     edges: bool = True,
+    examples: int = 0,
 ) -> SliceScores:
     """Stream the prompts of ``data`` once and score every edge (unless ``edges`` is False) and channel
-    on its metric (padded positions carry no gradient, and are left out of the norms)."""
+    on its metric (padded positions carry no gradient, and are left out of the norms), and keep the
+    top ``examples`` tokens per channel of each ranking of :mod:`.examples`."""
     spec, w, device = model.spec, model.weights, model.device
     L = spec.n_layers
     f32 = {"device": device, "dtype": torch.float32}
@@ -228,6 +232,17 @@ def slice_scores(
     norm_sum = torch.zeros_like(activity)
     per_block = block_tokens(layout, device)
     n_seq = 0
+    effect_order = [c.name for c in (*layout.writers, layout.unembed)]
+    input_order = [c.name for c in layout.channels if c.read_roles]  # heads by their q role, MLPs, unembedding
+    input_column = {name: i for i, name in enumerate(input_order)}
+    input_columns = (
+        [slice(input_column[layout.heads(l)[0].name], input_column[layout.heads(l)[-1].name] + 1) for l in range(L)],
+        [input_column[layout.mlp(l).name] for l in range(L)],
+    )
+    top = {
+        "effect": TopTokens(len(effect_order), examples, device),
+        "input": TopTokens(len(input_order), examples, device),
+    }
 
     bar = tqdm(total=data.n_tokens, desc=desc, unit="tok", disable=not progress, leave=False)
     for batch in data.batches(batch_tokens):
@@ -248,15 +263,16 @@ def slice_scores(
                 embed_grad = grad(site("embed"))
                 c, t, d = embed_grad.shape
                 centred = torch.empty(c, t, n_writers, d, **f32)
+                token_effects = torch.empty(c, t, n_writers + 1, **f32)  # per token, writers then the unembedding
                 for column, name, mean in embeds:
                     centred[:, :, column] = act(site(name)) - mean
-                    effects[rows, column] += (embed_grad * centred[:, :, column]).sum((1, 2))
+                    token_effects[:, :, column] = (embed_grad * centred[:, :, column]).sum(-1)
                 for l in range(L):
                     heads, mlp = head_columns[l], mlp_columns[l]
                     centred[:, :, heads] = torch.einsum("bphe,hed->bphd", act(site("z", l)) - z_mean[l], W_O[l])
                     centred[:, :, mlp] = act(site("mlp_out", l)) - mlp_mean[l]
-                    effects[rows, heads] += (grad(site("attn_out", l)).unsqueeze(2) * centred[:, :, heads]).sum((1, 3))
-                    effects[rows, mlp] += (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum((1, 2))
+                    token_effects[:, :, heads] = (grad(site("attn_out", l)).unsqueeze(2) * centred[:, :, heads]).sum(-1)
+                    token_effects[:, :, mlp] = (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum(-1)
                     norm_sum[heads] += (
                         ((centred[:, :, heads] + writer_means[heads]).norm(dim=-1) * keep[..., None])
                         .sum((0, 1))
@@ -268,8 +284,18 @@ def slice_scores(
                         ((centred[:, :, column] + writer_means[column]).norm(dim=-1) * keep).sum().double()
                     )
                 x, x_grad = act(site("final_x")), grad(site("final_x"))
-                effects[rows, n_writers] += (x_grad * (x - final_mean)).sum((1, 2))
+                token_effects[:, :, n_writers] = (x_grad * (x - final_mean)).sum(-1)
+                effects[rows] += token_effects.sum(1)
                 norm_sum[n_writers] += (x.norm(dim=-1) * keep).sum().double()
+                if examples:
+                    where = (
+                        torch.arange(n_seq + rows.start, n_seq + rows.stop, device=device),
+                        torch.arange(positions.start, positions.stop, device=device),
+                        keep.bool(),
+                    )
+                    top["effect"].update(token_effects.abs(), token_effects, *where)
+                    norms = _input_norms(readers, act, *input_columns, len(input_order))
+                    top["input"].update(norms, norms, *where)
                 if not edges:
                     continue
 
@@ -303,6 +329,7 @@ def slice_scores(
     bar.close()
     mask = layout.feeds_mask.to(device, torch.float64)
     order = [*layout.writers, layout.unembed]
+    kept = {"effect": top["effect"].rows(effect_order), "input": top["input"].rows(input_order)} if examples else {}
     return SliceScores(
         n_sequences=n_seq,
         n_tokens=data.n_tokens,
@@ -311,7 +338,22 @@ def slice_scores(
         activity={c.name: float(a) / n_seq for c, a in zip(order, activity)},
         activity_signed={c.name: float(a) / n_seq for c, a in zip(order, activity_signed)},
         mean_norm={c.name: float(n) / data.n_tokens for c, n in zip(order, norm_sum)},
+        examples=kept,
     )
+
+
+def _input_norms(readers: _Readers, act: _Block, head_columns: list[slice], mlp_columns: list[int], n: int) -> Tensor:
+    """||Cᵀ x̂|| per token [c, t, n channels with a read role, the unembedding last]: heads by their q
+    role (Cᵀ x̂ = Mᵀ(q - b)), MLPs and the unembedding by their in role."""
+    x = act(site("final_x"))
+    norms = torch.empty(*x.shape[:2], n, device=x.device, dtype=x.dtype)
+    q_rows = slice(0, None, len(HEAD_READ_ROLES))  # the q rows of [q, k, v per head]
+    for l, (heads, mlp) in enumerate(zip(head_columns, mlp_columns)):
+        inputs = act(site("q", l)) - readers.bias[l, q_rows]
+        norms[:, :, heads] = torch.einsum("bthe,hke->bthk", inputs, readers.from_input[l, q_rows]).norm(dim=-1)
+        norms[:, :, mlp] = (act(site("mlp_x", l)) @ readers.mlps[l]).norm(dim=-1)
+    norms[:, :, -1] = (x @ readers.unembed).norm(dim=-1)
+    return norms
 
 
 def _per_sequence(gradients: Tensor, outputs: Tensor) -> Tensor:

@@ -24,6 +24,8 @@ class IngestConfig:
     match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
     statistics_tokens: int = 65536  # moments from at most this many fitting tokens, spread over them
     effect_tokens: int = 2048  # per slice: held-out tokens of the rank search, fidelity and exact ablation
+    examples: int = 8  # per channel, slice and ranking: top tokens kept as examples (0: none)
+    example_context: int = 16  # tokens before an example kept with it
 
     def __post_init__(self) -> None:
         self.validate()
@@ -45,6 +47,8 @@ class IngestConfig:
             ("match_threshold", False, number, lambda v: 0 <= v <= 1, "in [0, 1]"),
             ("statistics_tokens", False, whole, lambda v: v >= 1, ">= 1"),
             ("effect_tokens", False, whole, lambda v: v >= 1, ">= 1"),
+            ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
+            ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
         ]
         for name, optional, (kind, is_kind), in_range, words in rules:
             value = getattr(self, name, None)

@@ -28,6 +28,7 @@ from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
+from .examples import example_rows
 from .faithfulness import curve_losses, effect_order, faithfulness
 from .fidelity import ablation_effects, ablation_losses, channel_fidelity, choose_fraction, compression_losses
 from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
@@ -358,6 +359,7 @@ def ingest_checkpoint(
                 config.batch_tokens,
                 progress,
                 desc=f"attribution {s.name}",
+                examples=config.examples,
             )
     per_slice[union.name] = per_slice.get(union.name) or SliceScores.combined(list(per_slice.values()))
     with profile("fingerprints"):
@@ -377,6 +379,7 @@ def ingest_checkpoint(
             union.name,
         )
         tables["matches"] = matches(channels, bases, prints, previous, config.match_threshold)
+        tables["examples"] = frame("examples", example_rows(slices, per_slice, config.example_context, model.tokenizer))
     manifest = {
         "model": {**spec.as_dict(), "name": name},
         "checkpoint": {

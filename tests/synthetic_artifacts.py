@@ -156,6 +156,26 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
             for name, effect, rank, kept in _ranked(c, by_channel)
         ),
     )
+    examples = frame(
+        "examples",
+        (
+            {
+                "slice": s,
+                "block": name,
+                "ranking": "effect",
+                "rank": rank,
+                "sequence": rank,
+                "position": 3,
+                "value": -effect / rank,
+                "tokens": [rank, 5, 6],
+                "focus": 1,
+                "text": f"a«{name}»b",
+            }
+            for s, by_channel in c.effects.items()
+            for name, effect in by_channel.items()
+            for rank in (1, 2)
+        ),
+    )
     matches = frame(
         "matches",
         (
@@ -174,6 +194,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
         "edges": edges,
         "slice_edges": slice_edges,
         "activity": activity,
+        "examples": examples,
         "matches": matches,
     }
     bases = {f"{ch.name}/{role}": torch.eye(d_model)[:, :2] for ch in c.channels for role in ROLES[ch.kind]}

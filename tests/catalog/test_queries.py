@@ -141,6 +141,15 @@ def test_circuit_faithfulness_is_the_curve_at_its_size(catalog):
     assert {r["writer"] for r in rep} == set("ABCE") and rep[0]["faithfulness"] == pytest.approx(2.42 / 2.43)
 
 
+def test_channel_examples_are_its_strongest_tokens_over_the_slices(catalog):
+    """Hand-made examples: ranks 1 and 2 of each slice with value -effect / rank (C: rep 0.6, rnd 0.5)."""
+    rows = catalog("channel_examples", checkpoint="m@1", channel="C", ranking="effect", limit=3)
+    assert [(r["slice"], r["rank"]) for r in rows] == [("rep", 1), ("rnd", 1), ("rep", 2)]
+    assert [r["value"] for r in rows] == pytest.approx([-0.6, -0.5, -0.3])
+    assert rows[0]["text"] == "a«C»b" and rows[0]["tokens"] == [1, 5, 6] and rows[0]["focus"] == 1
+    assert catalog("channel_examples", checkpoint="m@1", channel="C", ranking="input", limit=3) == []
+
+
 def test_circuit_graph_returns_nodes_and_paths(catalog):
     [row] = catalog("circuit_graph", checkpoint="m@1", slice="rep", min_effect=0.5, min_attribution=0.1)
     assert sorted(b["name"] for b in row["blocks"]) == ["A", "B", "C"]
