@@ -322,6 +322,12 @@ def with_options(options):
     "--examples", default=8, show_default=True, help="Top tokens kept per channel, slice and ranking (0: none)."
 )
 @click.option("--example-context", default=16, show_default=True, help="Tokens before an example kept with it.")
+@click.option(
+    "--situations",
+    default=0,
+    show_default=True,
+    help="Discover up to this many situations in the data, each scored as a slice (0: none).",
+)
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
@@ -348,6 +354,7 @@ def ingest_command(
     effect_tokens: int,
     examples: int,
     example_context: int,
+    situations: int,
     force: bool,
     seed: int,
     top_k: int,
@@ -373,6 +380,7 @@ def ingest_command(
         effect_tokens=effect_tokens,
         examples=examples,
         example_context=example_context,
+        situations=situations,
     )
     options = dict(checkpoints=checkpoints, weights=weights, name=name, device=device, echo=click.echo, force=force)
     if not load:

@@ -251,7 +251,13 @@ def checkpoint_rows(
         node_checkpoint_id=under,
         blocks=_records(blocks),
         subspaces=_records(subspaces),
-        slices=[{k: s[k] for k in ("id", "name", "description", "n_tokens", "metric", "scored")} for s in m["slices"]],
+        slices=[
+            {
+                **{k: s[k] for k in ("id", "name", "description", "n_tokens", "metric", "scored")},
+                "discovered": bool(s.get("discovered")),
+            }
+            for s in m["slices"]
+        ],
         subspace_ids=subspace_ids,
         feeds=endpoint_rows(edges, FEEDS_PROPERTIES),
         flows=endpoint_rows(slice_edges, FLOWS_ON_PROPERTIES),

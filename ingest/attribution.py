@@ -56,6 +56,7 @@ class SliceScores:
     activity_signed: dict[str, float]  # first-order L(actual) - L(mean-ablated); negative = helps
     mean_norm: dict[str, float]  # per real token
     examples: dict[str, list[tuple]] = field(default_factory=dict)  # ranking -> TopTokens.rows (named slices only)
+    sequence_effects: Tensor | None = None  # [n_sequences, writers + 1]: signed first-order effect per sequence
 
     @staticmethod
     def combined(scores: list[SliceScores]) -> SliceScores:
@@ -231,7 +232,7 @@ def slice_scores(
     activity_signed = torch.zeros_like(activity)
     norm_sum = torch.zeros_like(activity)
     per_block = block_tokens(layout, device)
-    n_seq = 0
+    n_seq, sequence_effects = 0, []
     effect_order = [c.name for c in (*layout.writers, layout.unembed)]
     input_order = [c.name for c in layout.channels if c.read_roles]  # heads by their q role, MLPs, unembedding
     input_column = {name: i for i, name in enumerate(input_order)}
@@ -323,6 +324,7 @@ def slice_scores(
             abs_sum += edge_sums.double().abs().sum(0)
             signed_sum += edge_sums.double().sum(0)
             activity += effects.double().abs().sum(0)
+            sequence_effects.append(effects.cpu())
             activity_signed += effects.double().sum(0)
         n_seq += batch.n_sequences
         bar.update(batch.n_tokens)
@@ -339,6 +341,7 @@ def slice_scores(
         activity_signed={c.name: float(a) / n_seq for c, a in zip(order, activity_signed)},
         mean_norm={c.name: float(n) / data.n_tokens for c, n in zip(order, norm_sum)},
         examples=kept,
+        sequence_effects=torch.cat(sequence_effects),
     )
 
 

@@ -26,6 +26,7 @@ class IngestConfig:
     effect_tokens: int = 2048  # per slice: held-out tokens of the rank search, fidelity and exact ablation
     examples: int = 8  # per channel, slice and ranking: top tokens kept as examples (0: none)
     example_context: int = 16  # tokens before an example kept with it
+    situations: int = 0  # discover up to this many situations in the ingest data (0: none)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -49,6 +50,7 @@ class IngestConfig:
             ("effect_tokens", False, whole, lambda v: v >= 1, ">= 1"),
             ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
+            ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),
         ]
         for name, optional, (kind, is_kind), in_range, words in rules:
             value = getattr(self, name, None)

@@ -57,6 +57,7 @@ class DataSlice:
     answers: Tensor | None = None  # int64 [n, m]
     counterfactuals: Tensor | None = None  # int64 [n, m] (logit_diff)
     scored: str = "every next token"  # the rule of the scored positions, for the catalog
+    discovered: bool = False  # a situation the ingest found (ingest/situations.py), not a slice it was given
 
     @classmethod
     def of_tokens(cls, name: str, description: str, tokens: Tensor) -> DataSlice:

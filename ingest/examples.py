@@ -68,12 +68,17 @@ def context_window(tokens: Tensor, real: Tensor, position: int, before: int) -> 
     return [token for _, token in kept], [p for p, _ in kept].index(position)
 
 
+def token_text(token: int, tokenizer) -> str:
+    """The token decoded, or ``[id]`` where that is empty or there is no tokenizer."""
+    return (tokenizer.decode([token]) if tokenizer is not None else "") or f"[{token}]"
+
+
 def example_text(token_ids: list[int], focus: int, tokenizer) -> str | None:
     """The window as text with the example's token between « and » (a token that decodes to nothing
     as [id]), or None without a tokenizer."""
     if tokenizer is None:
         return None
-    pieces = [tokenizer.decode([t]) or f"[{t}]" for t in token_ids]
+    pieces = [token_text(t, tokenizer) for t in token_ids]
     pieces[focus] = f"«{pieces[focus]}»"
     return "".join(pieces)
 

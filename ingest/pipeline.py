@@ -35,6 +35,7 @@ from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
 from .interventions import Interventions
 from .matching import PreviousCheckpoint, matches
 from .model_adapter import LoadedModel, load_model, model_name_of
+from .situations import MIN_SILHOUETTE, discover
 from .statistics import accumulate_moments, statistics_batch_tokens
 from .structural import StructuralScores, structural_scores
 
@@ -88,6 +89,7 @@ def slice_entry(data: DataSlice) -> dict:
         "n_sequences": data.n_sequences,
         "metric": data.metric,
         "scored": data.scored,
+        "discovered": data.discovered,
     }
 
 
@@ -233,6 +235,12 @@ def faithfulness_curve(
     return {c.name: (k, curve[k]) for k, c in enumerate(order, 1)}
 
 
+def effect_sample(held_out: DataSlice, config: IngestConfig) -> DataSlice:
+    """The held-out prompts the rank search, fidelity, exact ablation and faithfulness read: at most
+    ``effect_tokens`` tokens, spread over them."""
+    return held_out.spread(max(1, config.effect_tokens * held_out.n_sequences // held_out.n_tokens))
+
+
 def run_digest(config: IngestConfig, data_args: list[str]) -> str:
     """What makes two ingests of one checkpoint the same: the settings and the ``--data`` arguments."""
     return hashlib.sha256(json.dumps([config.digest(), list(data_args)]).encode()).hexdigest()[:16]
@@ -285,10 +293,7 @@ def ingest_checkpoint(
     fit_tokens = sum(fit.n_tokens for fit, _ in splits.values())
     share = min(1.0, config.statistics_tokens / fit_tokens)
     fit = [fit.spread(max(1, round(fit.n_sequences * share))) for fit, _ in splits.values()]
-    samples = {
-        name: held_out.spread(max(1, config.effect_tokens * held_out.n_sequences // held_out.n_tokens))
-        for name, (_, held_out) in splits.items()
-    }
+    samples = {name: effect_sample(held_out, config) for name, (_, held_out) in splits.items()}
     sample = list(samples.values())
 
     echo(f"[{checkpoint.label}] statistics over {sum(f.n_tokens for f in fit):,} tokens on {model.device} ...")
@@ -347,21 +352,48 @@ def ingest_checkpoint(
         )
     with profile("structural scores"):
         structural = structural_scores(compression, moments, layout, model.weights.W_O)
-    per_slice = {}
-    for s in slices:
-        with profile(f"attribution {s.name}"):
-            per_slice[s.name] = slice_scores(
+
+    def attribution(data: DataSlice) -> SliceScores:
+        with profile(f"attribution {data.name}"):
+            return slice_scores(
                 model,
                 compression,
                 moments,
                 layout,
-                s,
+                data,
                 config.batch_tokens,
                 progress,
-                desc=f"attribution {s.name}",
+                desc=f"attribution {data.name}",
                 examples=config.examples,
             )
+
+    per_slice = {s.name: attribution(s) for s in slices}
     per_slice[union.name] = per_slice.get(union.name) or SliceScores.combined(list(per_slice.values()))
+    situations = []
+    if config.situations:
+        with profile("situations"):
+            effects = [per_slice[s.name].sequence_effects for s in slices]
+            effect_names = [c.name for c in (*layout.writers, layout.unembed)]
+            situations, silhouette = discover(
+                slices, effects, effect_names, config.situations, config.seed, model.tokenizer
+            )
+        echo(
+            f"[{checkpoint.label}] {len(situations)} situation(s) discovered (silhouette {silhouette:.2f})"
+            if situations
+            else f"[{checkpoint.label}] one situation: no clustering reached silhouette {MIN_SILHOUETTE}"
+        )
+    for d in situations:  # scored like the named slices
+        sample = effect_sample(d.split(config.holdout)[1], config)
+        with profile(f"ablation {d.name}"):
+            clean_d, ablated_d = ablation_losses(
+                interventions, sample, config.batch_tokens, progress, f"ablation {d.name}"
+            )
+            ablation[d.name] = ablation_effects(names, clean_d, ablated_d)
+        with profile(f"faithfulness {d.name}"):
+            faithful[d.name] = faithfulness_curve(
+                interventions, channels, ablation[d.name], {d.name: sample}, {d.name: 1.0}, config, progress
+            )
+        per_slice[d.name] = attribution(d)
     with profile("fingerprints"):
         prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)
     with profile("artifact"):
@@ -379,7 +411,8 @@ def ingest_checkpoint(
             union.name,
         )
         tables["matches"] = matches(channels, bases, prints, previous, config.match_threshold)
-        tables["examples"] = frame("examples", example_rows(slices, per_slice, config.example_context, model.tokenizer))
+        examples = example_rows([*slices, *situations], per_slice, config.example_context, model.tokenizer)
+        tables["examples"] = frame("examples", examples)
     manifest = {
         "model": {**spec.as_dict(), "name": name},
         "checkpoint": {
@@ -390,7 +423,7 @@ def ingest_checkpoint(
             "source": checkpoint.source,
             "revision": checkpoint.revision,
         },
-        "slices": [slice_entry(s) for s in slices] + ([union.entry()] if len(slices) > 1 else []),
+        "slices": [slice_entry(s) for s in [*slices, *situations]] + ([union.entry()] if len(slices) > 1 else []),
         "ingest_slice": union.name,
         "config": asdict(config),
         "config_hash": config.digest(),

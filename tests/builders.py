@@ -341,3 +341,12 @@ def sinusoidal_positions(n_ctx: int, d_model: int) -> torch.Tensor:
     table = torch.zeros(n_ctx, d_model, dtype=torch.float64)
     table[:, 0::2], table[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
     return table.float()
+
+
+def ingest_reference(checkpoint: Path, out: Path, config):
+    """The artifact of a reference checkpoint ingested on repeated and random tokens with ``config``."""
+    from circuit_atlas.ingest.artifact import read_artifact
+    from circuit_atlas.ingest.pipeline import ingest
+
+    [path] = ingest(str(checkpoint), [], ["repeated", "random"], out, config, progress=False, echo=lambda _: None)
+    return read_artifact(path)

@@ -35,7 +35,8 @@ def truth(reference_checkpoints):
 
 @pytest.fixture(scope="module")
 def loaded(reference_checkpoints, neo4j_driver, neo4j_settings, tmp_path_factory):
-    """Every reference checkpoint ingested on repeated and random tokens and loaded, in step order."""
+    """Every reference checkpoint ingested on repeated and random tokens (up to 4 situations discovered)
+    and loaded, in step order."""
     db = neo4j_settings.database
     with neo4j_driver.session(database=db) as session:
         session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
@@ -45,7 +46,7 @@ def loaded(reference_checkpoints, neo4j_driver, neo4j_settings, tmp_path_factory
         [str(c) for c in reference_checkpoints],
         ["repeated", "random"],
         tmp_path_factory.mktemp("reference"),
-        IngestConfig(),
+        IngestConfig(situations=4),
         "cpu",
         progress=False,
         echo=lambda _: None,
@@ -97,6 +98,23 @@ def test_circuit_on_repeated_has_both_heads_and_on_random_not_the_induction_head
     random = {r["writer"] for r in run("circuit", checkpoint=ids[-1], slice="random", **CIRCUIT)}
     assert truth["previous"] in repeated and set(truth["induction"]) <= repeated
     assert not set(truth["induction"]) & random
+
+
+def test_a_discovered_situation_has_the_induction_circuit_and_another_does_not(loaded, truth):
+    run, ids = loaded
+    situations = run("situations", checkpoint=ids[-1], min_effect=CIRCUIT["min_effect"])
+    induction = [s for s in situations if set(truth["induction"]) <= set(s["circuit"])]
+    others = [s for s in situations if not set(truth["induction"]) & set(s["circuit"])]
+    assert induction and others, situations
+    assert truth["previous"] in induction[0]["circuit"] and induction[0]["faithfulness"] > 0.5
+    contrast = run(
+        "slice_contrast",
+        checkpoint=ids[-1],
+        slice_a=induction[0]["situation"],
+        slice_b=others[0]["situation"],
+        min_effect=CIRCUIT["min_effect"],
+    )
+    assert set(truth["induction"]) <= {r["channel"] for r in contrast}
 
 
 def _edge(run, checkpoint, writer, reader, role):

@@ -2,11 +2,10 @@
 model the induction heads' strongest tokens are repeats, where they help."""
 
 import torch
+from builders import ingest_reference
 
-from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.examples import TopTokens, context_window
-from circuit_atlas.ingest.pipeline import ingest
 
 
 def test_streamed_top_tokens_are_the_top_tokens_of_the_whole_slice():
@@ -46,17 +45,9 @@ def test_context_window_keeps_real_tokens_around_the_example():
 def test_induction_heads_act_most_on_repeated_tokens(reference_checkpoints, tmp_path):
     """On repeated sequences (second half a copy of the first), the induction heads L1H0 and L1H1
     act most in the copy, where they lower the loss; every channel has examples of both rankings."""
-    config = IngestConfig(n_seq=48, examples=4, example_context=5)
-    [path] = ingest(
-        str(reference_checkpoints[-1]),
-        [],
-        ["repeated", "random"],
-        tmp_path,
-        config,
-        progress=False,
-        echo=lambda _: None,
+    artifact = ingest_reference(
+        reference_checkpoints[-1], tmp_path, IngestConfig(n_seq=48, examples=4, example_context=5)
     )
-    artifact = read_artifact(path)
     examples, blocks = artifact.tables["examples"], artifact.tables["blocks"]
     readers = set(blocks["name"][~blocks["kind"].isin(["embed", "pos_embed"])])  # the embeddings read nothing
     half = 24  # the reference sequences are 48 tokens

@@ -1,0 +1,82 @@
+"""Discovered situations: on data mixed from known slices, the clusters are those slices, and each
+situation's circuit is the circuit of the slice it recovers."""
+
+import numpy as np
+import pytest
+import torch
+from builders import ingest_reference
+from sklearn.metrics import adjusted_rand_score
+
+from circuit_atlas.errors import UserError
+from circuit_atlas.ingest.attribution import slice_scores
+from circuit_atlas.ingest.channels import ChannelLayout
+from circuit_atlas.ingest.compression import Compression, decompose
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
+from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.situations import discover, joined
+from circuit_atlas.ingest.statistics import accumulate_moments
+
+MIN_EFFECT = 0.2  # nats: the circuit of a slice, as in the faithfulness tests
+
+
+def test_situations_of_repeated_and_random_sequences_are_those_slices(reference_checkpoints):
+    model = load_model(str(reference_checkpoints[-1]))
+    layout = ChannelLayout(model.spec)
+    slices = [
+        DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, model.spec.d_vocab, 96, 48, seed))
+        for seed, kind in enumerate(("repeated", "random"))
+    ]
+    moments = accumulate_moments(model, slices, progress=False)
+    compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
+    effects = [
+        slice_scores(model, compression, moments, layout, s, progress=False, edges=False).sequence_effects
+        for s in slices
+    ]
+    names = [c.name for c in (*layout.writers, layout.unembed)]
+    situations, silhouette = discover(slices, effects, names, max_situations=6, seed=0)
+    # Which situation holds each prompt (the prompts are distinct random sequences).
+    row = {tuple(t.tolist()): i for i, t in enumerate(joined(slices).tokens)}
+    found = np.full(len(row), -1)
+    for label, situation in enumerate(situations):
+        for tokens in situation.tokens:
+            found[row[tuple(tokens.tolist())]] = label
+    truth = np.repeat([0, 1], 96)
+    assert (found >= 0).all() and len(situations) >= 2
+    assert adjusted_rand_score(truth, found) >= 0.9, (silhouette, [s.description for s in situations])
+    assert all(s.discovered and "prompts" in s.description for s in situations)
+
+
+def test_an_ingest_scores_each_situation_like_the_slice_it_recovers(reference_checkpoints, tmp_path):
+    artifact = ingest_reference(reference_checkpoints[-1], tmp_path, IngestConfig(n_seq=64, situations=4, examples=2))
+    discovered = [s for s in artifact.manifest["slices"] if s.get("discovered")]
+    assert len(discovered) >= 2
+    activity = artifact.tables["activity"]
+
+    def circuit(name: str) -> list[str]:
+        rows = activity[(activity["slice"] == name) & (activity["ablation"] >= MIN_EFFECT)]
+        return rows.sort_values("effect_rank")["block"].tolist()
+
+    repeated = circuit("repeated")
+    assert {"L1H0", "L1H1"} <= set(repeated)
+    matches = [s["name"] for s in discovered if circuit(s["name"]) == repeated]
+    assert matches, {s["name"]: (circuit(s["name"]), s["description"]) for s in discovered}
+    assert set(artifact.tables["examples"]["slice"]) == {"repeated", "random", *(s["name"] for s in discovered)}
+    assert activity.groupby("slice")["faithfulness"].last().notna().all()
+
+
+def test_slices_of_different_metrics_are_not_joined():
+    tokens = torch.zeros(2, 4, dtype=torch.long)
+    one = DataSlice.of_tokens("a", "a", tokens)
+    other = DataSlice(
+        "b",
+        "b",
+        tokens,
+        torch.ones_like(tokens, dtype=torch.bool),
+        "logit_diff",
+        tokens[:, :1],
+        tokens[:, :1],
+        tokens[:, :1],
+    )
+    with pytest.raises(UserError, match="one metric"):
+        joined([one, other])
