@@ -532,6 +532,27 @@ def reference_train(out: Path | None, seed: int, steps: int) -> None:
     )
 
 
+@reference_group.command("train-text")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the checkpoints  [default: $CIRCUIT_ATLAS_CACHE/reference-models]",
+)
+@click.option("--seed", default=0, show_default=True, help="Training seed.")
+@click.option("--steps", default=800, show_default=True, help="Training steps.")
+def reference_train_text(out: Path | None, seed: int, steps: int) -> None:
+    """Train (or reuse) a byte-level model of this Python's standard library source text."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.stdlib_text import HELDOUT_FILE, StdlibTextRecipe, train_stdlib_text
+
+    recipe = StdlibTextRecipe(seed=seed, steps=steps)
+    folders = train_stdlib_text(recipe, out or default_reference_dir(), echo=click.echo)
+    click.echo(
+        f"{len(folders)} checkpoints in {folders[0].parent}; held-out text (a token file for --data) in "
+        f"{folders[0].parent / HELDOUT_FILE}"
+    )
+
+
 @cli.command("demo")
 @server_dir_option
 @click.option(

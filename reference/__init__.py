@@ -5,7 +5,8 @@ are deterministic for a seed, and are cached under :func:`default_reference_dir`
 recipe matches is reused). ``induction``: a 2-layer model with a previous-token head and induction
 heads (the README's demo and the validation tests); ``keyvalue``: the induction model fine-tuned
 to look up the value paired with a query key (a previous-token head, then lookup heads), with a
-task slice and a trivial one.
+task slice and a trivial one; ``stdlib_text``: a byte-level model of this Python's standard
+library source text, real data with situations no one planted.
 
 Compiled (``tracr_fixtures``): RASP programs compiled by tracr, shipped in ``tracr/`` as
 TransformerLens-native checkpoints with their exact residual layout.
