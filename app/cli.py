@@ -513,13 +513,19 @@ def reference_group() -> None:
     """Reference models with known circuits, trained here (no model hub needed)."""
 
 
-@reference_group.command("train")
-@click.option(
+reference_out_option = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the checkpoints  [default: $CIRCUIT_ATLAS_CACHE/reference-models]",
 )
-@click.option("--seed", default=0, show_default=True, help="Training seed (several seeds, several models).")
+reference_seed_option = click.option(
+    "--seed", default=0, show_default=True, help="Training seed (several seeds, several models)."
+)
+
+
+@reference_group.command("train")
+@reference_out_option
+@reference_seed_option
 @click.option("--steps", default=3000, show_default=True, help="Training steps.")
 def reference_train(out: Path | None, seed: int, steps: int) -> None:
     """Train (or reuse) the 2-layer induction model and save its checkpoints as HF directories."""
@@ -533,12 +539,8 @@ def reference_train(out: Path | None, seed: int, steps: int) -> None:
 
 
 @reference_group.command("train-text")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the checkpoints  [default: $CIRCUIT_ATLAS_CACHE/reference-models]",
-)
-@click.option("--seed", default=0, show_default=True, help="Training seed.")
+@reference_out_option
+@reference_seed_option
 @click.option("--steps", default=800, show_default=True, help="Training steps.")
 def reference_train_text(out: Path | None, seed: int, steps: int) -> None:
     """Train (or reuse) a byte-level model of this Python's standard library source text."""

@@ -325,30 +325,31 @@ def ingest_checkpoint(
     interventions = Interventions(model, compression, moments)
     names = [c.name for c in channels]
     clean, ablated, ablation = {}, {}, {}
-    for s in slices:
-        with profile(f"ablation {s.name}"):
-            clean[s.name], ablated[s.name] = ablation_losses(
-                interventions, samples[s.name], config.batch_tokens, progress, desc=f"ablation {s.name}"
+
+    def ablate(name: str) -> None:
+        """Clean and per-channel ablated losses and effects of slice ``name`` on its sample."""
+        with profile(f"ablation {name}"):
+            clean[name], ablated[name] = ablation_losses(
+                interventions, samples[name], config.batch_tokens, progress, desc=f"ablation {name}"
             )
-            ablation[s.name] = ablation_effects(names, clean[s.name], ablated[s.name])
+            ablation[name] = ablation_effects(names, clean[name], ablated[name])
+
+    def curve(name: str, weights: dict[str, float]) -> dict[str, tuple[int, float | None]]:
+        with profile(f"faithfulness {name}"):
+            return faithfulness_curve(interventions, channels, ablation[name], samples, weights, config, progress)
+
+    for s in slices:
+        ablate(s.name)
     weights = union.weights()
     ablation[union.name] = {c: sum(weights[s] * ablation[s][c] for s in weights) for c in names}
-    faithful = {}
-    for slice_name, effects in ablation.items():
-        with profile(f"faithfulness {slice_name}"):
-            faithful[slice_name] = faithfulness_curve(
-                interventions,
-                channels,
-                effects,
-                samples,
-                weights if slice_name == union.name else {slice_name: 1.0},
-                config,
-                progress,
-            )
+    faithful = {name: curve(name, weights if name == union.name else {name: 1.0}) for name in ablation}
     with profile("fidelity"):
         compressed = compression_losses(interventions, sample, config.batch_tokens, progress)
         per_channel = channel_fidelity(
-            names, torch.cat(list(clean.values())), compressed, torch.cat(list(ablated.values()), dim=1)
+            names,
+            torch.cat([clean[s.name] for s in slices]),
+            compressed,
+            torch.cat([ablated[s.name] for s in slices], 1),
         )
     with profile("structural scores"):
         structural = structural_scores(compression, moments, layout, model.weights.W_O)
@@ -383,16 +384,9 @@ def ingest_checkpoint(
             else f"[{checkpoint.label}] one situation: no clustering reached silhouette {MIN_SILHOUETTE}"
         )
     for d in situations:  # scored like the named slices
-        sample = effect_sample(d.split(config.holdout)[1], config)
-        with profile(f"ablation {d.name}"):
-            clean_d, ablated_d = ablation_losses(
-                interventions, sample, config.batch_tokens, progress, f"ablation {d.name}"
-            )
-            ablation[d.name] = ablation_effects(names, clean_d, ablated_d)
-        with profile(f"faithfulness {d.name}"):
-            faithful[d.name] = faithfulness_curve(
-                interventions, channels, ablation[d.name], {d.name: sample}, {d.name: 1.0}, config, progress
-            )
+        samples[d.name] = effect_sample(d.split(config.holdout)[1], config)
+        ablate(d.name)
+        faithful[d.name] = curve(d.name, {d.name: 1.0})
         per_slice[d.name] = attribution(d)
     with profile("fingerprints"):
         prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)

@@ -67,12 +67,9 @@ def joined(slices: Sequence[DataSlice]) -> DataSlice:
             f"Situations are discovered across slices of one metric; these have {sorted(metrics)}. "
             f"Ingest the slices of each metric separately, or give --situations 0."
         )
-    width = max(s.tokens.shape[1] for s in slices)
-
-    def padded(tensor: Tensor | None, fill: int) -> Tensor | None:
-        return None if tensor is None else torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=fill)
 
     def stacked(name: str, fill: int) -> Tensor | None:
+        """The slices' ``name`` tensors [n, columns] right-padded with ``fill`` and stacked (None if one lacks it)."""
         parts = [getattr(s, name) for s in slices]
         if any(p is None for p in parts):
             return None
@@ -84,8 +81,8 @@ def joined(slices: Sequence[DataSlice]) -> DataSlice:
         first,
         name="+".join(s.name for s in slices),
         description="the named slices",
-        tokens=torch.cat([padded(s.tokens, PAD) for s in slices]),
-        mask=torch.cat([padded(s.mask, False) for s in slices]),
+        tokens=stacked("tokens", PAD),
+        mask=stacked("mask", False),
         positions=stacked("positions", -1),
         answers=stacked("answers", -1),
         counterfactuals=stacked("counterfactuals", -1),

@@ -26,7 +26,7 @@ import torch
 from circuit_atlas.ingest.fingerprints import attention_scores, probe_tokens
 from circuit_atlas.ingest.model_adapter import load_model
 
-from .training import checkpoint_dirs, train_cached
+from .training import checkpoint_dirs, gpt_neox, next_token_loss, train_cached
 
 
 @dataclass(frozen=True)
@@ -64,37 +64,19 @@ def induction_batch(recipe: InductionRecipe, generator: torch.Generator) -> torc
     return tokens
 
 
-def _model(recipe: InductionRecipe):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    config = GPTNeoXConfig(
-        vocab_size=recipe.d_vocab,
-        hidden_size=recipe.d_model,
-        num_hidden_layers=recipe.n_layers,
-        num_attention_heads=recipe.n_heads,
-        intermediate_size=recipe.d_mlp,
-        max_position_embeddings=recipe.seq_len,
-        rotary_pct=1.0,
-        use_parallel_residual=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=False,
-    )
-    return GPTNeoXForCausalLM(config)
-
-
-def _loss(model, tokens: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=tokens, labels=tokens).loss
-
-
 def train_induction(
     recipe: InductionRecipe, out: Path, progress: bool = True, echo: Callable[[str], None] = print
 ) -> list[Path]:
     """Train (or reuse) the checkpoints of ``recipe`` under ``out/<name>``; returns them by step."""
     return train_cached(
-        recipe, out, _model, induction_batch, _loss, lambda root: write_head_scores(root, recipe), progress, echo
+        recipe,
+        out,
+        gpt_neox,
+        induction_batch,
+        next_token_loss,
+        lambda root: write_head_scores(root, recipe),
+        progress,
+        echo,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training import checkpoint_dirs, train_cached
+from .training import checkpoint_dirs, gpt_neox, next_token_loss, train_cached
 
 #: Folders of the standard library left out of the corpus: test suites and bundled applications.
 EXCLUDED = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__"})
@@ -92,31 +92,6 @@ def _byte_alphabet() -> dict[int, str]:
     return alphabet
 
 
-def _model(recipe: StdlibTextRecipe):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    config = GPTNeoXConfig(
-        vocab_size=recipe.d_vocab,
-        hidden_size=recipe.d_model,
-        num_hidden_layers=recipe.n_layers,
-        num_attention_heads=recipe.n_heads,
-        intermediate_size=recipe.d_mlp,
-        max_position_embeddings=recipe.seq_len,
-        rotary_pct=1.0,
-        use_parallel_residual=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        bos_token_id=ord("\n"),
-        eos_token_id=ord("\n"),
-        tie_word_embeddings=False,
-    )
-    return GPTNeoXForCausalLM(config)
-
-
-def _loss(model, tokens: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=tokens, labels=tokens).loss
-
-
 def train_stdlib_text(
     recipe: StdlibTextRecipe,
     out: Path,
@@ -138,4 +113,4 @@ def train_stdlib_text(
             tokenizer.save_pretrained(checkpoint)
         np.save(folder / HELDOUT_FILE, heldout.numpy())
 
-    return train_cached(recipe, out, _model, windows, _loss, finish, progress, echo)
+    return train_cached(recipe, out, gpt_neox, windows, next_token_loss, finish, progress, echo)

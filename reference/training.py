@@ -29,6 +29,33 @@ from tqdm.auto import tqdm
 from circuit_atlas.ingest.model_adapter import CHECKPOINT_SIDECAR
 
 
+def gpt_neox(recipe) -> torch.nn.Module:
+    """A GPT-NeoX of the recipe's ``d_vocab``, ``d_model``, ``n_layers``, ``n_heads``, ``d_mlp`` and
+    ``seq_len``: rotary positions on every dimension, sequential residual, no dropout, untied unembedding."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(
+        vocab_size=recipe.d_vocab,
+        hidden_size=recipe.d_model,
+        num_hidden_layers=recipe.n_layers,
+        num_attention_heads=recipe.n_heads,
+        intermediate_size=recipe.d_mlp,
+        max_position_embeddings=recipe.seq_len,
+        rotary_pct=1.0,
+        use_parallel_residual=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,
+    )
+    return GPTNeoXForCausalLM(config)
+
+
+def next_token_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=tokens, labels=tokens).loss
+
+
 def checkpoint_dirs(root: Path) -> list[Path]:
     """The checkpoint directories under ``root``, in step order."""
     return sorted(p for p in Path(root).iterdir() if (p / CHECKPOINT_SIDECAR).is_file())
