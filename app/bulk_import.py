@@ -25,6 +25,7 @@ from pathlib import Path
 from circuit_atlas.ingest.artifact import find_artifacts, read_artifact, read_manifest
 from circuit_atlas.ingest.channels import KIND_LABELS
 
+from .analogous import Fingerprinted, analogous_links
 from .errors import UserError
 from .loader import FEEDS_PROPERTIES, FLOWS_ON_PROPERTIES, CheckpointRows, check_pruning, checkpoint_rows
 from .local_server import LocalServer
@@ -164,6 +165,22 @@ def _matches(all_rows: list[CheckpointRows]) -> list[tuple[str, str, dict]]:
     return found
 
 
+def _analogous(all_rows: list[CheckpointRows]) -> list[tuple[str, str, dict]]:
+    """ANALOGOUS as the loader makes them: each checkpoint against the ones published before it."""
+    found, published = {}, []  # published: (fingerprint features, block)
+    for rows in all_rows:
+        features = rows.checkpoint["fingerprint_features"]
+        mine = [
+            Fingerprinted(b["id"], rows.checkpoint_id, rows.model["id"], b["kind"], b["fingerprint"])
+            for b in rows.blocks
+        ]
+        comparable = [block for f, block in published if f == features]
+        for link in analogous_links(comparable + mine, rows.checkpoint_id, features):
+            found[link["source"], link["target"]] = {"similarity": link["similarity"], "features": link["features"]}
+        published += [(features, block) for block in mine]
+    return [(source, target, properties) for (source, target), properties in found.items()]
+
+
 def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     """The importer's node files and its files of every relationship but FEEDS and FLOWS_ON (which
     :meth:`_Files.edge_files` writes) for ``all_rows`` (published ids, in load order)."""
@@ -199,6 +216,7 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     active = [(a["block_id"], a["slice_id"], a["properties"]) for rows in all_rows for a in rows.activity]
     files.relationships_file("active_on.csv", "ACTIVE_ON", ("Block", "DataSlice"), active)
     files.relationships_file("matches.csv", "MATCHES", ("Block", "Block"), _matches(all_rows))
+    files.relationships_file("analogous.csv", "ANALOGOUS", ("Block", "Block"), _analogous(all_rows))
 
 
 def bulk_import(

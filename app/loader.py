@@ -8,15 +8,17 @@ take; :func:`write_checkpoint` runs them in two phases:
    edges, per-slice flows, activity and examples, in batches of ``UNWIND $rows``. Queries read ``complete``
    checkpoints only, so nothing staged is visible, and the published version of the checkpoint (if
    any) stays as it was: a load that fails or is killed here changes nothing anyone sees.
-2. **Publish**, in one transaction that first takes a write lock on the Model node (so the publish
-   transactions of one model's checkpoints run one at a time and each sees what the others
-   published): delete the published version's blocks, move the staged blocks under the Checkpoint
-   node with their final ids, mark it ``complete``, and create its ``MATCHES`` in both directions:
-   from its previous checkpoint, if complete, and to every complete checkpoint whose artifact named it
-   as previous. A block keeps its match to the previous checkpoint as properties
-   (``match_similarity``, ``match_fingerprint_similarity``), so whichever of two neighbours is
-   published last makes the link. Any set of loads, concurrent or repeated, in any order, therefore
-   ends in the graph one sequential load gives.
+2. **Publish**, in one transaction that first takes the catalog's publish lock (a write lock on
+   the one ``PublishLock`` node, so publish transactions run one at a time and each sees what the
+   others published): delete the published version's blocks, move the staged blocks under the
+   Checkpoint node with their final ids, mark it ``complete``, create its ``MATCHES`` in both
+   directions (from its previous checkpoint, if complete, and to every complete checkpoint whose
+   artifact named it as previous) and its ``ANALOGOUS`` links with the complete checkpoints of other
+   models (:mod:`circuit_atlas.analogous`). A block keeps its match to the previous checkpoint as
+   properties (``match_similarity``, ``match_fingerprint_similarity``), so whichever of two
+   neighbours is published last makes the link, and the analogous links of two checkpoints depend
+   on those two alone. Any set of loads, concurrent or repeated, in any order, therefore ends in the
+   graph one sequential load gives.
 
 A staging checkpoint whose owner (``host:pid``) is gone, or whose heartbeat is older than
 :data:`STALE_SECONDS`, is claimed and deleted by the next load of the same checkpoint.
@@ -47,6 +49,7 @@ import neo4j
 import numpy as np
 import pandas as pd
 
+from circuit_atlas.analogous import Fingerprinted, analogous_links
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import Artifact, read_artifact
 from circuit_atlas.ingest.channels import KIND_LABELS
@@ -319,7 +322,7 @@ class _Writer:
         checkpoint_id, staged = rows.checkpoint_id, rows.node_checkpoint_id
 
         def work(tx) -> None:
-            tx.run(self.statements["lock_model"], model_id=rows.model["id"]).consume()
+            tx.run(self.statements["lock_catalog"], model_id=rows.model["id"]).consume()
             tx.run(self.statements["delete_live_content"], checkpoint_id=checkpoint_id).consume()
             tx.run(
                 self.statements["publish_checkpoint"], model=rows.model, checkpoint=rows.checkpoint, run=rows.run
@@ -327,6 +330,11 @@ class _Writer:
             tx.run(self.statements["adopt_blocks"], staging_id=staged, checkpoint_id=checkpoint_id).consume()
             tx.run(self.statements["drop_checkpoint_node"], staging_id=staged).consume()
             tx.run(self.statements["link_matches"], checkpoint_id=checkpoint_id).consume()
+            candidates = tx.run(self.statements["analogous_candidates"], checkpoint_id=checkpoint_id)
+            blocks = [Fingerprinted(**record.data()) for record in candidates]
+            links = analogous_links(blocks, checkpoint_id, rows.checkpoint["fingerprint_features"])
+            for chunk in _chunks(links):
+                tx.run(self.statements["create_analogous"], rows=chunk).consume()
 
         with self.driver.session(database=self.database) as session:
             session.execute_write(work)

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
@@ -129,7 +129,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("previous_checkpoint", _STR, "label of the checkpoint before"),
         Column("block", _STR, "channel name (the same in both checkpoints)"),
         Column("similarity", _FLOAT, "mean squared cosine of principal angles, over the channel's roles"),
-        Column("fingerprint_similarity", _FLOAT, "cosine of the two fingerprints"),
+        Column("fingerprint_similarity", _FLOAT, "fingerprint similarity 1 / (1 + squared distance)"),
     ),
 }
 

@@ -10,16 +10,30 @@ position i in the repeat, with segment length s, the mean attention on
 and ``attention_entropy``, the entropy of the pattern over the i + 1 visible keys divided by
 log(i + 1). These scores are ground truth that does not come from the compression.
 
-The fingerprint (:data:`FEATURES`) appends the channel's activity and output norm on the
-built-in ``random`` and ``repeated`` probe slices, each divided by the largest in its model so
-that models of different scales compare, and a one-hot of the channel kind. A probe scores
-next-token loss, or, for a model whose outputs are classes rather than tokens
-(``d_vocab_out != d_vocab``), the loss of the model's own clean prediction at every position.
+The fingerprint (:data:`FEATURES`) is built so that channels of models of different widths,
+depths, vocabularies and probe lengths compare, and so that a feature is 0 for a channel without
+the behaviour it names (what every channel shares adds nothing to a distance):
+
+- ``lift_<target>`` per attention target: log(score / chance) / log(1 / chance) clipped to [0, 1],
+  with chance the score of a uniform pattern (0: attends no more than chance; 1: all attention);
+  0 for channels that are not heads;
+- ``repeat_specificity``: (a_rep - a_rand) / (a_rep + a_rand) of the channel's activity on the
+  built-in ``repeated`` and ``random`` probe slices;
+- ``importance``: its activity on ``repeated`` over the largest in its model;
+- a one-hot of the channel kind (channels of two kinds are at least sqrt(2) apart).
+
+Fingerprints are compared by :func:`similarity`, 1 / (1 + ||a - b||^2) (Neo4j's euclidean vector
+similarity). A probe scores next-token loss, or, for a model whose outputs are classes rather than
+tokens (``d_vocab_out != d_vocab``), the loss of the model's own clean prediction at every position.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from .attribution import slice_scores
@@ -30,12 +44,12 @@ from .model_adapter import LoadedModel, site
 from .statistics import Moments
 
 PATTERN_SCORES = ("previous_token", "induction", "duplicate_token", "first_token", "self", "attention_entropy")
+#: The attention targets of :data:`PATTERN_SCORES` (all but the entropy).
+TARGETS = PATTERN_SCORES[:-1]
 FEATURES = (
-    *PATTERN_SCORES,
-    "activity_random",
-    "activity_repeated",
-    "norm_random",
-    "norm_repeated",
+    *(f"lift_{t}" for t in TARGETS),
+    "repeat_specificity",
+    "importance",
     *(f"kind_{k}" for k in KINDS),
 )
 
@@ -75,30 +89,45 @@ def attention_scores(model: LoadedModel, tokens: Tensor) -> dict[str, Tensor]:
     return scores
 
 
+def chance_attention(probe_length: int) -> float:
+    """The mean attention one key gets from a uniform pattern over the probe's second half: the
+    mean over queries i in [s, 2s) of 1 / (i + 1), with s = ``probe_length`` / 2."""
+    s = probe_length // 2
+    return float((1.0 / torch.arange(s + 1, 2 * s + 1, dtype=torch.float64)).mean())
+
+
+def lift(score: float, chance: float) -> float:
+    """How much more than chance a head attends to a target, on a log scale from 0 (no more than
+    chance) to 1 (all of its attention): log(score / chance) / log(1 / chance), clipped to [0, 1]."""
+    return min(max(math.log(max(score, 1e-12) / chance) / math.log(1.0 / chance), 0.0), 1.0)
+
+
+def similarity(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Fingerprint similarity 1 / (1 + ||a_i - b_j||^2) of every row of ``a`` [n, f] with every row of
+    ``b`` [m, f] (a single fingerprint is one row): Neo4j's euclidean vector similarity, so the
+    ``block_fingerprint`` index ranks channels the same way."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    return 1.0 / (1.0 + ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+
 def fingerprints(
     channels: list[Channel],
     scores: dict[str, Tensor],
+    chance: float,
     activity: dict[str, dict[str, float]],
-    mean_norm: dict[str, dict[str, float]],
 ) -> dict[str, list[float]]:
-    """The :data:`FEATURES` vector per channel name; ``activity[probe][channel]`` from slice scores."""
-
-    def relative(values: dict[str, float]) -> dict[str, float]:
-        largest = max(values.values()) or 1.0
-        return {k: v / largest for k, v in values.items()}
-
-    activity = {probe: relative(v) for probe, v in activity.items()}
-    mean_norm = {probe: relative(v) for probe, v in mean_norm.items()}
+    """The :data:`FEATURES` vector per channel name from the heads' pattern ``scores`` (``chance``:
+    the score of a uniform pattern) and ``activity[probe][channel]`` on the ``random`` and
+    ``repeated`` probes. A feature is 0 for a channel without that behaviour (attention at chance,
+    equal activity on both probes), so a distance weighs what distinguishes channels."""
+    largest = max(activity["repeated"].values()) or 1.0
     result = {}
     for c in channels:
-        pattern = [float(scores[s][c.layer, c.head]) if c.kind == "attn_head" else 0.0 for s in PATTERN_SCORES]
-        behaviour = [
-            activity["random"][c.name],
-            activity["repeated"][c.name],
-            mean_norm["random"][c.name],
-            mean_norm["repeated"][c.name],
-        ]
-        result[c.name] = pattern + behaviour + [1.0 if c.kind == k else 0.0 for k in KINDS]
+        is_head = c.kind == "attn_head"
+        lifts = [lift(float(scores[t][c.layer, c.head]), chance) if is_head else 0.0 for t in TARGETS]
+        repeated, random = activity["repeated"][c.name], activity["random"][c.name]
+        specificity = (repeated - random) / (repeated + random) if repeated + random > 0 else 0.0
+        result[c.name] = [*lifts, specificity, repeated / largest, *(1.0 if c.kind == k else 0.0 for k in KINDS)]
     return result
 
 
@@ -139,9 +168,6 @@ def channel_fingerprints(
         for kind in ("random", "repeated")
     }
     prints = fingerprints(
-        layout.channels,
-        pattern_scores,
-        {k: v.activity for k, v in probes.items()},
-        {k: v.mean_norm for k, v in probes.items()},
+        layout.channels, pattern_scores, chance_attention(probe.shape[1]), {k: v.activity for k, v in probes.items()}
     )
     return prints, pattern_scores

@@ -4,7 +4,7 @@ Two subspaces match by the mean squared cosine of their principal angles,
 ``||A^T B||_F^2 / min(rank A, rank B)`` for orthonormal bases A and B (1 when one contains the
 other, 0 when orthogonal). A channel's similarity is the mean over its roles with a non-empty
 subspace in both checkpoints; pairs at or above the threshold become ``MATCHES``, which also
-carry the cosine of the two behaviour fingerprints.
+carry the similarity of the two behaviour fingerprints (:func:`.fingerprints.similarity`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from .artifact import frame, read_artifact
 from .channels import Channel
+from .fingerprints import similarity
 
 
 @dataclass
@@ -58,13 +59,12 @@ def matches(
         values = [v for v in (subspace_similarity(bases[k], previous.bases[k]) for k in keys) if v is not None]
         if not values or sum(values) / len(values) < threshold:
             continue
-        now, before = torch.tensor(prints[c.name]), torch.tensor(previous.fingerprints[c.name])
         rows.append(
             {
                 "previous_checkpoint": previous.label,
                 "block": c.name,
                 "similarity": sum(values) / len(values),
-                "fingerprint_similarity": float(torch.nn.functional.cosine_similarity(now, before, dim=0)),
+                "fingerprint_similarity": float(similarity(prints[c.name], previous.fingerprints[c.name])[0, 0]),
             }
         )
     return frame("matches", rows)

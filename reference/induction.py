@@ -49,7 +49,9 @@ class InductionRecipe:
 
     @property
     def name(self) -> str:
-        return f"induction-s{self.seed}"
+        """``induction-s<seed>``, with ``-<layers>x<heads>`` before the seed for another shape."""
+        shape = "" if (self.n_layers, self.n_heads) == (2, 2) else f"-{self.n_layers}x{self.n_heads}"
+        return f"induction{shape}-s{self.seed}"
 
 
 def induction_batch(recipe: InductionRecipe, generator: torch.Generator) -> torch.Tensor:

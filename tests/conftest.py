@@ -91,6 +91,35 @@ def keyvalue_checkpoints() -> list:
     return train_keyvalue(KeyValueRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
 
 
+@pytest.fixture(scope="session")
+def variant_artifacts(reference_checkpoints, tmp_path_factory) -> dict[str, list[Path]]:
+    """The induction recipe's variants (``reference.seeds.VARIANTS``: seeds 0 and 1, and 4 heads per
+    layer), trained once per machine, ingested on repeated and random tokens: the reference model's
+    checkpoints from step 1000 on (so that MATCHES chain several), the others' final checkpoints."""
+    from circuit_atlas.ingest.config import IngestConfig
+    from circuit_atlas.ingest.pipeline import ingest
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.seeds import final_checkpoints
+
+    out = tmp_path_factory.mktemp("variants")
+    artifacts = {}
+    for name, final in final_checkpoints(default_reference_dir()).items():
+        steps = (
+            [c for c in reference_checkpoints if c.name >= "step-01000"] if final in reference_checkpoints else [final]
+        )
+        artifacts[name] = ingest(
+            str(final),
+            [str(c) for c in steps],
+            ["repeated", "random"],
+            out,
+            IngestConfig(n_seq=64),
+            "cpu",
+            progress=False,
+            echo=lambda _: None,
+        )
+    return artifacts
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)

@@ -7,9 +7,10 @@ import json
 
 def graph_snapshot(driver, database: str) -> tuple[list[str], list[str]]:
     """Every node's labels and properties and every relationship with its ends' ids and properties
-    (schema history left out), each as one JSON line, sorted."""
+    (schema history and the publish lock left out), each as one JSON line, sorted."""
     nodes = driver.execute_query(
-        "MATCH (n) WHERE NOT n:SchemaMigration RETURN labels(n) AS l, properties(n) AS p", database_=database
+        "MATCH (n) WHERE NOT n:SchemaMigration AND NOT n:PublishLock RETURN labels(n) AS l, properties(n) AS p",
+        database_=database,
     ).records
     rels = driver.execute_query(
         "MATCH (a)-[r]->(b) RETURN a.id AS a, type(r) AS t, properties(r) AS p, b.id AS b", database_=database

@@ -1,5 +1,5 @@
 """Loads that run at once, again, out of order, fail half way or are killed, against the real server:
-each ends in exactly the graph one sequential load gives (MATCHES included), and no failure ever
+each ends in exactly the graph one sequential load gives (MATCHES and ANALOGOUS included), and no failure ever
 takes away the published version of a checkpoint."""
 
 from __future__ import annotations
@@ -23,18 +23,24 @@ from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.loader import checkpoint_rows, load_artifact, write_checkpoint
 from circuit_atlas.schema.migrations import migrate
 
-STEPS = (500, 1000, 1500, 2000, 2500)
+STEPS = {"t": (500, 1000, 1500, 2000, 2500), "u": (500, 1000)}  # by model: its ANALOGOUS links join t's
 NAMES = ["embed", *(f"L{layer}H{head}" for layer in range(2) for head in range(2)), "unembed"]
-EXPECTED_MATCHES = (len(STEPS) - 1) * len(NAMES)  # every block of every later checkpoint matched
+EXPECTED_MATCHES = sum(len(s) - 1 for s in STEPS.values()) * len(NAMES)  # every later checkpoint's blocks matched
 SLOW_LOADER = str(Path(__file__).resolve().parents[1] / "slow_loader.py")
 
 
-def checkpoint(step: int, previous: int | None, heads: int = 2, layers: int = 2) -> Checkpoint:
-    """A checkpoint of model ``t`` whose every block matches the same block of ``previous``."""
-    rng = random.Random(step)
-    channels = [Channel("embed", "embed", -1)]
-    channels += [Channel(f"L{l}H{h}", "attn_head", l, h) for l in range(layers) for h in range(heads)]
-    channels.append(Channel("unembed", "unembed", layers))
+def checkpoint(model: str, step: int, previous: int | None, heads: int = 2, layers: int = 2) -> Checkpoint:
+    """A checkpoint of ``model`` whose every block matches the same block of ``previous``."""
+    rng = random.Random(f"{model}{step}")
+
+    def prints() -> tuple[float, ...]:
+        return (rng.random(), rng.random(), rng.random())
+
+    channels = [Channel("embed", "embed", -1, fingerprint=prints())]
+    channels += [
+        Channel(f"L{l}H{h}", "attn_head", l, h, fingerprint=prints()) for l in range(layers) for h in range(heads)
+    ]
+    channels.append(Channel("unembed", "unembed", layers, fingerprint=prints()))
     edges = [
         Edge(w.name, r.name, role, rng.random(), rng.random(), rng.random())
         for i, r in enumerate(channels)
@@ -47,13 +53,21 @@ def checkpoint(step: int, previous: int | None, heads: int = 2, layers: int = 2)
     matches = [(c.name, 0.9) for c in channels] if previous else []
     label = f"step-{step:05d}"
     previous_label = f"step-{previous:05d}" if previous else None
-    return Checkpoint("t", label, step, channels, edges, effects, slice_attribution, previous_label, matches)
+    return Checkpoint(model, label, step, channels, edges, effects, slice_attribution, previous_label, matches)
+
+
+def write_all(root: Path) -> list[Path]:
+    """The artifacts of every checkpoint of :data:`STEPS` under ``root``, by model and step."""
+    return [
+        write(checkpoint(model, step, steps[i - 1] if i else None), root)
+        for model, steps in STEPS.items()
+        for i, step in enumerate(steps)
+    ]
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("timeline")
-    return [write(checkpoint(step, STEPS[i - 1] if i else None), root) for i, step in enumerate(STEPS)]
+    return write_all(tmp_path_factory.mktemp("timeline"))
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +76,7 @@ def sequential(artifacts, neo4j_driver, neo4j_settings, tmp_path_factory):
     db = neo4j_settings.database
     _load_one_by_one(neo4j_driver, db, artifacts)
     assert count(neo4j_driver, db, "()-[:MATCHES]->()") == EXPECTED_MATCHES
+    assert count(neo4j_driver, db, "()-[:ANALOGOUS]->()") > 0
     return graph_snapshot(neo4j_driver, db)
 
 

@@ -41,7 +41,7 @@ def test_migrate_applies_everything_once_then_is_a_no_op(empty_catalog, neo4j_se
 def test_schema_has_the_constraints_and_indexes_the_queries_need(empty_catalog, neo4j_settings):
     migrate(empty_catalog, neo4j_settings.database)
     rows = empty_catalog.execute_query(
-        "SHOW INDEXES YIELD name, type, labelsOrTypes, properties", database_=neo4j_settings.database
+        "SHOW INDEXES YIELD name, type, labelsOrTypes, properties, options", database_=neo4j_settings.database
     ).records
     by_name = {r["name"]: r for r in rows}
     unique_ids = {
@@ -51,6 +51,7 @@ def test_schema_has_the_constraints_and_indexes_the_queries_need(empty_catalog, 
         "subspace_id": "Subspace",
         "data_slice_id": "DataSlice",
         "ingest_run_id": "IngestRun",
+        "publish_lock_id": "PublishLock",
     }
     for constraint, label in unique_ids.items():
         assert by_name[constraint]["labelsOrTypes"] == [label]
@@ -58,7 +59,9 @@ def test_schema_has_the_constraints_and_indexes_the_queries_need(empty_catalog, 
     assert by_name["checkpoint_model_step"]["properties"] == ["model_id", "step"]
     assert by_name["block_checkpoint_layer"]["properties"] == ["checkpoint_id", "layer"]
     assert by_name["subspace_block_role"]["properties"] == ["block_id", "role"]
-    assert by_name["block_fingerprint"]["type"] == "VECTOR"
+    fingerprints = by_name["block_fingerprint_euclidean"]
+    assert fingerprints["type"] == "VECTOR" and "block_fingerprint" not in by_name  # V007 replaced the cosine one
+    assert fingerprints["options"]["indexConfig"]["vector.similarity_function"].lower() == "euclidean"
     # No catalog-wide index on relationship properties: queries reach relationships from one checkpoint.
     assert not [r["name"] for r in rows if r["type"] == "RANGE" and r["labelsOrTypes"][0] in ("FEEDS", "FLOWS_ON")]
 

@@ -1,0 +1,126 @@
+"""The induction mechanism across separately trained models: do fingerprints find the same heads?
+
+:data:`VARIANTS` are the induction recipe at seeds 0 and 1 and a wider model (4 heads per layer,
+seed 2). The ground truth of a head's mechanism is its own attention on fresh probes (the
+recipe's ``head_scores.json`` at its final checkpoint, probes other than the fingerprints'): a
+previous-token head puts at least :data:`MECHANISM_ATTENTION` of its attention on the previous
+token, an induction head on the token after the current token's earlier occurrence.
+
+:func:`matching_report` measures, from the artifacts' fingerprints alone, the top-1 accuracy of
+matching each labelled head of one model to the most similar channel of each other model, and,
+within each model, whether every mechanism's heads are more similar to each other than to any
+head of another mechanism. ``python -m circuit_atlas.reference.seeds`` trains (or reuses) the
+variants, ingests their final checkpoints and prints the report.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from circuit_atlas.ingest.artifact import Artifact
+from circuit_atlas.ingest.fingerprints import similarity
+
+from .induction import InductionRecipe, train_induction
+
+VARIANTS = (InductionRecipe(), InductionRecipe(seed=1), InductionRecipe(seed=2, n_heads=4))
+MECHANISM_ATTENTION = 0.3
+
+
+def mechanisms(checkpoint: Path) -> dict[str, str]:
+    """The mechanism of each head of a reference checkpoint that has one (see the module docstring)."""
+    scores = json.loads((checkpoint.parent / "head_scores.json").read_text())[checkpoint.name]
+    found = {}
+    for mechanism in ("previous_token", "induction"):
+        for layer, row in enumerate(scores[mechanism]):
+            for head, value in enumerate(row):
+                if value >= MECHANISM_ATTENTION:
+                    found[f"L{layer}H{head}"] = mechanism
+    return found
+
+
+@dataclass
+class MatchingReport:
+    matches: list[dict]  # per labelled head and other model: its nearest channel there
+    separated: dict[str, bool]  # per model: its mechanisms' heads nearer each other than any other's
+
+    @property
+    def top1(self) -> float:
+        """Share of labelled heads whose nearest channel in the other model has their mechanism."""
+        return sum(m["correct"] for m in self.matches) / len(self.matches)
+
+    def lines(self) -> list[str]:
+        out = [f"top-1 matching accuracy {self.top1:.3f} over {len(self.matches)} (head, other model) pairs"]
+        out += [
+            f"  {m['model']} {m['head']} ({m['mechanism']}) -> {m['other']} {m['nearest']} "
+            f"({m['nearest_mechanism'] or 'none'}) similarity {m['similarity']:.3f}"
+            for m in self.matches
+        ]
+        out += [f"  {model}: mechanisms separated within the model: {ok}" for model, ok in self.separated.items()]
+        return out
+
+
+def matching_report(artifacts: dict[str, Artifact], labels: dict[str, dict[str, str]]) -> MatchingReport:
+    """Matching accuracy of the fingerprints of ``artifacts`` (by model) against ``labels`` (by model,
+    head name -> mechanism)."""
+    prints = {
+        model: dict(zip(a.tables["blocks"]["name"], (list(f) for f in a.tables["blocks"]["fingerprint"])))
+        for model, a in artifacts.items()
+    }
+    matches = []
+    for model, heads in labels.items():
+        for other in (o for o in labels if o != model):
+            names = list(prints[other])
+            for head, mechanism in heads.items():
+                row = similarity(prints[model][head], [prints[other][n] for n in names])[0]
+                nearest = names[int(row.argmax())]
+                matches.append(
+                    {
+                        "model": model,
+                        "head": head,
+                        "mechanism": mechanism,
+                        "other": other,
+                        "nearest": nearest,
+                        "nearest_mechanism": labels[other].get(nearest),
+                        "similarity": float(row.max()),
+                        "correct": labels[other].get(nearest) == mechanism,
+                    }
+                )
+    separated = {}
+    for model, heads in labels.items():
+        pairs = [(a, b) for a in heads for b in heads if a < b]
+        sims = {(a, b): float(similarity(prints[model][a], prints[model][b])[0, 0]) for a, b in pairs}
+        within = [s for (a, b), s in sims.items() if heads[a] == heads[b]]
+        across = [s for (a, b), s in sims.items() if heads[a] != heads[b]]
+        separated[model] = not within or not across or min(within) > max(across)
+    return MatchingReport(matches, separated)
+
+
+def final_checkpoints(out: Path) -> dict[str, Path]:
+    """The final checkpoint of every variant, trained under ``out`` (or reused)."""
+    return {r.name: train_induction(r, out, progress=False, echo=lambda _: None)[-1] for r in VARIANTS}
+
+
+def main() -> None:
+    from circuit_atlas.ingest.artifact import read_artifact
+    from circuit_atlas.ingest.config import IngestConfig
+    from circuit_atlas.ingest.pipeline import ingest
+
+    from . import default_reference_dir
+
+    checkpoints = final_checkpoints(default_reference_dir())
+    with tempfile.TemporaryDirectory() as out:
+        artifacts = {
+            name: read_artifact(
+                ingest(str(path), [], ["repeated", "random"], Path(out), IngestConfig(), progress=False)[0]
+            )
+            for name, path in checkpoints.items()
+        }
+    report = matching_report(artifacts, {name: mechanisms(path) for name, path in checkpoints.items()})
+    print("\n".join(report.lines()))
+
+
+if __name__ == "__main__":
+    main()
