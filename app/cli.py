@@ -527,15 +527,35 @@ reference_seed_option = click.option(
 @reference_out_option
 @reference_seed_option
 @click.option("--steps", default=3000, show_default=True, help="Training steps.")
-def reference_train(out: Path | None, seed: int, steps: int) -> None:
-    """Train (or reuse) the 2-layer induction model and save its checkpoints as HF directories."""
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(1, 12), help="Layers.")
+@click.option("--heads", default=2, show_default=True, type=click.IntRange(1, 16), help="Heads per layer.")
+def reference_train(out: Path | None, seed: int, steps: int, layers: int, heads: int) -> None:
+    """Train (or reuse) the induction model and save its checkpoints as HF directories."""
     from circuit_atlas.reference import default_reference_dir
     from circuit_atlas.reference.induction import InductionRecipe, train_induction
 
-    folders = train_induction(InductionRecipe(seed=seed, steps=steps), out or default_reference_dir(), echo=click.echo)
+    recipe = InductionRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads)
+    folders = train_induction(recipe, out or default_reference_dir(), echo=click.echo)
     click.echo(
         f"{len(folders)} checkpoints in {folders[0].parent}; ground truth in {folders[0].parent / 'head_scores.json'}"
     )
+
+
+@reference_group.command("match-seeds")
+@reference_out_option
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the artifacts of the variants' final checkpoints.",
+)
+def reference_match_seeds(out: Path | None, artifacts: Path) -> None:
+    """Train (or reuse) the induction model at seeds 0 and 1 and 4 heads wide, ingest their final
+    checkpoints, and print how well fingerprints match their previous token and induction heads."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.seeds import measure
+
+    click.echo("\n".join(measure(out or default_reference_dir(), artifacts).lines()))
 
 
 @reference_group.command("train-text")

@@ -1,7 +1,7 @@
 // name: similar_channels
 // description: Channels of complete checkpoints anywhere in the catalog whose behaviour fingerprint is
-//   closest (euclidean similarity 1 / (1 + d^2)) to that of channel $channel of the complete checkpoint $checkpoint, through the
-//   vector index on Block.fingerprint. The index is asked for enough candidates that the probe and the
+//   closest (euclidean similarity 1 / (1 + d^2)) to that of channel $channel of the complete checkpoint
+//   $checkpoint, through the vector index on Block.fingerprint. The index is asked for enough candidates that the probe and the
 //   blocks of checkpoints still loading cannot crowd out the $limit answers.
 // returns: checkpoint, channel, kind, similarity
 // params: $checkpoint (string), $channel (string), $limit (integer in [1, 100000])

@@ -9,14 +9,13 @@ token, an induction head on the token after the current token's earlier occurren
 :func:`matching_report` measures, from the artifacts' fingerprints alone, the top-1 accuracy of
 matching each labelled head of one model to the most similar channel of each other model, and,
 within each model, whether every mechanism's heads are more similar to each other than to any
-head of another mechanism. ``python -m circuit_atlas.reference.seeds`` trains (or reuses) the
-variants, ingests their final checkpoints and prints the report.
+head of another mechanism. ``circuit-atlas reference match-seeds`` trains (or reuses) the
+variants, ingests their final checkpoints and prints the report (:func:`measure`).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +54,8 @@ class MatchingReport:
         out = [f"top-1 matching accuracy {self.top1:.3f} over {len(self.matches)} (head, other model) pairs"]
         out += [
             f"  {m['model']} {m['head']} ({m['mechanism']}) -> {m['other']} {m['nearest']} "
-            f"({m['nearest_mechanism'] or 'none'}) similarity {m['similarity']:.3f}"
+            f"({m['nearest_mechanism'] or 'none'}) similarity {m['similarity']:.3f}, "
+            f"nearest without the mechanism {m['runner_up']:.3f}"
             for m in self.matches
         ]
         out += [f"  {model}: mechanisms separated within the model: {ok}" for model, ok in self.separated.items()]
@@ -76,6 +76,7 @@ def matching_report(artifacts: dict[str, Artifact], labels: dict[str, dict[str, 
             for head, mechanism in heads.items():
                 row = similarity(prints[model][head], [prints[other][n] for n in names])[0]
                 nearest = names[int(row.argmax())]
+                rivals = [v for n, v in zip(names, row) if labels[other].get(n) != mechanism]
                 matches.append(
                     {
                         "model": model,
@@ -85,6 +86,7 @@ def matching_report(artifacts: dict[str, Artifact], labels: dict[str, dict[str, 
                         "nearest": nearest,
                         "nearest_mechanism": labels[other].get(nearest),
                         "similarity": float(row.max()),
+                        "runner_up": float(max(rivals)),  # the nearest channel without the mechanism
                         "correct": labels[other].get(nearest) == mechanism,
                     }
                 )
@@ -103,24 +105,17 @@ def final_checkpoints(out: Path) -> dict[str, Path]:
     return {r.name: train_induction(r, out, progress=False, echo=lambda _: None)[-1] for r in VARIANTS}
 
 
-def main() -> None:
+def measure(reference_dir: Path, out: Path) -> MatchingReport:
+    """Train (or reuse) the variants under ``reference_dir``, ingest their final checkpoints on
+    repeated and random tokens into ``out`` (or reuse those artifacts), and report their matching."""
     from circuit_atlas.ingest.artifact import read_artifact
     from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.pipeline import ingest
 
-    from . import default_reference_dir
-
-    checkpoints = final_checkpoints(default_reference_dir())
-    with tempfile.TemporaryDirectory() as out:
-        artifacts = {
-            name: read_artifact(
-                ingest(str(path), [], ["repeated", "random"], Path(out), IngestConfig(), progress=False)[0]
-            )
-            for name, path in checkpoints.items()
-        }
-    report = matching_report(artifacts, {name: mechanisms(path) for name, path in checkpoints.items()})
-    print("\n".join(report.lines()))
-
-
-if __name__ == "__main__":
-    main()
+    checkpoints = final_checkpoints(reference_dir)
+    paths = {
+        name: ingest(str(path), [], ["repeated", "random"], out, IngestConfig(), progress=False, echo=lambda _: None)
+        for name, path in checkpoints.items()
+    }
+    artifacts = {name: read_artifact(found[0]) for name, found in paths.items()}
+    return matching_report(artifacts, {name: mechanisms(path) for name, path in checkpoints.items()})
