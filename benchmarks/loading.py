@@ -348,8 +348,14 @@ SCALE_QUERIES = {
 }
 
 
-def time_queries(driver, checkpoint_id: str, repeats: int) -> dict[str, tuple[float, int]]:
-    """Median seconds (after a warm-up run) and rows of each query of :data:`SCALE_QUERIES`."""
+def db_hits(plan: dict) -> int:
+    """Database hits of a profiled plan and its children: the work a query does, whatever the load."""
+    return plan.get("dbHits", 0) + sum(db_hits(child) for child in plan.get("children", []))
+
+
+def time_queries(driver, checkpoint_id: str, repeats: int) -> dict[str, tuple[float, int, int]]:
+    """Median seconds (after a warm-up run), rows and profiled database hits of each query of
+    :data:`SCALE_QUERIES`."""
     library, timings = queries.library(), {}
     for name, params in SCALE_QUERIES.items():
         query, params = library[name], {"checkpoint": checkpoint_id, **params}
@@ -359,7 +365,9 @@ def time_queries(driver, checkpoint_id: str, repeats: int) -> dict[str, tuple[fl
             start = time.perf_counter()
             rows = queries.run(driver, "neo4j", query, params)
             seconds.append(time.perf_counter() - start)
-        timings[name] = (statistics.median(seconds), len(rows))
+        with driver.session(database="neo4j") as session:
+            profile = session.run("PROFILE " + query.text, params).consume().profile
+        timings[name] = (statistics.median(seconds), len(rows), db_hits(profile))
     return timings
 
 
@@ -386,7 +394,7 @@ def scale(heap: str, pagecache: str, checkpoints: int, probes: tuple[int, ...], 
                 click.echo(
                     f"after {i} checkpoints ({relationships:,} FEEDS and FLOWS_ON, loaded in {loading_s:.0f} s, "
                     f"{relationships / loading_s:,.0f}/s): "
-                    + ", ".join(f"{n} {s * 1000:.0f} ms ({r} rows)" for n, (s, r) in timings[i].items())
+                    + ", ".join(f"{n} {t * 1000:.0f} ms ({r} rows, {h:,} hits)" for n, (t, r, h) in timings[i].items())
                 )
         matches = driver.execute_query("MATCH ()-[m:MATCHES]->() RETURN count(m) AS n").records[0]["n"]
         click.echo(f"server heap {heap}, page cache {pagecache}; MATCHES {matches:,}")
@@ -398,8 +406,10 @@ def scale(heap: str, pagecache: str, checkpoints: int, probes: tuple[int, ...], 
         click.echo(f"store on disk {store / 2**30:.2f} GiB")
         low, high = min(timings), max(t for t in timings if t <= max(probes)) if len(timings) > 1 else min(timings)
         for name in SCALE_QUERIES:
-            (a, ra), (b, rb) = timings[low][name], timings[high][name]
-            click.echo(f"{name}: {b / a:.2f}x from {low} to {high} checkpoints ({ra} -> {rb} rows)")
+            (a, ra, ha), (b, rb, hb) = timings[low][name], timings[high][name]
+            click.echo(
+                f"{name}: {b / a:.2f}x from {low} to {high} checkpoints ({ra} -> {rb} rows, {ha:,} -> {hb:,} db hits)"
+            )
 
 
 @cli.command()
@@ -463,10 +473,10 @@ def scale_bulk(heap: str, pagecache: str, checkpoints: int, repeats: int) -> Non
         click.echo(f"server heap {heap}, page cache {pagecache}; store on disk {store / 2**30:.2f} GiB")
         click.echo(f"peak resident memory: Neo4j {neo4j_mib:,.0f} MiB while querying")
         for name in SCALE_QUERIES:
-            (a, ra), (b, rb) = timings[1][name], timings[checkpoints][name]
+            (a, ra, ha), (b, rb, hb) = timings[1][name], timings[checkpoints][name]
             click.echo(
-                f"{name}: {a * 1000:.0f} ms on 1 checkpoint ({ra} rows), {b * 1000:.0f} ms on {checkpoints} "
-                f"({rb} rows): {b / a:.2f}x"
+                f"{name}: {a * 1000:.0f} ms on 1 checkpoint ({ra} rows, {ha:,} db hits), {b * 1000:.0f} ms on "
+                f"{checkpoints} ({rb} rows, {hb:,} db hits): {b / a:.2f}x time, {hb / ha:.2f}x db hits"
             )
 
 
