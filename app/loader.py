@@ -227,7 +227,6 @@ def checkpoint_rows(
         .drop(columns=["block", "basis_key"])
     )
     edges = pruned_edges(t["edges"], top_k, min_attribution)
-    kept = set(zip(edges["writer"], edges["reader"], edges["role"]))
     subspace_ids = subspaces["id"].tolist()
     position = {name: i for i, name in enumerate(t["subspaces"]["block"] + "/" + t["subspaces"]["role"])}
 
@@ -241,12 +240,11 @@ def checkpoint_rows(
         )
         return _row_lists(pd.concat([ends, frame[list(properties)]], axis=1))
 
-    slice_edges = t["slice_edges"].loc[
-        np.array(
-            [k in kept for k in zip(t["slice_edges"]["writer"], t["slice_edges"]["reader"], t["slice_edges"]["role"])],
-            dtype=bool,
-        )
-    ]
+    key = ["writer", "reader", "role"]
+    kept = pd.MultiIndex.from_frame(t["slice_edges"][key].astype(str)).isin(
+        pd.MultiIndex.from_frame(edges[key].astype(str))
+    )
+    slice_edges = t["slice_edges"].loc[kept]
     return CheckpointRows(
         model=model,
         checkpoint=checkpoint,

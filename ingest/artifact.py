@@ -339,8 +339,8 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
     errors = [f"blocks names {name!r} twice" for name in blocks[blocks.duplicated()].unique()[:1]]
     matched = tables["matches"]["block"]
     errors += [f"matches name {name!r} twice" for name in matched[matched.duplicated()].unique()[:1]]
-    known_blocks, known_slices = set(blocks), {s["name"] for s in manifest["slices"]}
-    roles = set(zip(tables["subspaces"]["block"], tables["subspaces"]["role"]))
+    known_blocks, known_slices = set(blocks.unique()), {s["name"] for s in manifest["slices"]}
+    subspaces = pd.MultiIndex.from_frame(tables["subspaces"][["block", "role"]].astype(str))
     for table, column in (
         ("subspaces", "block"),
         ("edges", "writer"),
@@ -351,17 +351,19 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
         ("examples", "block"),
         ("matches", "block"),
     ):
-        unknown = sorted(set(tables[table][column]) - known_blocks)
+        unknown = sorted(set(tables[table][column].unique()) - known_blocks)
         if unknown:
             errors.append(f"{table}.{column} names block {unknown[0]!r}, which is not in blocks")
     for table in ("slice_edges", "activity", "examples"):
-        unknown = sorted(set(tables[table]["slice"]) - known_slices)
+        unknown = sorted(set(tables[table]["slice"].unique()) - known_slices)
         if unknown:
             errors.append(f"{table} names slice {unknown[0]!r}, which the manifest does not list")
     for table in ("edges", "slice_edges"):
         frame = tables[table]
-        ends = set(zip(frame["writer"], ["out"] * len(frame))) | set(zip(frame["reader"], frame["role"]))
-        missing = sorted(ends - roles)
+        writers = pd.DataFrame({"block": frame["writer"].unique(), "role": "out"})
+        readers = frame[["reader", "role"]].drop_duplicates().set_axis(["block", "role"], axis=1)
+        ends = pd.MultiIndex.from_frame(pd.concat([writers, readers]).astype(str))
+        missing = sorted(ends[~ends.isin(subspaces)])
         if missing:
             errors.append(f"{table} names subspace {'/'.join(missing[0])!r}, which is not in subspaces")
     if tables["matches"]["previous_checkpoint"].nunique() > 1:
