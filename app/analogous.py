@@ -60,14 +60,14 @@ def analogous_links(blocks: Sequence[Fingerprinted], new_checkpoint: str, featur
     for other in by_checkpoint.values():
         if not mine or other[0].model_id == mine[0].model_id:
             continue
-        for left, right in ((mine, other), (other, mine)):
-            for kind in {b.kind for b in left}:
-                readers = [b for b in left if b.kind == kind]
-                candidates = [b for b in right if b.kind == kind]
-                if not candidates:
-                    continue
-                sim = similarity([b.fingerprint for b in readers], [b.fingerprint for b in candidates])
-                for reader, row in zip(readers, sim):
+        for kind in {b.kind for b in mine}:
+            a = [b for b in mine if b.kind == kind]
+            b = [b for b in other if b.kind == kind]
+            if not b:
+                continue
+            sim = similarity([x.fingerprint for x in a], [x.fingerprint for x in b])
+            for readers, candidates, scores in ((a, b, sim), (b, a, sim.T)):
+                for reader, row in zip(readers, scores):
                     kept = 0
                     for j in np.argsort(-row, kind="stable"):
                         if row[j] < MIN_SIMILARITY or kept == TOP_K:

@@ -177,6 +177,11 @@ class Artifact:
     def bases(self) -> dict[str, torch.Tensor]:
         return load_file(self.path / BASES)
 
+    def fingerprints(self) -> dict[str, list[float]]:
+        """Each block's fingerprint by block name."""
+        blocks = self.tables["blocks"]
+        return dict(zip(blocks["name"], (list(f) for f in blocks["fingerprint"])))
+
     def basis_uri(self, key: str) -> str:
         return f"{(self.path / BASES).resolve().as_uri()}#{key}"
 

@@ -105,7 +105,7 @@ def lift(score: float, chance: float) -> float:
 def similarity(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Fingerprint similarity 1 / (1 + ||a_i - b_j||^2) of every row of ``a`` [n, f] with every row of
     ``b`` [m, f] (a single fingerprint is one row): Neo4j's euclidean vector similarity, so the
-    ``block_fingerprint`` index ranks channels the same way."""
+    ``block_fingerprint_euclidean`` index ranks channels the same way."""
     a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
     return 1.0 / (1.0 + ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 

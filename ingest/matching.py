@@ -32,10 +32,7 @@ class PreviousCheckpoint:
     def from_artifact(cls, path: Path) -> PreviousCheckpoint:
         """What an artifact already written holds of it (when a run resumes after it)."""
         artifact = read_artifact(path)
-        prints = dict(
-            zip(artifact.tables["blocks"]["name"], (list(f) for f in artifact.tables["blocks"]["fingerprint"]))
-        )
-        return cls(artifact.manifest["checkpoint"]["label"], artifact.bases(), prints)
+        return cls(artifact.manifest["checkpoint"]["label"], artifact.bases(), artifact.fingerprints())
 
 
 def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> float | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuit_atlas.ingest.artifact import Artifact
+from circuit_atlas.ingest.channels import head_name
 from circuit_atlas.ingest.fingerprints import similarity
 
 from .induction import InductionRecipe, train_induction
@@ -36,7 +37,7 @@ def mechanisms(checkpoint: Path) -> dict[str, str]:
         for layer, row in enumerate(scores[mechanism]):
             for head, value in enumerate(row):
                 if value >= MECHANISM_ATTENTION:
-                    found[f"L{layer}H{head}"] = mechanism
+                    found[head_name(layer, head)] = mechanism
     return found
 
 
@@ -65,10 +66,7 @@ class MatchingReport:
 def matching_report(artifacts: dict[str, Artifact], labels: dict[str, dict[str, str]]) -> MatchingReport:
     """Matching accuracy of the fingerprints of ``artifacts`` (by model) against ``labels`` (by model,
     head name -> mechanism)."""
-    prints = {
-        model: dict(zip(a.tables["blocks"]["name"], (list(f) for f in a.tables["blocks"]["fingerprint"])))
-        for model, a in artifacts.items()
-    }
+    prints = {model: a.fingerprints() for model, a in artifacts.items()}
     matches = []
     for model, heads in labels.items():
         for other in (o for o in labels if o != model):

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.channels import head_name
 from circuit_atlas.ingest.fingerprints import TARGETS, attention_scores, chance_attention, lift, probe_tokens
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.reference import default_reference_dir
@@ -43,7 +44,12 @@ def test_lift_is_zero_at_chance_and_large_for_the_heads_mechanism(reference_chec
         assert all(float(v.max()) < 0.1 for v in lifts.values()), lifts
         return
     truth = json.loads((checkpoint.parent / "head_scores.json").read_text())[checkpoint.name]
-    for name, mechanism in mechanisms(checkpoint).items():
-        layer, head = int(name[1 : name.index("H")]), int(name[name.index("H") + 1 :])
+    found = mechanisms(checkpoint)
+    heads = [(layer, head) for layer in range(model.spec.n_layers) for head in range(model.spec.n_heads)]
+    assert set(found) <= {head_name(layer, head) for layer, head in heads}
+    for layer, head in heads:
+        name, mechanism = head_name(layer, head), found.get(head_name(layer, head))
+        if mechanism is None:
+            continue
         assert lifts[mechanism][layer, head] > 0.5, (name, mechanism, truth[mechanism])
         assert all(lifts[t][layer, head] < lifts[mechanism][layer, head] for t in TARGETS if t != mechanism)
