@@ -247,7 +247,7 @@ def slice_scores(
 
     bar = tqdm(total=data.n_tokens, desc=desc, unit="tok", disable=not progress, leave=False)
     for batch in data.batches(batch_tokens):
-        logits, acts = model.run_capturing(batch.tokens, grad_sites + value_sites)
+        logits, acts = model.run_capturing(batch.tokens, grad_sites + value_sites, attention_mask=batch.mask)
         metric = sequence_losses(logits, batch.tokens, batch.targets()).sum()
         grads = dict(zip(grad_sites, torch.autograd.grad(metric, [acts[s] for s in grad_sites])))
         del logits, metric

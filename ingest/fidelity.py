@@ -74,7 +74,7 @@ def variant_losses(
             for start in range(0, total, rows):
                 index = torch.arange(start, min(start + rows, total))
                 batch = part.rows(index % n)
-                logits = model.run(batch.tokens, interventions.hooks(masks, index // n))
+                logits = model.run(batch.tokens, interventions.hooks(masks, index // n), batch.mask)
                 losses[index.to(model.device)] = sequence_losses(logits, batch.tokens, batch.targets()).double()
                 bar.update(batch.n_tokens)
             results.append(losses.view(len(variants), n))

@@ -143,7 +143,11 @@ class LoadedModel:
         """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` with forward hooks ``(hook_name, fn)``.
 
         ``attention_mask`` ``[batch, pos]`` (True = a real token) hides right-padding from every query.
+        A causal model is run without it (no query sees the right-padding after it, and the
+        unmasked causal kernel is the fast one); a bidirectional model needs it.
         """
+        if attention_mask is not None and (self.spec.causal or bool(attention_mask.all())):
+            attention_mask = None
         return self.runner.forward(tokens, hooks, attention_mask)
 
     def run_capturing(
@@ -176,6 +180,21 @@ class LoadedModel:
         wanted = (set(names) | leaves) & self.runner.hook_names
         logits = self.run(tokens, [*hooks, *((name, capture(name)) for name in sorted(wanted))], attention_mask)
         return logits, captured
+
+    def reader_grams(self) -> tuple[Tensor, Tensor]:
+        """The Gram matrices W Wᵀ of the nonlinear readers' input weights, float64 on the model's
+        device: per layer the MLP's W_in (and W_gate) [L, d, d] (zeros without MLPs), and the
+        unembedding's W_U centred over the output vocabulary (the softmax ignores a shared shift) [d, d]."""
+        p, cfg, L = self.runner.params, self.runner.cfg, self.spec.n_layers
+        d = self.spec.d_model
+        mlp = torch.zeros(L, d, d, dtype=torch.float64, device=self.device)
+        for l in range(L if cfg.has_mlp else 0):
+            for name in ("W_in", "W_gate") if cfg.gated_mlp else ("W_in",):
+                W = p[f"blocks.{l}.mlp.{name}"].double()
+                mlp[l] += W @ W.T
+        W_U = p["unembed.W_U"].double()
+        W_U = W_U - W_U.mean(-1, keepdim=True)
+        return mlp, W_U @ W_U.T
 
 
 def model_name_of(source: str) -> str:

@@ -15,6 +15,8 @@ moment        definition                                  shape
 ``qq``        E_i[q̃_i q̃_iᵀ]  = W_Qᵀ S_q W_Q                 [L, H, d_head, d_head]
 ``kk``        E_i[Σ_j A_ij (k̃_j - k̄_i)(k̃_j - k̄_i)ᵀ]           [L, H, d_head, d_head]
               with k̄_i = Σ_j A_ij k̃_j  (= W_Kᵀ S_k W_K, see below)
+``kk_seen``   E_i[mean_j (k̃_j - k̄ᵘ_i)(k̃_j - k̄ᵘ_i)ᵀ]       [L, H, d_head, d_head]
+              over the keys j query i may see, k̄ᵘ_i their plain mean
 ``vv``        E_i[Σ_j A_ij ṽ_j ṽ_jᵀ] = W_Vᵀ S_v W_V         [L, H, d_head, d_head]
 ``zz``        E[z zᵀ] (head output before W_O)            [L, H, d_head, d_head]
 ``G_attn``    E[g gᵀ] at ``hook_attn_out``                [L, d, d]
@@ -38,12 +40,15 @@ reference E_i[Σ_j A_ij x_j x_jᵀ]: a query's softmax does not change when the 
 added to every key it sees (its Jacobian is diag(a) - a aᵀ), so only this covariance moves
 attention. With the uncentred moment, a direction shared by all keys (a constant or
 slowly varying component) counted as read by the keys, and heads that merely carry such a
-component looked K-composed with every key reader.
+component looked K-composed with every key reader. It is accumulated as
+Σ_j A_ij k_j k_jᵀ - k̄_i k̄_iᵀ, which holds because each query's weights sum to one; in float32 they
+sum to one within about 1e-7, so the keys are first shifted by their sequence's mean (which changes
+nothing exactly) lest that error times a large shared component pass for a direction the keys read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -62,6 +67,7 @@ class Moments:
     n_tokens: int
     qq: Tensor
     kk: Tensor
+    kk_seen: Tensor
     vv: Tensor
     zz: Tensor
     z_mean: Tensor
@@ -91,6 +97,19 @@ def _outer(a: Tensor) -> Tensor:
     """Σ over all leading dims of a aᵀ: [..., d] -> [d, d], in float64."""
     flat = a.reshape(-1, a.shape[-1]).double()
     return flat.T @ flat
+
+
+def _keys_seen(real: Tensor, causal: bool) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """For ``kk_seen``, with every real query attending uniformly to the keys it may see (right-
+    padded ``real`` [b, p]): the weight each key receives in all [b, p], and a function from keys
+    [b, p, h, e] to each real query's mean of them (zero for padded queries)."""
+    if causal:  # query i sees keys 0..i
+        count = torch.arange(1, real.shape[1] + 1, dtype=real.dtype, device=real.device)
+        per_query = real / count
+        weights = per_query.flip(1).cumsum(1).flip(1)
+        return weights, lambda k: k.cumsum(1) / count.view(1, -1, 1, 1) * real[..., None, None]
+    n = real.sum(1, keepdim=True)  # query i sees its sequence's real keys
+    return real.clone(), lambda k: (k * (real / n)[..., None, None]).sum(1, keepdim=True) * real[..., None, None]
 
 
 def _centred(r: Tensor) -> Tensor:
@@ -132,7 +151,7 @@ def fisher_gradients(
     per_layer = ("q", "k", "v", "pattern", "z", "resid_pre", mlp_input_residual(spec))
     read_sites = [site(name, l) for l in layers for name in dict.fromkeys(per_layer)]
     read_sites += [site("pos_embed"), site("resid_final")]
-    logits, acts = model.run_capturing(batch.tokens, grad_sites + read_sites)
+    logits, acts = model.run_capturing(batch.tokens, grad_sites + read_sites, attention_mask=batch.mask)
     loss = sampled_loss(logits, batch.tokens, batch.targets(), generator)
     grads = torch.autograd.grad(loss, [acts[name] for name in grad_sites])
     return logits, acts, dict(zip(grad_sites, grads))
@@ -153,6 +172,7 @@ def accumulate_moments(
         n_tokens=0,
         qq=zeros(L, H, dh, dh),
         kk=zeros(L, H, dh, dh),
+        kk_seen=zeros(L, H, dh, dh),
         vv=zeros(L, H, dh, dh),
         zz=zeros(L, H, dh, dh),
         z_mean=zeros(L, H, dh),
@@ -185,6 +205,8 @@ def accumulate_moments(
         finite &= torch.isfinite(logits[real]).all()
         with torch.no_grad():
             keep = real.unsqueeze(-1).float()  # [b, p, 1]: padded positions weigh nothing
+            key_weights = (keep / keep.sum(1, keepdim=True)).double().unsqueeze(-1)  # [b, p, 1, 1]: mean over real keys
+            seen_weights, seen_mean = _keys_seen(keep.squeeze(-1).double(), spec.causal)
 
             def outer(a: Tensor, keep: Tensor = keep) -> Tensor:  # [b, p, d], padded positions dropped
                 return _outer(a * keep)
@@ -194,12 +216,17 @@ def accumulate_moments(
                 received = pattern.sum(2).double()  # [b, h, key]
                 q = (acts[site("q", l)] - w.b_Q[l]) * keep.unsqueeze(-1)
                 k = (acts[site("k", l)] - w.b_K[l]).double()
+                k = k - (k * key_weights).sum(1, keepdim=True)  # per sequence (see the module docstring)
                 v = (acts[site("v", l)] - w.b_V[l]).double()
                 z = acts[site("z", l)] * keep.unsqueeze(-1)
                 m.qq[l] += torch.einsum("bphe,bphf->hef", q.double(), q.double())
                 k_seen = torch.einsum("bhqp,bphe->bqhe", pattern.double(), k)  # Σ_j A_ij k_j per query
                 m.kk[l] += torch.einsum("bhp,bphe,bphf->hef", received, k, k) - torch.einsum(
                     "bqhe,bqhf->hef", k_seen, k_seen
+                )
+                k_mean = seen_mean(k)
+                m.kk_seen[l] += torch.einsum("bp,bphe,bphf->hef", seen_weights, k, k) - torch.einsum(
+                    "bqhe,bqhf->hef", k_mean, k_mean
                 )
                 m.vv[l] += torch.einsum("bhp,bphe,bphf->hef", received, v, v)
                 m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from circuit_atlas.ingest.data import DataSlice
+
 D_MODEL, N_HEADS, D_HEAD, D_VOCAB, N_CTX = 32, 4, 8, 32, 16
 
 PLANTED_RANKS = {("L0H0", "ov"): 2, ("L0H1", "ov"): 3, ("L1H0", "qk"): 2, ("L1H0", "ov"): 1, ("L1H1", "ov"): 3}
@@ -350,3 +352,16 @@ def ingest_reference(checkpoint: Path, out: Path, config):
 
     [path] = ingest(str(checkpoint), [], ["repeated", "random"], out, config, progress=False, echo=lambda _: None)
     return read_artifact(path)
+
+
+def task_slice(name: str, prompts: list[list[int]]) -> DataSlice:
+    """A logit_diff slice (no sampled labels, so every pass is deterministic) of right-padded prompts."""
+    width = max(len(p) for p in prompts)
+    tokens = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)], mask[i, : len(p)] = torch.tensor(p), True
+    positions = torch.tensor([[len(p) - 1] for p in prompts])
+    answers = torch.tensor([[p[0]] for p in prompts])
+    counterfactuals = torch.tensor([[p[1]] for p in prompts])
+    return DataSlice(name, name, tokens, mask, "logit_diff", positions, answers, counterfactuals, "position -1")

@@ -1,40 +1,26 @@
-"""Task metrics through every pass: padding changes nothing, and on the reference model a task
-slice that needs induction puts the induction heads in its circuit."""
+"""Task metrics through every pass: padding changes nothing (on a causal and on a bidirectional
+model), and on the reference model a task slice that needs induction puts the induction heads in
+its circuit."""
 
 import json
 
 import torch
-from builders import random_gpt2
+from builders import task_slice
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.attribution import SliceScores, slice_scores
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
-from circuit_atlas.ingest.data import DataSlice
 from circuit_atlas.ingest.fidelity import variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.metrics import sample_labels
-from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 
-def task_slice(name: str, prompts: list[list[int]]) -> DataSlice:
-    """A logit_diff slice (no sampled labels, so every pass is deterministic) of right-padded prompts."""
-    width = max(len(p) for p in prompts)
-    tokens = torch.zeros(len(prompts), width, dtype=torch.long)
-    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)], mask[i, : len(p)] = torch.tensor(p), True
-    positions = torch.tensor([[len(p) - 1] for p in prompts])
-    answers = torch.tensor([[p[0]] for p in prompts])
-    counterfactuals = torch.tensor([[p[1]] for p in prompts])
-    return DataSlice(name, name, tokens, mask, "logit_diff", positions, answers, counterfactuals, "position -1")
-
-
-def test_padding_changes_no_moment_loss_or_score(tmp_path):
-    model = load_model(str(random_gpt2(tmp_path / "m", seed=2)))
+def test_padding_changes_no_moment_loss_or_score(small_model):
+    model = small_model
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, model.spec.d_vocab, (n,), generator=generator).tolist() for n in (10, 7, 10, 5, 7)]
     padded = task_slice("mixed", prompts)
