@@ -19,6 +19,7 @@ from . import api
 from .connection import server_version
 from .errors import UserError
 from .formatting import FORMATS, render
+from .ingest.config import IMPORTANCES, IngestConfig
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 
 
@@ -305,6 +306,13 @@ def with_options(options):
     show_default=True,
     help="Rank 0 below this share of the largest importance of the same kind.",
 )
+@click.option(
+    "--importance",
+    type=click.Choice(IMPORTANCES),
+    default="fisher",
+    show_default=True,
+    help="What weighs a direction: the loss's Fisher, or the data's activations alone (models flat on their data).",
+)
 @click.option("--batch-tokens", default=4096, show_default=True, help="Tokens per batch.")
 @click.option(
     "--statistics-tokens",
@@ -349,6 +357,7 @@ def ingest_command(
     energy: float | None,
     max_rank: int | None,
     floor: float,
+    importance: str,
     batch_tokens: int,
     statistics_tokens: int,
     effect_tokens: int,
@@ -364,8 +373,6 @@ def ingest_command(
 
     A checkpoint whose artifact under --out is already complete for the same settings and data is
     skipped (unless --force), so an interrupted run resumes where it stopped."""
-    from circuit_atlas.ingest.config import IngestConfig
-
     config = IngestConfig(
         seq_len=seq_len,
         n_seq=n_seq,
@@ -374,6 +381,7 @@ def ingest_command(
         energy=energy,
         max_rank=max_rank,
         floor=floor,
+        importance=importance,
         batch_tokens=batch_tokens,
         seed=seed,
         statistics_tokens=statistics_tokens,

@@ -193,6 +193,7 @@ def checkpoint_rows(
         "loss": m["checkpoint"]["loss"],
         "fidelity": fidelity["loss_recovered"],
         "rank_fraction": fidelity["fraction"],
+        "importance": m["config"].get("importance", "fisher"),  # artifacts from before the option used the Fisher
         "config_hash": m["config_hash"],
         "ingest_slice": m["ingest_slice"],
         "fingerprint_features": m["fingerprint_features"],

@@ -26,13 +26,14 @@ projected by x ↦ x F_k E_kᵀ (for heads in d_head space: ṽ ↦ ṽ A^{-1/2}
 is W_V ↦ W_V A^{-1/2} U_k U_kᵀ A^{1/2}, i.e. OV ↦ S^{-1/2} U_k Σ_k V_kᵀ G^{-1/2}), the output of
 a black-box writer by y ↦ y G^{1/2} V_k V_kᵀ G^{-1/2}.
 
-Ranks: the smallest k whose σ² cover ``fraction`` of Σσ², capped by ``max_rank``, and 0 for a
-channel whose total importance Σσ is below ``floor`` times the largest of its group in the model.
+Ranks: the smallest k whose σ² cover ``fraction`` of Σσ² (less :data:`NOISE_ENERGY`), capped by
+``max_rank``, and 0 for a channel whose total importance Σσ is below ``floor`` times the largest of
+its group in the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -43,6 +44,10 @@ from .statistics import Moments
 
 #: Eigenvalues below this fraction of the largest count as zero in pseudo-inverse roots.
 EIGENVALUE_FLOOR = 1e-10
+
+#: A share of Σσ² this small is float32 noise (moments of float32 activations): a rank covers the
+#: fraction less this, so ``energy 1`` keeps every direction above the noise and none below it.
+NOISE_ENERGY = 1e-8
 
 #: Decomposition groups: (group, sides). A channel kind maps to one or two groups.
 GROUPS = {
@@ -139,6 +144,28 @@ def write_decomposition(Y: Tensor, G: Tensor) -> Decomposition:
     return Decomposition(sigma, {"out": Side(G_inverse_root @ V, G_root @ V, G_inverse_root @ V)})
 
 
+def activation_weighted(moments: Moments, reader_grams: tuple[Tensor, Tensor]) -> Moments:
+    """``moments`` with the loss taken out of the importances (``--importance activation``): every
+    G the identity (directions of the residual stream weigh alike), each nonlinear reader's
+    Fisher H the Gram matrix W Wᵀ of its input weights (``reader_grams``: MLPs [L, d, d], the
+    unembedding [d, d]), and the keys' spread around each query's plain mean of the keys it sees
+    (``kk_seen``) in place of the spread its attention weighs (a saturated softmax weighs all keys
+    but one at ~0). A direction counts by how much the data moves it through the weights, whatever
+    the loss's gradient or the softmax's slope there: for models flat on their data, such as compiled ones."""
+    mlp_gram, unembed_gram = reader_grams
+    L, d = moments.G_mlp.shape[:2]
+    identity = torch.eye(d, dtype=moments.G_mlp.dtype, device=moments.G_mlp.device)
+    return replace(
+        moments,
+        kk=moments.kk_seen,
+        G_attn=identity.expand(L, d, d).clone(),
+        G_mlp=identity.expand(L, d, d).clone(),
+        G_embed=identity.clone(),
+        H_mlp=mlp_gram.to(moments.H_mlp),
+        H_final=unembed_gram.to(moments.H_final),
+    )
+
+
 def decompose(moments: Moments, weights: Weights) -> dict[str, Decomposition]:
     """Every group's decomposition; heads batched [L, H], MLPs [L], singletons unbatched."""
     groups = {
@@ -163,7 +190,7 @@ def select_ranks(sigma: Tensor, fraction: float, max_rank: int | None, floor: fl
     energy = sigma.square()
     total = energy.sum(-1, keepdim=True)
     covered = energy.cumsum(-1) / total.clamp_min(torch.finfo(sigma.dtype).tiny)
-    ranks = (covered < fraction - 1e-12).sum(-1) + 1
+    ranks = (covered < fraction - NOISE_ENERGY).sum(-1) + 1
     ranks = ranks.clamp(max=sigma.shape[-1] if max_rank is None else min(max_rank, sigma.shape[-1]))
     importance = sigma.sum(-1)
     dormant = importance <= floor * importance.max()

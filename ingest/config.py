@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass
 
 from circuit_atlas.errors import UserError
 
+#: How the compression weighs a direction (ingest/compression.py, :func:`activation_weighted`).
+IMPORTANCES = ("fisher", "activation")
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -19,6 +22,7 @@ class IngestConfig:
     energy: float | None = None  # fixed rank fraction instead of the search
     max_rank: int | None = None
     floor: float = 1e-3  # a role below this share of its group's largest importance has rank 0
+    importance: str = "fisher"  # what weighs a direction: "fisher" (the loss's) or "activation" (the data's alone)
     batch_tokens: int = 4096
     seed: int = 0
     match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
@@ -52,6 +56,8 @@ class IngestConfig:
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),
         ]
+        if self.importance not in IMPORTANCES:
+            raise UserError(f"--importance must be one of {', '.join(IMPORTANCES)}; got {self.importance!r}.")
         for name, optional, (kind, is_kind), in_range, words in rules:
             value = getattr(self, name, None)
             if value is None and optional:

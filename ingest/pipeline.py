@@ -25,7 +25,7 @@ from .artifact import frame, is_complete, read_manifest, write_artifact
 from .attribution import SliceScores, slice_scores
 from .channels import Channel, ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
-from .compression import Compression, decompose
+from .compression import Compression, activation_weighted, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .examples import example_rows
@@ -301,7 +301,8 @@ def ingest_checkpoint(
         batch = statistics_batch_tokens(spec, max(s.tokens.shape[1] for s in slices), config.batch_tokens)
         moments = accumulate_moments(model, fit, batch, config.seed, progress)
     with profile("decompositions"):
-        decompositions = decompose(moments, model.weights)
+        weighted = moments if config.importance == "fisher" else activation_weighted(moments, model.reader_grams())
+        decompositions = decompose(weighted, model.weights)
     with profile("rank search"):
         target = None if config.energy is not None else config.fidelity
         compression, report = choose_fraction(
