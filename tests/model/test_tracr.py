@@ -241,3 +241,23 @@ def test_attribution_ranks_the_compiled_edges(ingested_by_fisher):
 def test_fisher_ranks_are_the_ranks_the_compiled_weights_use(ingested_by_fisher):
     artifact, _, used = ingested_by_fisher
     assert_ranks_used(artifact, used)
+
+
+def test_the_cli_ingests_with_the_activation_importance(tmp_path):
+    """``circuit-atlas ingest CONFIG --weights ... --importance activation`` (no catalog needed)
+    writes an artifact whose settings and ranks are those of :data:`EXACT`."""
+    from click.testing import CliRunner
+
+    from circuit_atlas.cli import cli
+
+    folder = FIXTURES / "hist"
+    arguments = ["ingest", str(folder / "config.json"), "--weights", str(folder / "weights.pt")]
+    arguments += ["--data", f"task={folder / 'task.jsonl'}", "--out", str(tmp_path), "--device", "cpu"]
+    arguments += ["--importance", "activation", "--energy", "1", "--floor", "0"]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    [path] = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    artifact = read_artifact(path)
+    assert artifact.manifest["config"]["importance"] == "activation"
+    model = load_model(str(folder / "config.json"), str(folder / "weights.pt"))
+    assert_ranks_used(artifact, used_ranks(model, folder / "task.jsonl"))
