@@ -14,7 +14,7 @@ def empty_database(driver, database: str) -> None:
     Cypher has no parameters for schema names, so they are quoted here.
     """
     with driver.session(database=database) as session:
-        session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+        session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
         for record in session.run("SHOW CONSTRAINTS YIELD name").data():
             session.run(f"DROP CONSTRAINT {_quoted(record['name'])}").consume()
         for record in session.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP'").data():

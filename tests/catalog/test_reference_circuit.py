@@ -7,6 +7,7 @@ at training time), not from the method under test.
 import json
 
 import pytest
+from empty_database import empty_database
 
 from circuit_atlas import queries
 from circuit_atlas.ingest.channels import head_name
@@ -38,8 +39,7 @@ def loaded(reference_checkpoints, neo4j_driver, neo4j_settings, tmp_path_factory
     """Every reference checkpoint ingested on repeated and random tokens (up to 4 situations discovered)
     and loaded, in step order."""
     db = neo4j_settings.database
-    with neo4j_driver.session(database=db) as session:
-        session.run("MATCH (n) CALL { WITH n DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+    empty_database(neo4j_driver, db)  # whatever the test before left, a newer schema too
     migrate(neo4j_driver, db)
     paths = ingest(
         str(reference_checkpoints[-1]),
