@@ -61,12 +61,12 @@ def analogous_links(blocks: Sequence[Fingerprinted], new_checkpoint: str, featur
         if not mine or other[0].model_id == mine[0].model_id:
             continue
         for kind in {b.kind for b in mine}:
-            a = [b for b in mine if b.kind == kind]
-            b = [b for b in other if b.kind == kind]
-            if not b:
+            here = [block for block in mine if block.kind == kind]
+            there = [block for block in other if block.kind == kind]
+            if not there:
                 continue
-            sim = similarity([x.fingerprint for x in a], [x.fingerprint for x in b])
-            for readers, candidates, scores in ((a, b, sim), (b, a, sim.T)):
+            sim = similarity([block.fingerprint for block in here], [block.fingerprint for block in there])
+            for readers, candidates, scores in ((here, there, sim), (there, here, sim.T)):
                 for reader, row in zip(readers, scores):
                     kept = 0
                     for j in np.argsort(-row, kind="stable"):

@@ -55,9 +55,8 @@ class IngestConfig:
             ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),
+            ("importance", False, ("one of", lambda v: v in IMPORTANCES), lambda v: True, ", ".join(IMPORTANCES)),
         ]
-        if self.importance not in IMPORTANCES:
-            raise UserError(f"--importance must be one of {', '.join(IMPORTANCES)}; got {self.importance!r}.")
         for name, optional, (kind, is_kind), in_range, words in rules:
             value = getattr(self, name, None)
             if value is None and optional:
