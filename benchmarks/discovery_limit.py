@@ -1,0 +1,245 @@
+"""How far per-channel usage can separate known slices: the limit of situation discovery.
+
+    python benchmarks/discovery_limit.py [--out DIR]
+
+Discovery (``ingest/situations.py``) clusters prompts by a per-channel usage vector. This prints, for
+pairs of known slices, how well two usage vectors separate them: the signed first-order effects
+that discovery uses, and the exact effects (each channel mean-ablated alone, each prompt's loss
+change; one pass per channel). Per pair and vector: the adjusted Rand index against the slices
+of k-means (k = 2, rows of unit norm) and of the clusters discovery keeps (first-order only; k by
+silhouette, all prompts in one cluster when none reaches it), and the 5-fold accuracy of a logistic
+regression trained on the slice labels, a rough ceiling for any clustering of that vector (all on
+rows of unit norm, so a level of loss does not count as a pattern of use; an adjusted Rand index of
+0.9 between two equal slices needs about 97.5 % agreement). Then each channel's
+median exact effect per slice, in nats.
+
+The pairs:
+
+- ``induction``: the reference model's repeated and random sequences (96 each);
+- ``keyvalue``: the key-value model's task and trivial slices (256 each);
+- ``two-tasks``: the key-value model fine-tuned for 300 steps on a mixture of its lookup prompts
+  and an increment task (13 distinct tokens from 32 up; the answer is the last one's successor mod
+  32), 256 fresh prompts of each;
+- ``scratch``: a 2-layer, 4-heads-per-layer model trained from scratch for 1,500 steps on a
+  mixture of copying the first token (tokens 0-31) and the same increment task (12 tokens from 32
+  up, with repeats), 256 prompts of each.
+
+The last two models are trained here under ``--out`` (about one minute), deterministically.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import cross_val_score
+
+from circuit_atlas.ingest.attribution import slice_scores
+from circuit_atlas.ingest.channels import ChannelLayout
+from circuit_atlas.ingest.compression import Compression, decompose
+from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
+from circuit_atlas.ingest.fidelity import ablation_losses
+from circuit_atlas.ingest.interventions import Interventions
+from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.situations import cluster, usage_vectors
+from circuit_atlas.ingest.statistics import accumulate_moments
+from circuit_atlas.reference import default_reference_dir
+from circuit_atlas.reference.induction import InductionRecipe, train_induction
+from circuit_atlas.reference.keyvalue import KeyValueRecipe, Prompts, prompts, train_keyvalue
+from circuit_atlas.reference.training import gpt_neox, train_cached
+
+HALF = 32  # the increment task's tokens are HALF .. 2 * HALF - 1
+
+
+def increment(n: int, length: int, distinct: bool, generator: torch.Generator) -> Prompts:
+    """``n`` prompts of ``length`` tokens from HALF up; the answer is the last one's successor."""
+    if distinct:
+        tokens = torch.stack([torch.randperm(HALF, generator=generator)[:length] for _ in range(n)])
+    else:
+        tokens = torch.randint(0, HALF, (n, length), generator=generator)
+    tokens = HALF + tokens
+    return Prompts(tokens, HALF + (tokens[:, -1] - HALF + 1) % HALF, tokens[:, 0])
+
+
+def copy_first(n: int, length: int, generator: torch.Generator) -> Prompts:
+    tokens = torch.randint(0, HALF, (n, length), generator=generator)
+    return Prompts(tokens, tokens[:, 0], tokens[:, 0])
+
+
+def mixed(*parts: Prompts) -> Prompts:
+    return Prompts(*(torch.cat(column) for column in zip(*(vars(p).values() for p in parts))))
+
+
+def answer_loss(model, batch: Prompts) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(input_ids=batch.tokens).logits[:, -1], batch.answers)
+
+
+@dataclass(frozen=True)
+class TwoTasks:
+    """The key-value model fine-tuned on lookup and increment prompts, half a batch each."""
+
+    keyvalue: KeyValueRecipe = field(default_factory=KeyValueRecipe)
+    name: str = "two-tasks"
+    seed: int = 0
+    batch_size: int = 64
+    seq_len: int = 13
+    steps: int = 300
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 50
+    checkpoint_every: int = 300
+
+    def batch(self, generator: torch.Generator) -> Prompts:
+        half = self.batch_size // 2
+        return mixed(prompts(self.keyvalue, half, generator), increment(half, self.seq_len, True, generator))
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A 2-layer, 4-head model trained from scratch on copy-first and increment prompts."""
+
+    name: str = "scratch"
+    seed: int = 0
+    d_vocab: int = 2 * HALF
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_mlp: int = 256
+    seq_len: int = 12
+    batch_size: int = 64
+    steps: int = 1500
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    checkpoint_every: int = 1500
+
+    def batch(self, generator: torch.Generator) -> Prompts:
+        half = self.batch_size // 2
+        return mixed(copy_first(half, self.seq_len, generator), increment(half, self.seq_len, False, generator))
+
+
+def task_slice(name: str, batch: Prompts) -> DataSlice:
+    """An ``answer_loss`` slice at the last position."""
+    n = len(batch.tokens)
+    last = torch.full((n, 1), batch.tokens.shape[1] - 1)
+    mask = torch.ones_like(batch.tokens, dtype=torch.bool)
+    return DataSlice(name, name, batch.tokens, mask, "answer_loss", last, batch.answers[:, None], None, "position -1")
+
+
+def cases(out: Path):
+    """(case, checkpoint, its two slices) for every pair the module docstring lists."""
+    reference = default_reference_dir()
+    induction = train_induction(InductionRecipe(), reference, progress=False, echo=lambda _: None)[-1]
+    spec = load_model(str(induction)).spec
+    yield (
+        "induction",
+        induction,
+        [
+            DataSlice.of_tokens(k, k, synthetic_tokens(k, spec.d_vocab, 96, 48, seed))
+            for seed, k in enumerate(("repeated", "random"))
+        ],
+    )
+    recipe = KeyValueRecipe()
+    keyvalue = train_keyvalue(recipe, reference, progress=False, echo=lambda _: None)[-1]
+    generator = torch.Generator().manual_seed(1)
+    yield (
+        "keyvalue",
+        keyvalue,
+        [
+            task_slice("task", prompts(recipe, 256, generator)),
+            task_slice("trivial", prompts(replace(recipe, n_pairs=1), 256, generator)),
+        ],
+    )
+    from transformers import GPTNeoXForCausalLM
+
+    two_tasks = TwoTasks()
+    [*_, final] = train_cached(
+        two_tasks,
+        out,
+        lambda _: GPTNeoXForCausalLM.from_pretrained(keyvalue),
+        TwoTasks.batch,
+        answer_loss,
+        lambda _: None,
+        False,
+    )
+    yield (
+        "two-tasks",
+        final,
+        [
+            task_slice("lookup", prompts(recipe, 256, generator)),
+            task_slice("increment", increment(256, 13, True, generator)),
+        ],
+    )
+    scratch = Scratch()
+    [*_, final] = train_cached(scratch, out, gpt_neox, Scratch.batch, answer_loss, lambda _: None, False)
+    yield (
+        "scratch",
+        final,
+        [
+            task_slice("first", copy_first(256, 12, generator)),
+            task_slice("increment", increment(256, 12, False, generator)),
+        ],
+    )
+
+
+def separations(usage: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(k-means adjusted Rand index, logistic-regression accuracy) of two slices by ``usage``, both
+    on rows of unit norm, as discovery sees them (the loss level left out)."""
+    rows = usage_vectors(torch.from_numpy(usage))
+    labels = KMeans(2, n_init=10, random_state=0).fit_predict(rows)
+    accuracy = cross_val_score(LogisticRegression(max_iter=5000), rows, truth, cv=5).mean()
+    return adjusted_rand_score(truth, labels), float(accuracy)
+
+
+def discovered_ari(effects: np.ndarray, truth: np.ndarray) -> float:
+    """The adjusted Rand index of the clusters ``discover`` keeps (its k by silhouette)."""
+    labels, _ = cluster(usage_vectors(torch.from_numpy(effects)), max_situations=6, seed=0)
+    return adjusted_rand_score(truth, labels)
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where the two extra models are trained.")
+def main(out: Path | None) -> None:
+    out = out or Path(tempfile.mkdtemp(prefix="discovery-limit-"))
+    torch.manual_seed(0)
+    click.echo(f"{'case':<11}{'usage':<13}{'k-means ARI':>12}{'discover ARI':>14}{'supervised':>12}")
+    medians = []
+    for case, checkpoint, slices in cases(out):
+        model = load_model(str(checkpoint))
+        layout = ChannelLayout(model.spec)
+        moments = accumulate_moments(model, slices, progress=False)
+        compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
+        interventions = Interventions(model, compression, moments)
+        exact = []
+        for s in slices:
+            clean, ablated = ablation_losses(interventions, s, 4096, progress=False)
+            exact.append((ablated - clean).T.numpy())
+        first = [
+            slice_scores(model, compression, moments, layout, s, progress=False, edges=False).sequence_effects
+            for s in slices
+        ]
+        truth = np.repeat([0, 1], [s.n_sequences for s in slices])
+        first = torch.cat(first).double().numpy()
+        ari, accuracy = separations(first, truth)
+        found = discovered_ari(first, truth)
+        click.echo(f"{case:<11}{'first-order':<13}{ari:>12.3f}{found:>14.3f}{accuracy:>11.1%}")
+        ari, accuracy = separations(np.concatenate(exact), truth)
+        click.echo(f"{case:<11}{'exact':<13}{ari:>12.3f}{'':>14}{accuracy:>11.1%}")
+        for s, effects in zip(slices, exact):
+            medians.append(
+                f"{case:<11}{s.name:<10}"
+                + "  ".join(f"{c.name} {m:+.2f}" for c, m in zip(layout.channels, np.median(effects, 0)))
+            )
+    click.echo("\nmedian exact effect per channel (nats):")
+    click.echo("\n".join(medians))
+
+
+if __name__ == "__main__":
+    main()
