@@ -52,7 +52,7 @@ from circuit_atlas.ingest.situations import cluster, usage_vectors
 from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
-from circuit_atlas.reference.keyvalue import KeyValueRecipe, Prompts, prompts, train_keyvalue
+from circuit_atlas.reference.keyvalue import KeyValueRecipe, Prompts, answer_loss, prompts, train_keyvalue
 from circuit_atlas.reference.training import gpt_neox, train_cached
 
 HALF = 32  # the increment task's tokens are HALF .. 2 * HALF - 1
@@ -75,10 +75,6 @@ def copy_first(n: int, length: int, generator: torch.Generator) -> Prompts:
 
 def mixed(*parts: Prompts) -> Prompts:
     return Prompts(*(torch.cat(column) for column in zip(*(vars(p).values() for p in parts))))
-
-
-def answer_loss(model, batch: Prompts) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(model(input_ids=batch.tokens).logits[:, -1], batch.answers)
 
 
 @dataclass(frozen=True)

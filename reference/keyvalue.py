@@ -99,7 +99,8 @@ def _batch(recipe: KeyValueRecipe, generator: torch.Generator) -> Prompts:
     return prompts(recipe, recipe.batch_size, generator)
 
 
-def _loss(model, batch: Prompts) -> torch.Tensor:
+def answer_loss(model, batch: Prompts) -> torch.Tensor:
+    """The training loss: the answer's cross-entropy at the last position."""
     return torch.nn.functional.cross_entropy(model(input_ids=batch.tokens).logits[:, -1], batch.answers)
 
 
@@ -158,7 +159,7 @@ def train_keyvalue(
         out,
         lambda _: GPTNeoXForCausalLM.from_pretrained(base),
         _batch,
-        _loss,
+        answer_loss,
         lambda root: write_ground_truth(root, recipe),
         progress,
         echo,
