@@ -348,35 +348,55 @@ class Catalog:
         self.require_current_schema()
         return fetch_circuit(self.driver, self.database, **checked)
 
-    def component(self, checkpoint: str, channel: str, min_weight: float = 0.2) -> networkx.Graph:
-        """The connected component holding ``channel`` in ``checkpoint``'s channel graph over ``FEEDS``
-        edges with ``weight >= min_weight``, as a ``networkx.Graph``: nodes carry ``order``, ``kind``,
-        ``layer``, ``head`` and ``fidelity``; edges carry ``weight`` (the largest over read roles) and
-        ``roles``."""
+    def component(
+        self,
+        checkpoint: str,
+        channel: str,
+        min_share: float = 0.2,
+        by: str | None = None,
+        slice_name: str | None = None,
+        min_effect: float | None = 0.1,
+    ) -> networkx.Graph:
+        """The component holding ``channel`` among ``checkpoint``'s ``components`` (the same
+        parameters: edges whose ``by`` score, attribution by default, is at least ``min_share`` of the
+        largest; on a slice, the channels with an exact ablation effect of at least ``min_effect`` and
+        the edges' attribution on it), as a ``networkx.Graph``: nodes carry ``order``, ``kind``,
+        ``layer``, ``head`` and ``fidelity``; edges carry ``score`` (the largest joining score over read
+        roles) and ``roles``."""
         import networkx
 
+        params = {
+            "checkpoint": checkpoint,
+            "slice": slice_name,
+            "by": by,
+            "min_share": min_share,
+            "min_effect": min_effect,
+        }
         members = next(
-            (
-                row["channels"]
-                for row in self.rows("components", checkpoint=checkpoint, min_weight=min_weight)
-                if channel in row["channels"]
-            ),
-            None,
+            (row["channels"] for row in self.rows("components", **params) if channel in row["channels"]), None
         )
         if members is None:
+            where = f"with an effect of at least {min_effect} on slice {slice_name!r} in" if slice_name else "in"
             raise UserError(
-                f"No channel {channel!r} in complete checkpoint {checkpoint!r}; "
-                f"`circuit-atlas query checkpoint_channels -p checkpoint=...` lists its channels."
+                f"No channel {channel!r} {where} complete checkpoint {checkpoint!r}; "
+                f"`circuit-atlas query checkpoint_channels -p checkpoint=...` lists its channels"
+                + (", `circuit-atlas query slices` its slices." if slice_name else ".")
             )
         nodes = {row["channel"]: row for row in self.rows("checkpoint_channels", checkpoint=checkpoint)}
-        graph = networkx.Graph(checkpoint=checkpoint, min_weight=min_weight)
+        graph = networkx.Graph(**params)
         for name in members:
             graph.add_node(name, **{k: nodes[name][k] for k in ("order", "kind", "layer", "head", "fidelity")})
-        for row in self.rows("top_edges", checkpoint=checkpoint, by="weight", limit=2**62):
-            if row["weight"] >= min_weight and row["writer"] in graph and row["reader"] in graph:
+        score = by or "attribution"
+        if slice_name is not None and score == "attribution":
+            edges = self.rows("top_slice_edges", checkpoint=checkpoint, slice=slice_name, limit=2**62)
+        else:
+            edges = self.rows("top_edges", checkpoint=checkpoint, by=score, limit=2**62)
+        least = min_share * max((row[score] for row in edges), default=0.0)
+        for row in edges:
+            if row[score] >= least and row["writer"] in graph and row["reader"] in graph:
                 if not graph.has_edge(row["writer"], row["reader"]):
-                    graph.add_edge(row["writer"], row["reader"], weight=row["weight"], roles=[])
+                    graph.add_edge(row["writer"], row["reader"], score=row[score], roles=[])
                 data = graph.edges[row["writer"], row["reader"]]
                 data["roles"].append(row["role"])
-                data["weight"] = max(data["weight"], row["weight"])
+                data["score"] = max(data["score"], row[score])
         return graph

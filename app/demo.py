@@ -3,7 +3,8 @@
 Start (or reuse) the local Neo4j, migrate the schema, train (or reuse) the reference induction
 model's checkpoints, ingest every checkpoint on the slices ``repeated`` and ``random`` (each
 loaded as soon as its artifact is written), and print per checkpoint the top head -> head edges,
-the connected components and the circuit on each slice, then where to look in Neo4j Browser.
+the connected components (by edge attribution, on all the data and on each slice) and the circuit on
+each slice, then where to look in Neo4j Browser.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .local_server import USER, Distribution, LocalServer, ServerSettings
 
 SLICES = ["repeated", "random"]
 CIRCUIT = {"min_effect": 0.1, "min_attribution": 0.02}  # nats: ablation effect, edge attribution
-COMPONENT_WEIGHT = 0.2
+COMPONENT_SHARE = 0.2  # of the largest edge attribution; on a slice, the circuit's channels take part
 EDGE_COLUMNS = ["writer", "reader", "role", "weight", "flow", "attribution", "strength"]
 
 
@@ -41,11 +42,18 @@ def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = pr
             edges = catalog.rows("top_edges", checkpoint=checkpoint_id, by="flow", limit=1000)
             head_edges = [e for e in edges if e["writer_kind"] == e["reader_kind"] == "attn_head"][:3]
             echo("top head -> head edges by flow:\n" + render(head_edges, columns=EDGE_COLUMNS))
-            components = catalog.rows("components", checkpoint=checkpoint_id, min_weight=COMPONENT_WEIGHT)
-            echo(
-                f"components (weight >= {COMPONENT_WEIGHT}): "
-                + "; ".join(f"{{{', '.join(c['channels'])}}}" for c in components)
-            )
+            for slice_name in [None, *SLICES]:
+                components = catalog.rows(
+                    "components",
+                    checkpoint=checkpoint_id,
+                    slice=slice_name,
+                    min_share=COMPONENT_SHARE,
+                    min_effect=CIRCUIT["min_effect"] if slice_name else None,
+                )
+                echo(
+                    f"components on {slice_name or 'all the data'}: "
+                    + ("; ".join(f"{{{', '.join(c['channels'])}}}" for c in components) or "(none)")
+                )
             for slice_name in SLICES:
                 rows = catalog.rows("circuit", checkpoint=checkpoint_id, slice=slice_name, **CIRCUIT)
                 members = list(dict.fromkeys(r["writer"] for r in rows))

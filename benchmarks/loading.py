@@ -343,7 +343,7 @@ def loader_statements(driver, rows: CheckpointRows, batch: int) -> float:
 
 SCALE_QUERIES = {
     "circuit": {"slice": "s", "min_effect": 0.5, "min_attribution": 0.5},
-    "components": {"min_weight": 0.9},
+    "components": {"slice": None, "by": "weight", "min_share": 0.9, "min_effect": None},
     "channel_timeline": {"channel": "L5H5"},
 }
 

@@ -34,6 +34,11 @@ graph = catalog.circuit(checkpoint, "repeated").to_networkx()
 print(sorted(graph.nodes, key=lambda n: graph.nodes[n]["order"]))
 print([(w, r, d["roles"], round(d["attribution"], 3)) for w, r, d in graph.edges(data=True)])
 
+# %% The component of an induction head on repeated sequences: the circuit's channels (exact ablation
+# effect of at least 0.1 nats) joined by edges with at least a fifth of the largest attribution there
+component = catalog.component(checkpoint, "L1H0", slice_name="repeated", min_share=0.2, min_effect=0.1)
+print(sorted(component.nodes, key=lambda n: component.nodes[n]["order"]))
+
 # %% Draw it left to right in channel order
 position = {n: (graph.nodes[n]["order"], -(graph.nodes[n]["head"] or 0)) for n in graph.nodes}
 figure, axes = plt.subplots(figsize=(8, 3))

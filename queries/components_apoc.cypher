@@ -1,17 +1,33 @@
 // name: components_apoc
 // description: The same components as `components`, by union-find over the edge list with APOC's map
 //   functions (use when the APOC plugin is installed). APOC core has no WCC procedure and its path
-//   expanders filter by type and label, not by weight, so this folds the edges once: each edge joins its
+//   expanders filter by type and label, not by a property, so this folds the edges once: each edge joins its
 //   ends' components, relabelling the members of the smaller one (union by size). APOC maps are values,
 //   so every union copies the two maps: O(E + N U) for U unions.
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint (string), $min_weight (float in [0, 1])
+// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' or null),
+//   $min_share (float in [0, 1]), $min_effect (float or null)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
-WITH b ORDER BY b.order
-WITH collect(b.name) AS names
-CALL (names) {
-  MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(a:Block)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS]->(:Subspace)<-[:HAS_SUBSPACE]-(b:Block)
-  WHERE f.weight >= $min_weight
+WITH collect(b) AS everyone
+CALL (everyone) {
+  UNWIND everyone AS b
+  MATCH (b)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS|FLOWS_ON]->(:Subspace)
+  WHERE CASE WHEN $slice IS NULL OR $by IN ['weight', 'flow'] THEN type(f) = 'FEEDS' ELSE f.slice = $slice END
+  RETURN $min_share * max(f[coalesce($by, 'attribution')]) AS least_score
+}
+UNWIND everyone AS b
+WITH b, least_score
+WHERE $slice IS NULL OR EXISTS {
+  (b)-[act:ACTIVE_ON]->(:DataSlice {name: $slice}) WHERE act.ablation >= coalesce($min_effect, act.ablation)
+}
+WITH b, least_score ORDER BY b.order
+WITH collect(b) AS blocks, collect(b.name) AS names, least_score
+CALL (blocks, names, least_score) {
+  WITH apoc.map.fromLists(names, names) AS taking_part
+  UNWIND blocks AS a
+  MATCH (a)-[:HAS_SUBSPACE]->(:Subspace)-[f:FEEDS|FLOWS_ON]->(:Subspace)<-[:HAS_SUBSPACE]-(b:Block)
+  WHERE CASE WHEN $slice IS NULL OR $by IN ['weight', 'flow'] THEN type(f) = 'FEEDS' ELSE f.slice = $slice END
+    AND f[coalesce($by, 'attribution')] >= least_score AND taking_part[b.name] IS NOT NULL
   RETURN collect(DISTINCT [a.name, b.name]) AS pairs
 }
 WITH names, reduce(forest = {label: apoc.map.fromLists(names, names),

@@ -176,9 +176,9 @@ CASES: dict[str, Case] = {
         ("query", "top_edges", "-p", "checkpoint=m@1", "-p", "by=flow", "-p", "limit=0"),
         "$limit must be an integer >= 1",
     ),
-    "query components -p min_weight=abc": Case(
-        ("query", "components", "-p", "checkpoint=m@1", "-p", "min_weight=abc"),
-        "$min_weight must be a finite number in [0, 1]",
+    "query components -p min_share=abc": Case(
+        ("query", "components", "-p", "checkpoint=m@1", "-p", "min_share=abc"),
+        "$min_share must be a finite number in [0, 1]",
     ),
     "query circuit -p min_effect=abc": Case(
         (

@@ -30,4 +30,6 @@ def catalog(migrated, neo4j_settings, tmp_path_factory):
     """The hand-made catalog; call it with a query name and parameters to get that query's rows."""
     hand_made_catalog.build(migrated, neo4j_settings.database, tmp_path_factory.mktemp("hand-made"))
     library = queries.library()
-    return lambda name, **params: queries.run(migrated, neo4j_settings.database, library[name], params)
+    return lambda name, **params: queries.run(
+        migrated, neo4j_settings.database, library[name], library[name].check(params)
+    )

@@ -3,6 +3,8 @@
 import runpy
 from pathlib import Path
 
+import networkx as nx
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "notebook_example.py"
 
 
@@ -29,4 +31,11 @@ def test_the_notebook_example_pulls_the_induction_circuit(
         and graph.nodes[r]["layer"] == 1
     ]
     assert key_edges, "the previous-token head -> induction head key edge is in the circuit"
+    component = cells["component"]
+    assert set(component.nodes) <= set(graph.nodes), "a slice's components hold channels of its circuit"
+    assert {(component.nodes[n]["kind"], component.nodes[n]["layer"]) for n in component} >= {
+        ("attn_head", 0),
+        ("attn_head", 1),
+    }
+    assert nx.is_connected(component)
     assert (tmp_path / "induction-circuit.png").stat().st_size > 1000

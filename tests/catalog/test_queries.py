@@ -64,29 +64,46 @@ def components_variant(request, neo4j_driver, neo4j_settings):
     return request.param
 
 
+ALONE = [("D", 1, ["D"]), ("E", 1, ["E"])]
+
+
 @pytest.mark.parametrize(
-    "min_weight,expected",
+    "params,expected",
     [
-        (0.5, [("A", 3, ["A", "B", "C"]), ("D", 2, ["D", "E"])]),
-        (0.01, [("A", 5, ["A", "B", "C", "D", "E"])]),
-        (0.95, [("A", 1, ["A"]), ("B", 1, ["B"]), ("C", 1, ["C"]), ("D", 1, ["D"]), ("E", 1, ["E"])]),
+        ({"min_share": 0.5}, [("A", 3, ["A", "B", "C"]), *ALONE]),  # attribution by default: >= 0.15
+        ({"by": "attribution", "min_share": 1.0}, [("A", 2, ["A", "B"]), ("C", 1, ["C"]), *ALONE]),
+        ({"by": "weight", "min_share": 0.5}, [("A", 3, ["A", "B", "C"]), ("D", 2, ["D", "E"])]),
+        ({"by": "flow", "min_share": 0.7}, [("A", 3, ["A", "B", "C"]), *ALONE]),
+        ({"by": "weight", "min_share": 0.01}, [("A", 5, ["A", "B", "C", "D", "E"])]),
+        # A slice's components: its circuit's channels, joined by the edges' attribution on it.
+        ({"slice": "rep", "min_share": 0.1, "min_effect": 0.5}, [("A", 3, ["A", "B", "C"])]),
+        ({"slice": "rep", "min_share": 0.1}, [("A", 3, ["A", "B", "C"]), ("D", 2, ["D", "E"])]),
+        ({"slice": "rep", "min_share": 0.5}, [("A", 3, ["A", "B", "C"]), *ALONE]),
+        (
+            {"slice": "rep", "by": "weight", "min_share": 0.01, "min_effect": 0.01},
+            [("A", 5, ["A", "B", "C", "D", "E"])],
+        ),
+        ({"slice": "rnd", "min_share": 0.1, "min_effect": 0.5}, [("C", 1, ["C"])]),
+        ({"slice": "nowhere", "min_share": 0.1}, []),
     ],
 )
-def test_components(catalog, components_variant, min_weight, expected):
-    rows = catalog(components_variant, checkpoint="m@1", min_weight=min_weight)
+def test_components(catalog, components_variant, params, expected):
+    rows = catalog(components_variant, checkpoint="m@1", **params)
     assert [(r["component"], r["size"], r["channels"]) for r in rows] == expected
 
 
 def test_components_of_an_unknown_or_loading_checkpoint_are_empty(catalog, components_variant):
-    assert catalog(components_variant, checkpoint="m@9", min_weight=0.5) == []
-    assert catalog(components_variant, checkpoint="m@3", min_weight=0.5) == []
+    assert catalog(components_variant, checkpoint="m@9", min_share=0.5) == []
+    assert catalog(components_variant, checkpoint="m@3", min_share=0.5) == []
+    assert catalog(components_variant, checkpoint="m@9", slice="rep", min_share=0.5) == []
 
 
-def breadth_first_components(names: list[str], edges: list[tuple[str, str, float]], min_weight: float) -> list:
-    """Reference answer: (first member, size, members in catalog order), largest first."""
+def breadth_first_components(names: list[str], edges: list[tuple[str, str, float]]) -> list:
+    """Reference answer: (first member, size, members in catalog order), largest first, for the
+    channels ``names`` joined by ``edges``."""
     neighbours = {name: set() for name in names}
-    for a, b, weight in edges:
-        if weight >= min_weight:
+    for a, b in edges:
+        if a in neighbours and b in neighbours:
             neighbours[a].add(b)
             neighbours[b].add(a)
     label = {}
@@ -102,25 +119,45 @@ def breadth_first_components(names: list[str], edges: list[tuple[str, str, float
 
 
 def test_components_of_a_random_channel_graph(migrated, neo4j_settings, components_variant, tmp_path):
-    """60 channels, 70 random edges including self-loops, parallel edges and long chains."""
+    """60 channels, 70 random edges including self-loops, parallel edges and long chains; on a slice,
+    random effects and random attributions."""
     db = neo4j_settings.database
     rng = random.Random(7)
     names = [f"c{i:02d}" for i in range(60)]
     edges = [(rng.choice(names), rng.choice(names), round(rng.random(), 3)) for _ in range(70)]
+    effects = {name: round(rng.uniform(-0.5, 1.0), 3) for name in names}
+    on_slice = {(w, r): round(rng.random(), 3) for w, r, _ in edges}
     channels = [synthetic_artifacts.Channel(n, "attn_head", i, 0) for i, n in enumerate(names)]
     synthetic_artifacts.load(
         migrated,
         db,
         synthetic_artifacts.Checkpoint(
-            "g", "1", 1, channels, [synthetic_artifacts.Edge(w, r, "q", wt, wt, wt) for w, r, wt in edges]
+            "g",
+            "1",
+            1,
+            channels,
+            [synthetic_artifacts.Edge(w, r, "q", wt, wt, wt) for w, r, wt in edges],
+            effects={"s": effects},
+            slice_attribution={"s": on_slice},
         ),
         tmp_path,
     )
-    for min_weight in (0.2, 0.5, 0.8):
-        rows = queries.run(migrated, db, LIBRARY[components_variant], {"checkpoint": "g@1", "min_weight": min_weight})
-        expected = breadth_first_components(names, edges, min_weight)
+    for min_share in (0.2, 0.5, 0.8):
+        run = {"checkpoint": "g@1", "slice": None, "by": "weight", "min_share": min_share, "min_effect": None}
+        rows = queries.run(migrated, db, LIBRARY[components_variant], run)
+        cut = min_share * max(wt for _, _, wt in edges)
+        expected = breadth_first_components(names, [(w, r) for w, r, wt in edges if wt >= cut])
         assert [(r["component"], r["size"], r["channels"]) for r in rows] == expected
         assert 1 < len(expected) < len(names)
+
+        rows = queries.run(
+            migrated, db, LIBRARY[components_variant], {**run, "slice": "s", "by": None, "min_effect": 0.3}
+        )
+        acting = [n for n in names if effects[n] >= 0.3]
+        cut = min_share * max(on_slice.values())
+        expected = breadth_first_components(acting, [pair for pair, a in on_slice.items() if a >= cut])
+        assert [(r["component"], r["size"], r["channels"]) for r in rows] == expected
+        assert any(size > 1 for _, size, _ in expected) and len(acting) < len(names)
 
 
 def test_circuit_on_each_slice(catalog):
@@ -214,9 +251,11 @@ def test_similar_channels_use_the_vector_index(catalog, neo4j_settings, empty_ca
     assert rows[0]["similarity"] == pytest.approx(1.0)
 
 
-def test_user_values_are_parameters_not_cypher(catalog):
+def test_user_values_are_parameters_not_cypher(catalog, migrated, neo4j_settings):
+    """Past the type checks (``queries.run`` runs what it is given), text stays a value."""
     assert catalog("checkpoint_channels", checkpoint="m@1' OR 1=1 //") == []
-    assert catalog("top_edges", checkpoint="m@1", by="weight DESC //", limit=1)[0]["writer"] == "A"
+    unchecked = {"checkpoint": "m@1", "by": "weight DESC //", "limit": 1}
+    assert queries.run(migrated, neo4j_settings.database, LIBRARY["top_edges"], unchecked)[0]["writer"] == "A"
 
 
 def test_query_cli_formats_and_errors(catalog, cli_env):

@@ -100,6 +100,23 @@ def test_circuit_on_repeated_has_both_heads_and_on_random_not_the_induction_head
     assert not set(truth["induction"]) & random
 
 
+def test_components_per_slice_hold_the_induction_mechanism_on_repeated_data_only(loaded, truth):
+    """Channels with an exact ablation effect of at least 0.05 nats on the slice, joined by edges with at
+    least a fifth of the slice's largest attribution: on repeated sequences the previous-token and
+    induction heads share a component that the other layer-0 heads are not in; on random sequences
+    none of them acts, so random's components (the channels acting there) leave them out."""
+    run, ids = loaded
+    mechanism = {truth["previous"], *truth["induction"]}
+    channels = {r["channel"]: r for r in run("checkpoint_channels", checkpoint=ids[-1])}
+    other_layer0_heads = {c for c, r in channels.items() if r["kind"] == "attn_head" and r["layer"] == 0} - mechanism
+    params = {"checkpoint": ids[-1], "by": None, "min_share": 0.2, "min_effect": 0.05}
+    repeated = run("components", slice="repeated", **params)
+    holding = [set(c["channels"]) for c in repeated if mechanism <= set(c["channels"])]
+    assert holding and other_layer0_heads and not other_layer0_heads & holding[0], repeated
+    on_random = {n for c in run("components", slice="random", **params) for n in c["channels"]}
+    assert on_random and not mechanism & on_random, on_random
+
+
 def test_a_discovered_situation_has_the_induction_circuit_and_another_does_not(loaded, truth):
     run, ids = loaded
     situations = run("situations", checkpoint=ids[-1], min_effect=CIRCUIT["min_effect"])

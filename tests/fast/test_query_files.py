@@ -92,7 +92,12 @@ def test_declared_types_accept_and_refuse(spec, good, bad):
             r"\$limit must be an integer >= 1",
         ),
         ("top_edges", {"checkpoint": "m@1", "by": "flow", "limit": "0"}, r"\$limit must be an integer >= 1"),
-        ("components", {"checkpoint": "m@1", "min_weight": "abc"}, r"\$min_weight must be a finite number in \[0, 1\]"),
+        ("components", {"checkpoint": "m@1", "min_share": "abc"}, r"\$min_share must be a finite number in \[0, 1\]"),
+        (
+            "components",
+            {"checkpoint": "m@1", "min_share": "0.2", "by": "strength"},
+            r"\$by must be one of .weight., .flow., .attribution. or null",
+        ),
         ("circuit", {"checkpoint": "m", "slice": "s", "min_effect": "abc", "min_attribution": "0"}, r"\$min_effect"),
         ("checkpoints", {"model": "m", "limit": "3"}, r"has no parameter \$limit"),
         ("slices", {}, None),
