@@ -534,16 +534,23 @@ reference_seed_option = click.option(
 @reference_group.command("train")
 @reference_out_option
 @reference_seed_option
-@click.option("--steps", default=3000, show_default=True, help="Training steps.")
+@click.option("--steps", default=3000, show_default=True, type=click.IntRange(min=1), help="Training steps.")
 @click.option("--layers", default=2, show_default=True, type=click.IntRange(1, 12), help="Layers.")
 @click.option("--heads", default=2, show_default=True, type=click.IntRange(1, 16), help="Heads per layer.")
-def reference_train(out: Path | None, seed: int, steps: int, layers: int, heads: int) -> None:
-    """Train (or reuse) the induction model and save its checkpoints as HF directories."""
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="Train here even where the package ships this recipe trained (training differs across CPUs).",
+)
+def reference_train(out: Path | None, seed: int, steps: int, layers: int, heads: int, retrain: bool) -> None:
+    """Train (or reuse) the induction model and save its checkpoints as HF directories. The recipes
+    the demo and the tests use are shipped trained and copied, the same on every machine; a recipe
+    other than the default trains into a folder of its own (its name with a hash of the recipe)."""
     from circuit_atlas.reference import default_reference_dir
     from circuit_atlas.reference.induction import InductionRecipe, train_induction
 
     recipe = InductionRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads)
-    folders = train_induction(recipe, out or default_reference_dir(), echo=click.echo)
+    folders = train_induction(recipe, out or default_reference_dir(), echo=click.echo, retrain=retrain)
     click.echo(
         f"{len(folders)} checkpoints in {folders[0].parent}; ground truth in {folders[0].parent / 'head_scores.json'}"
     )
@@ -569,7 +576,7 @@ def reference_match_seeds(out: Path | None, artifacts: Path) -> None:
 @reference_group.command("train-text")
 @reference_out_option
 @reference_seed_option
-@click.option("--steps", default=800, show_default=True, help="Training steps.")
+@click.option("--steps", default=800, show_default=True, type=click.IntRange(min=1), help="Training steps.")
 def reference_train_text(out: Path | None, seed: int, steps: int) -> None:
     """Train (or reuse) a byte-level model of this Python's standard library source text."""
     from circuit_atlas.reference import default_reference_dir

@@ -10,8 +10,9 @@ from the compression, the attention-pattern scores of every head on fresh probe 
 (fingerprints.py), is saved beside them in ``head_scores.json``.
 
 Training (``reference/training.py``, shared with the other recipes) is deterministic for a seed
-(CPU, one thread order), takes a few minutes on 2 CPUs, and is cached: a folder whose
-``recipe.json`` matches the recipe is reused as it is.
+on one kind of CPU (one thread order), takes a few minutes on 2 CPUs, and is cached: a folder whose
+``recipe.json`` matches the recipe is reused as it is. The default recipe and the variants of
+``seeds.py`` are shipped trained (``checkpoints/``) and copied instead of trained.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class InductionRecipe:
     weight_decay: float = 0.1
     warmup: int = 100
     checkpoint_every: int = 500
+    named_fields = ("seed", "n_layers", "n_heads")  # what the name spells out (not a field)
 
     @property
     def name(self) -> str:
@@ -67,9 +69,14 @@ def induction_batch(recipe: InductionRecipe, generator: torch.Generator) -> torc
 
 
 def train_induction(
-    recipe: InductionRecipe, out: Path, progress: bool = True, echo: Callable[[str], None] = print
+    recipe: InductionRecipe,
+    out: Path,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    retrain: bool = False,
 ) -> list[Path]:
-    """Train (or reuse) the checkpoints of ``recipe`` under ``out/<name>``; returns them by step."""
+    """Train (or reuse, or copy the shipped) checkpoints of ``recipe`` under ``out``; returns them by
+    step (:func:`~.training.train_cached`)."""
     return train_cached(
         recipe,
         out,
@@ -79,6 +86,7 @@ def train_induction(
         lambda root: write_head_scores(root, recipe),
         progress,
         echo,
+        retrain,
     )
 
 

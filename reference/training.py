@@ -8,25 +8,39 @@ a linear warm-up, on one thread: these models are too small to gain from more, a
 threads wait on each other (100 fine-tuning steps of the key-value model: 4 s on one thread, over
 100 s on two, with the machine's 2 cores loaded by other jobs). Checkpoints are Hugging Face
 directories ``step-NNNNN`` with a :data:`~circuit_atlas.ingest.model_adapter.CHECKPOINT_SIDECAR`
-(model, label, step, tokens seen, training loss), written atomically (a ``.partial`` folder renamed
-into place). ``recipe.json`` is written last, after the recipe's ground truth: a folder whose
-``recipe.json`` equals the recipe is complete and is reused as it is; anything else is trained
-again from scratch.
+(model, label, step, tokens seen, training loss: null before the first step), written atomically
+(a ``.partial`` folder renamed into place). ``recipe.json`` is written last, after the recipe's
+ground truth: a folder whose ``recipe.json`` equals the recipe is complete and is reused as it is;
+anything else is trained again from scratch.
+
+Deterministic for a seed means on one kind of CPU: float sums round differently elsewhere, and
+3,000 steps of AdamW turn that into other weights. So the recipes the tests and the demo use are
+shipped trained (:data:`SHIPPED`, package data, the same on every machine) and copied into the
+cache instead of trained; ``retrain=True`` trains them here anyway.
+
+Each recipe has a folder of its own (:func:`folder_name`): the recipe's name for its defaults at
+that seed and shape, with a hash of the recipe for any other setting, so a recipe with other steps
+or rates never overwrites the default's checkpoints, and its model has another name in the catalog.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from circuit_atlas.ingest.model_adapter import CHECKPOINT_SIDECAR
+
+#: Trained checkpoints shipped with the package, one folder per recipe, laid out as the cache.
+SHIPPED = Path(__file__).parent / "checkpoints"
 
 
 def gpt_neox(recipe) -> torch.nn.Module:
@@ -61,16 +75,28 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).iterdir() if (p / CHECKPOINT_SIDECAR).is_file())
 
 
+def folder_name(recipe) -> str:
+    """``recipe.name`` for the recipe class's defaults but for the fields its name spells out
+    (``named_fields``, default the seed), else ``<name>-<8 hex digits of the recipe's hash>``: also
+    the model's name in its sidecar."""
+    spelled = getattr(recipe, "named_fields", ("seed",))
+    named = {f.name: getattr(recipe, f.name) for f in fields(recipe) if f.name in spelled}
+    if recipe == replace(type(recipe)(), **named):
+        return recipe.name
+    digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()
+    return f"{recipe.name}-{digest[:8]}"
+
+
 def save_checkpoint(model, folder: Path, recipe, step: int, loss: float) -> None:
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     sidecar = {
-        "model": recipe.name,
+        "model": folder_name(recipe),
         "label": f"step-{step:05d}",
         "step": step,
         "tokens_seen": step * recipe.batch_size * recipe.seq_len,
-        "train_loss": loss,
+        "train_loss": None if math.isnan(loss) else loss,
     }
     (partial / CHECKPOINT_SIDECAR).write_text(json.dumps(sidecar, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
@@ -86,17 +112,30 @@ def train_cached(
     ground_truth: Callable[[Path], object],
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    retrain: bool = False,
 ) -> list[Path]:
-    """Train (or reuse) ``recipe`` under ``out/<name>``; returns its checkpoints by step.
+    """Train (or reuse, or copy the shipped) ``recipe`` under ``out/<folder_name>``; returns its
+    checkpoints by step.
 
     ``batch(recipe, generator)`` draws one training batch, ``loss(model, batch)`` is what AdamW
     minimises, and ``ground_truth(root)`` writes the recipe's known-circuit files once the last
-    checkpoint is saved.
+    checkpoint is saved. ``retrain``: train even where a cached or shipped copy exists.
     """
-    root = Path(out) / recipe.name
-    recipe_file = root / "recipe.json"
-    if recipe_file.is_file() and json.loads(recipe_file.read_text()) == asdict(recipe):
+    for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "warmup"):
+        if getattr(recipe, name) < 1:
+            raise ValueError(f"The recipe's {name} must be at least 1, not {getattr(recipe, name)}.")
+    root = Path(out) / folder_name(recipe)
+    if not retrain and is_trained(root, recipe):
         echo(f"Reusing the trained reference model in {root}.")
+        return checkpoint_dirs(root)
+    shipped = SHIPPED / root.name
+    if not retrain and is_trained(shipped, recipe):
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(shipped, partial)
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+        echo(f"Copied the shipped reference model (the same on every machine) to {root}.")
         return checkpoint_dirs(root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -107,8 +146,14 @@ def train_cached(
     finally:
         torch.set_num_threads(threads)
     ground_truth(root)
-    recipe_file.write_text(json.dumps(asdict(recipe), indent=2))
+    (root / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     return checkpoint_dirs(root)
+
+
+def is_trained(root: Path, recipe) -> bool:
+    """Whether ``root`` holds the complete checkpoints of ``recipe`` (its ``recipe.json`` equals it)."""
+    recipe_file = root / "recipe.json"
+    return recipe_file.is_file() and json.loads(recipe_file.read_text()) == asdict(recipe)
 
 
 def _train(recipe, root: Path, build_model, batch, loss, progress: bool, echo: Callable[[str], None]) -> None:

@@ -15,6 +15,7 @@ from circuit_atlas.reference.stdlib_text import (
     corpus_files,
     train_stdlib_text,
 )
+from circuit_atlas.reference.training import folder_name
 
 TINY = StdlibTextRecipe(
     holdout_every=3, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seq_len=16, batch_size=4, steps=4, warmup=1,
@@ -62,4 +63,4 @@ def test_training_saves_loadable_checkpoints_with_the_tokenizer_and_the_held_out
     retrained = train_stdlib_text(
         replace(TINY, seed=1), tmp_path / "out", progress=False, echo=messages.append, root=root
     )
-    assert retrained[0].parent.name == "stdlib-text-s1"
+    assert retrained[0].parent.name == folder_name(replace(TINY, seed=1))  # a folder of its own, not TINY's
