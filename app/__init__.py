@@ -24,6 +24,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = ["Catalog", "IngestConfig", "__version__", "ingest_model", "open_catalog"]
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str):
     if name in ("Catalog", "ingest_model", "open_catalog"):
         from . import api

@@ -80,16 +80,25 @@ def open_catalog(
     where: str | Path | None = None, *, user: str = "neo4j", password: str | None = None, database: str = "neo4j"
 ) -> Catalog:
     """A :class:`Catalog` connected to ``where``: a Bolt URI (``bolt://``, ``neo4j://``, ...) or the
-    folder of a local server; by default ``NEO4J_URI`` or the default local server folder."""
-    is_uri = where is not None and "://" in str(where)
-    settings = resolve_settings(
-        str(where) if is_uri else None,
-        user,
-        password,
-        database,
-        None if is_uri or where is None else Path(where).expanduser(),
-    )
-    return Catalog(settings)
+    folder of a local server (which must hold one: ``NEO4J_URI`` does not replace it); by default
+    ``NEO4J_URI`` or the default local server folder."""
+    _require(where, (str, Path, type(None)), "where", "a Bolt URI or the folder of a local server")
+    if where is None or "://" in str(where):
+        return Catalog(resolve_settings(where and str(where), user, password, database))
+    folder = Path(where).expanduser()
+    local = LocalServer(folder, Distribution.in_cache()).settings()
+    if local is None:
+        raise UserError(
+            f"{folder} holds no local Neo4j server: start one with `circuit-atlas neo4j start --neo4j-dir "
+            f"{folder}`, or pass a Bolt URI (bolt://host:7687)."
+        )
+    return Catalog(resolve_settings(local.bolt_uri, user, password, database, folder))
+
+
+def _require(value, types: tuple[type, ...], name: str, what: str) -> None:
+    """:class:`UserError` unless ``value`` is one of ``types`` (the API's arguments, checked before any work)."""
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise UserError(f"{name} must be {what}, not {type(value).__name__} {value!r:.60}.")
 
 
 def resolve_device(choice: str = "auto") -> str:
@@ -143,10 +152,22 @@ def ingest_model(
     catalog.
     """
     from circuit_atlas.ingest.config import IngestConfig
+    from circuit_atlas.ingest.model_adapter import LoadedModel
+    from circuit_atlas.ingest.native import is_native_config
     from circuit_atlas.ingest.pipeline import ingest as run
 
+    _require(model, (str, Path, LoadedModel), "model", "a model name, a folder or config path, or a loaded model")
+    _require(out, (str, Path), "out", "a folder path")
+    _require(config, (IngestConfig, type(None)), "config", "an IngestConfig (ca.IngestConfig(n_seq=...))")
+    if not isinstance(data, (list, tuple)) or not all(isinstance(d, str) for d in data):
+        raise UserError(f"data must be a list of slice arguments such as ['repeated', 'random'], not {data!r:.60}.")
     if name is not None and (not isinstance(name, str) or not name.strip() or name != name.strip()):
         raise UserError(f"--name {name!r}: give a model name without leading or trailing spaces.")
+    if weights is not None and not (isinstance(model, (str, Path)) and is_native_config(str(model))):
+        raise UserError(
+            f"--weights goes with a TransformerLens config JSON, and {model} is not one: a Hugging Face "
+            f"model folder holds its own weights (give other checkpoints of it with --checkpoint)."
+        )
     _check_token_files(data)
     source = str(model) if isinstance(model, (str, Path)) else model
     return run(
@@ -261,6 +282,7 @@ class Catalog:
 
         from .loader import check_pruning, load_artifact
 
+        _require(path, (str, Path), "path", "an artifact folder or a folder of artifacts")
         check_pruning(top_k, min_attribution)
         self.require_current_schema()
 

@@ -17,7 +17,7 @@ from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
 
 from .api import Catalog, resolve_settings
-from .formatting import render
+from .formatting import fixed, render
 from .local_server import USER, Distribution, LocalServer, ServerSettings
 
 SLICES = ["repeated", "random"]
@@ -58,7 +58,7 @@ def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = pr
                 rows = catalog.rows("circuit", checkpoint=checkpoint_id, slice=slice_name, **CIRCUIT)
                 members = list(dict.fromkeys(r["writer"] for r in rows))
                 kept = (
-                    f" (faithfulness {rows[0]['faithfulness']:.2f})"
+                    f" (faithfulness {fixed(rows[0]['faithfulness'], 2)})"
                     if rows and rows[0]["faithfulness"] is not None
                     else ""
                 )

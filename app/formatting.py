@@ -11,12 +11,17 @@ from typing import Any
 FORMATS = ("table", "json", "csv")
 
 
+def fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, never ``-0.00`` (a value that rounds to zero is 0)."""
+    return f"{round(value, digits) + 0.0:.{digits}f}"
+
+
 def _cell(value: Any, short: bool) -> str:
-    """A value as text; ``short`` rounds floats to 4 significant digits (tables only)."""
+    """A value as text; ``short`` rounds floats to 4 significant digits (tables only), never ``-0``."""
     if value is None:
         return ""
     if isinstance(value, float) and short:
-        return f"{value:.4g}"
+        return f"{value + 0.0:.4g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_cell(v, short) for v in value) + "]"
     return str(value)

@@ -76,8 +76,9 @@ def weights_sources(config: str, weights: list[str]) -> list[CheckpointSource]:
 
 
 def resolve_checkpoints(model: str, checkpoints: list[str]) -> list[CheckpointSource]:
-    """``--checkpoint`` values in step order: local checkpoint directories, revisions of ``model``,
-    or, when ``model`` is a TransformerLens config JSON, its weights files."""
+    """``--checkpoint`` values in step order: local checkpoint directories, revisions of ``model``
+    (a hub model's only: a local model has none), or, when ``model`` is a TransformerLens config
+    JSON, its weights files."""
     if is_native_config(model):
         return sorted(weights_sources(model, checkpoints), key=lambda c: c.step)
     if not checkpoints:
@@ -85,5 +86,10 @@ def resolve_checkpoints(model: str, checkpoints: list[str]) -> list[CheckpointSo
     resolved = []
     for checkpoint in checkpoints:
         as_path = Path(checkpoint).expanduser()
+        if not as_path.exists() and Path(model).expanduser().exists():
+            raise UserError(
+                f"--checkpoint {checkpoint}: no such folder. {model} is a local model, which has no hub "
+                f"revisions: give its checkpoints as existing folders."
+            )
         resolved.append(checkpoint_source(str(as_path)) if as_path.exists() else checkpoint_source(model, checkpoint))
     return sorted(resolved, key=lambda c: c.step)

@@ -242,8 +242,14 @@ def effect_sample(held_out: DataSlice, config: IngestConfig) -> DataSlice:
 
 
 def run_digest(config: IngestConfig, data_args: list[str]) -> str:
-    """What makes two ingests of one checkpoint the same: the settings and the ``--data`` arguments."""
-    return hashlib.sha256(json.dumps([config.digest(), list(data_args)]).encode()).hexdigest()[:16]
+    """What makes two ingests of one checkpoint the same: the settings, the ``--data`` arguments,
+    and the content of each data file (a file rewritten in place is other data, not a resume)."""
+    contents = []
+    for argument in data_args:
+        path = Path(argument.rpartition("=")[2]).expanduser()
+        contents.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
+    identity = [config.digest(), list(data_args)] + ([contents] if any(contents) else [])
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
 
 def artifact_path(out_root: Path, model_name: str, label: str, config: IngestConfig, data_args: list[str]) -> Path:

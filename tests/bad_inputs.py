@@ -119,6 +119,12 @@ CASES: dict[str, Case] = {
     "ingest --max-rank -1": Case((*INGEST, "--max-rank", "-1"), "--max-rank must be a whole number >= 1"),
     "ingest --device foo": Case((*INGEST, "--device", "foo"), "--device 'foo' is not a device"),
     "ingest --load --top-k 0": Case((*INGEST, "--load", "--top-k", "0"), "--top-k must be a whole number of edges"),
+    "ingest MODEL_DIR --checkpoint a/missing/folder": Case(
+        (*INGEST, "--checkpoint", "{tmp}/missing/folder"), "no such folder. "
+    ),
+    "ingest MODEL_DIR --weights w.pt": Case(
+        (*INGEST, "--weights", "{tmp}/w.pt"), "--weights goes with a TransformerLens config JSON", _write("w.pt", b"x")
+    ),
     "ingest a truncated safetensors file": Case(
         INGEST, "cannot be read", _weights(lambda data: data[: len(data) // 2])
     ),
@@ -218,5 +224,11 @@ CASES: dict[str, Case] = {
     ),
     "neo4j start --heap lots": Case(
         ("neo4j", "start", "--dir", "{tmp}/server", "--heap", "lots"), "--heap must be a memory size"
+    ),
+    "reference train --steps 0": Case(
+        ("reference", "train", "--out", "{tmp}/reference", "--steps", "0"), "0 is not in the range x>=1"
+    ),
+    "reference train --steps -1": Case(
+        ("reference", "train", "--out", "{tmp}/reference", "--steps", "-1"), "-1 is not in the range x>=1"
     ),
 }

@@ -1,6 +1,7 @@
 """An interrupted multi-checkpoint ingest resumes: complete artifacts are skipped unless forced,
 and what follows them is computed as in an uninterrupted run."""
 
+import numpy as np
 import pandas as pd
 from builders import random_gpt2
 
@@ -58,3 +59,24 @@ def test_other_data_is_not_taken_for_a_complete_artifact(tmp_path):
         str(checkpoints[0]), [], ["repeated"], tmp_path / "out", CONFIG, progress=False, echo=said.append
     )
     assert repeated_path != random_path and not any("skipped" in line for line in said)
+
+
+def test_a_token_file_rewritten_in_place_is_other_data(tmp_path):
+    """Resuming goes by the data's content, not the arguments' text: the same ``--data t=tok.npy``
+    over other tokens computes a new artifact."""
+    checkpoint = random_gpt2(tmp_path / "step-1", seed=0)
+    tokens = tmp_path / "tok.npy"
+    generator = np.random.default_rng(0)
+    np.save(tokens, generator.integers(0, 32, size=(12, 8)))
+    arguments = [f"t={tokens}"]
+    said = []
+
+    def ingest_tokens():
+        [path] = ingest(str(checkpoint), [], arguments, tmp_path / "out", CONFIG, progress=False, echo=said.append)
+        return path
+
+    first = ingest_tokens()
+    assert ingest_tokens() == first and "skipped" in said[-1]
+    np.save(tokens, generator.integers(0, 32, size=(12, 8)))
+    second = ingest_tokens()
+    assert second != first and not any("skipped" in line for line in said[-3:])
