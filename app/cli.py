@@ -19,7 +19,7 @@ from . import api
 from .connection import server_version
 from .errors import UserError
 from .formatting import FORMATS, render
-from .ingest.config import IMPORTANCES, IngestConfig
+from .ingest.config import ABLATIONS, IMPORTANCES, IngestConfig
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 
 
@@ -336,6 +336,19 @@ def with_options(options):
     show_default=True,
     help="Discover up to this many situations in the data, each scored as a slice (0: none).",
 )
+@click.option(
+    "--ablation",
+    type=click.Choice(ABLATIONS),
+    default=ABLATIONS[0],
+    show_default=True,
+    help="What an ablated channel's output becomes: the baseline prompts' mean at its position, their mean, "
+    "another baseline prompt's (resample), or zero.",
+)
+@click.option(
+    "--baseline",
+    metavar="SLICE",
+    help="The --data slice whose prompts give every baseline (default: each slice its own), e.g. random.",
+)
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
@@ -364,6 +377,8 @@ def ingest_command(
     examples: int,
     example_context: int,
     situations: int,
+    ablation: str,
+    baseline: str | None,
     force: bool,
     seed: int,
     top_k: int,
@@ -389,6 +404,8 @@ def ingest_command(
         examples=examples,
         example_context=example_context,
         situations=situations,
+        ablation=ablation,
+        baseline=baseline,
     )
     options = dict(checkpoints=checkpoints, weights=weights, name=name, device=device, echo=click.echo, force=force)
     if not load:

@@ -209,6 +209,7 @@ def checkpoint_rows(
     }
     block_id = {name: f"{under}/{name}" for name in t["blocks"]["name"]}
     slice_id = {s["name"]: s["id"] for s in m["slices"]}
+    ablation = {s["name"]: s.get("ablation") for s in m["slices"]}  # absent before ablation baselines
     matched = t["matches"].set_index("block")
 
     blocks = t["blocks"].assign(
@@ -267,7 +268,8 @@ def checkpoint_rows(
             {
                 "block_id": block_id[r["block"]],
                 "slice_id": slice_id[r["slice"]],
-                "properties": {k: _clean(r[k]) for k in ACTIVE_ON_PROPERTIES},
+                "properties": {k: _clean(r[k]) for k in ACTIVE_ON_PROPERTIES}
+                | ({"ablation_baseline": ablation[r["slice"]]} if ablation[r["slice"]] else {}),
             }
             for r in t["activity"].to_dict("records")
         ],

@@ -42,8 +42,10 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import cross_val_score
 
 from circuit_atlas.ingest.attribution import slice_scores
+from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
+from circuit_atlas.ingest.config import ABLATIONS
 from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
 from circuit_atlas.ingest.fidelity import ablation_losses
 from circuit_atlas.ingest.interventions import Interventions
@@ -212,7 +214,8 @@ def main(out: Path | None) -> None:
         layout = ChannelLayout(model.spec)
         moments = accumulate_moments(model, slices, progress=False)
         compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
-        interventions = Interventions(model, compression, moments)
+        baselines = {s.name: Baseline.measure(model, s, ABLATIONS[0]) for s in slices}
+        interventions = Interventions(model, compression, baselines)
         exact = []
         for s in slices:
             clean, ablated = ablation_losses(interventions, s, 4096, progress=False)

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from circuit_atlas.ingest.attribution import slice_scores
+from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
@@ -40,8 +41,13 @@ def spearman(a: dict[str, float], b: dict[str, float]) -> float:
     return rank_correlation([a[k] for k in keys], [b[k] for k in keys])
 
 
-def sampled_and_exact_effects(model, interventions, layout, slices, config):
-    """Per slice: (sampled, exact) ablation effects; and (sampled, exact) fidelity over the slices."""
+def sampled_and_exact_effects(model, compression, layout, slices, config):
+    """Per slice: (sampled, exact) ablation effects; and (sampled, exact) fidelity over the slices,
+    each set of prompts ablated to its own baseline (``config.ablation``)."""
+
+    def interventions_on(data):
+        return Interventions(model, compression, {data.name: Baseline.measure(model, data, config.ablation)})
+
     names = [c.name for c in layout.channels]
     effects, clean_parts, ablated_parts, compressed_parts = (
         {},
@@ -54,10 +60,11 @@ def sampled_and_exact_effects(model, interventions, layout, slices, config):
         sample = held_out.spread(max(1, config.effect_tokens // held_out.tokens.shape[1]))
         per = {}
         for which, tokens in (("sample", sample), ("all", s)):
-            clean, ablated = ablation_losses(interventions, tokens, config.batch_tokens, progress=False)
+            clean, ablated = ablation_losses(interventions_on(tokens), tokens, config.batch_tokens, progress=False)
             per[which] = ablation_effects(names, clean, ablated)
         effects[s.name] = per
         for which, tokens in (("sample", sample), ("all", held_out)):
+            interventions = interventions_on(tokens)
             clean, ablated = ablation_losses(interventions, tokens, config.batch_tokens, progress=False)
             clean_parts[which].append(clean)
             ablated_parts[which].append(ablated)
@@ -92,8 +99,7 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
     fit = [s.split(config.holdout)[0] for s in slices]
     moments = accumulate_moments(model, fit, config.batch_tokens, progress=False)
     compression = Compression(decompose(moments, model.weights), 0.9999, None, config.floor)
-    interventions = Interventions(model, compression, moments)
-    effects, fidelity = sampled_and_exact_effects(model, interventions, layout, slices, config)
+    effects, fidelity = sampled_and_exact_effects(model, compression, layout, slices, config)
     click.echo(
         f"reference model {checkpoint}, {len(layout.channels)} channels; effect sample "
         f"{effect_tokens} tokens per slice of held-out sequences, exact = every sequence"

@@ -11,6 +11,8 @@ from circuit_atlas.errors import UserError
 
 #: How the compression weighs a direction (ingest/compression.py, :func:`activation_weighted`).
 IMPORTANCES = ("fisher", "activation")
+#: What an ablated channel's output becomes (ingest/baselines.py); the first is the default.
+ABLATIONS = ("position", "mean", "resample", "zero")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class IngestConfig:
     examples: int = 8  # per channel, slice and ranking: top tokens kept as examples (0: none)
     example_context: int = 16  # tokens before an example kept with it
     situations: int = 0  # discover up to this many situations in the ingest data (0: none)
+    ablation: str = ABLATIONS[0]  # an ablated channel's output becomes the baseline's (ingest/baselines.py)
+    baseline: str | None = None  # the slice whose prompts every baseline comes from (default: each slice its own)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -56,6 +60,8 @@ class IngestConfig:
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),
             ("importance", False, ("one of", lambda v: v in IMPORTANCES), lambda v: True, ", ".join(IMPORTANCES)),
+            ("ablation", False, ("one of", lambda v: v in ABLATIONS), lambda v: True, ", ".join(ABLATIONS)),
+            ("baseline", True, ("a slice name", lambda v: isinstance(v, str)), lambda v: bool(v.strip()), "(--data)"),
         ]
         for name, optional, (kind, is_kind), in_range, words in rules:
             value = getattr(self, name, None)

@@ -171,6 +171,22 @@ def _cut(ids: Tensor, seq_len: int, source: str) -> Tensor:
     raise UserError(f"{source} has token ids of shape {tuple(ids.shape)}; give [n_seq, seq_len] or a flat list.")
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from error
+
+
+#: The largest token id a tensor of ids holds (int64); the model's vocabulary is checked later.
+MAX_ID = 2**63 - 1
+
+
+def _is_id(value) -> bool:
+    """An integer token id that fits int64 (JSON's true and false are not ids)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
 def _task_rows(path: Path) -> list[dict]:
     """The rows of a JSONL or Parquet task file, as dicts."""
     if path.suffix == ".parquet":
@@ -179,7 +195,7 @@ def _task_rows(path: Path) -> list[dict]:
         except (pa.ArrowInvalid, OSError) as error:
             raise UserError(f"{path} is not readable Parquet ({error}).") from error
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -209,8 +225,8 @@ class _TaskReader:
     def ids(self, number: int, row: dict) -> list[int]:
         if "tokens" in row:
             tokens = row["tokens"]
-            if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, int) for t in tokens):
-                self.fail(number, "'tokens' must be a list of integer token ids.")
+            if not isinstance(tokens, (list, tuple)) or not all(_is_id(t) for t in tokens):
+                self.fail(number, "'tokens' must be a list of token ids (integers >= 0).")
             return list(tokens)
         if "text" in row:
             if self.tokenizer is None:
@@ -219,18 +235,23 @@ class _TaskReader:
         self.fail(number, "has neither 'tokens' nor 'text'.")
 
     def token(self, number: int, value, field: str) -> int:
-        if isinstance(value, int):
+        if _is_id(value):
             return value
         if isinstance(value, str) and self.tokenizer is not None:
             ids = self.tokenizer(value)["input_ids"]
             if len(ids) == 1:
                 return ids[0]
             self.fail(number, f"{field} {value!r} is {len(ids)} tokens; an answer must be one token.")
-        self.fail(number, f"{field} must be a token id (or, with a tokenizer, one-token text), not {value!r}.")
+        self.fail(
+            number, f"{field} must be a token id (an integer >= 0) or, with a tokenizer, one-token text; not {value!r}."
+        )
 
     def read(self, name: str, rows: list[dict]) -> DataSlice:
         if not rows:
             raise UserError(f"{self.path} has no prompts.")
+        for number, row in enumerate(rows, 1):
+            if not isinstance(row.get("metric", ""), str):
+                self.fail(number, f"'metric' must be one metric's name ({', '.join(METRICS)}), not {row['metric']!r}.")
         metrics = {row.get("metric", "next_token_loss") for row in rows}
         if len(metrics) > 1:
             raise UserError(f"{self.path} mixes metrics {sorted(metrics)}; one slice has one metric (split the file).")
@@ -253,7 +274,9 @@ class _TaskReader:
             if "position" not in row or answer_field not in row:
                 self.fail(i, f"metric {metric} needs 'position' and '{answer_field}'.")
             positions, answers = _as_list(row["position"]), _as_list(row[answer_field])
-            counterfactuals = _as_list(row.get("counterfactual", [None] * len(positions)))
+            if not positions:
+                self.fail(i, "'position' lists no position; give the position (or positions) to score.")
+            counterfactuals = _as_list(row["counterfactual"]) if "counterfactual" in row else [None] * len(positions)
             if metric == "logit_diff" and "counterfactual" not in row:
                 self.fail(
                     i, "metric logit_diff needs 'counterfactual' (the token the correct answer is compared with)."
@@ -262,14 +285,18 @@ class _TaskReader:
                 self.fail(i, f"'position' and '{answer_field}' (and 'counterfactual') need the same number of entries.")
             entries = []
             for position, answer, counterfactual in zip(positions, answers, counterfactuals):
-                if not isinstance(position, int) or not -len(prompt) <= position < len(prompt):
+                if (
+                    isinstance(position, bool)
+                    or not isinstance(position, int)
+                    or not -len(prompt) <= position < len(prompt)
+                ):
                     self.fail(i, f"position {position!r} is outside the prompt of {len(prompt)} tokens.")
                 relative.add(position)
                 entries.append(
                     (
                         position % len(prompt),
                         self.token(i, answer, answer_field),
-                        -1 if counterfactual is None else self.token(i, counterfactual, "counterfactual"),
+                        -1 if "counterfactual" not in row else self.token(i, counterfactual, "counterfactual"),
                     )
                 )
             scored.append(entries)
@@ -307,7 +334,7 @@ def load_slice(argument: str, spec: ModelSpec, tokenizer, seq_len: int, n_seq: i
     elif path.suffix == ".txt":
         if tokenizer is None:
             raise UserError(f"{path} is text but the model has no tokenizer; give token ids as .npy or .pt.")
-        ids = torch.tensor(tokenizer(path.read_text())["input_ids"], dtype=torch.int64)
+        ids = torch.tensor(tokenizer(_read_text(path))["input_ids"], dtype=torch.int64)
     else:
         raise UserError(f"{path}: unknown data format {path.suffix!r}; use .npy, .pt, .txt, .jsonl or .parquet.")
     tokens = _cut(ids.to(torch.int64), seq_len, str(path))

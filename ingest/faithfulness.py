@@ -5,9 +5,10 @@ sample of the exact ablations::
 
     F(S) = (L_none - L_S) / (L_none - L_all)
 
-L_S runs the model with every channel outside S mean-ablated (S's channels compute on that
-ablated stream), L_all is the clean model and L_none has every channel ablated: 1 means S alone
-does the work, 0 that it does no better than the means. ``None`` when ablating everything moves
+L_S runs the model with every channel outside S ablated to the slice's baseline
+(:mod:`.baselines`; S's channels compute on that ablated stream), L_all is the clean model and
+L_none has every channel ablated: 1 means S alone does the work, 0 that it does no better than
+the baseline. ``None`` when ablating everything moves
 the metric by less than 1e-6 (the slice shows no behaviour to keep).
 
 The *curve* adds channels in order of their exact ablation effect, largest first (ties in channel
@@ -43,7 +44,7 @@ def faithfulness(losses: Tensor) -> list[float | None]:
 
 
 def kept_variant(channels: Sequence[Channel], kept: Sequence[Channel]) -> Variant:
-    """The variant in which only ``kept`` channels run: every other one is mean-ablated."""
+    """The variant in which only ``kept`` channels run: every other one is ablated."""
     names = {c.name for c in kept}
     return Variant.ablating(*(c for c in channels if c.name not in names))
 

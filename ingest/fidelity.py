@@ -2,14 +2,14 @@
 
 ``loss recovered = 1 - (L_compressed - L_clean) / (L_ablated - L_clean)``, with L the mean over
 prompts of their slice's metric (:mod:`.metrics`, a loss), "compressed"
-channels replaced by their truncated maps and "ablated" ones by their mean output
-(:mod:`.interventions`).
+channels replaced by their truncated maps and "ablated" ones by their slice's baseline
+(:mod:`.interventions`, :mod:`.baselines`).
 
 - **Rank fraction**: the smallest fraction of :data:`FRACTION_GRID` whose compression of every
   channel at once recovers at least the target of the loss (recovery grows with the fraction, so
   the grid is bisected: about four passes), or a fixed fraction.
 - **Per-channel effects** on an evaluation sample of each slice: the loss with each channel alone
-  mean-ablated (:func:`ablation_losses`) and alone compressed (:func:`compression_losses`), each
+  ablated (:func:`ablation_losses`) and alone compressed (:func:`compression_losses`), each
   channel a variant of batched passes. They give each channel's exact ablation effect on a slice,
   the mean over the slice's sampled sequences of L(ablated) - L(clean) (positive where the channel
   helps), and its fidelity on all the samples. The first-order estimate (``attribution_signed`` in
@@ -30,13 +30,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .baselines import Baseline
 from .channels import ChannelLayout
 from .compression import Compression, Decomposition
 from .data import DataSlice
 from .interventions import Interventions, Variant, VariantMasks
 from .metrics import sequence_losses
 from .model_adapter import LoadedModel
-from .statistics import Moments
 
 FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
@@ -67,14 +67,15 @@ def variant_losses(
     results = []
     with torch.no_grad():
         for part in parts:
-            n = part.n_sequences
+            n, baseline = part.n_sequences, interventions.baseline(part.name)
             total = len(variants) * n
             rows = max(1, batch_tokens // part.tokens.shape[1])
             losses = torch.empty(total, dtype=torch.float64, device=model.device)
             for start in range(0, total, rows):
                 index = torch.arange(start, min(start + rows, total))
                 batch = part.rows(index % n)
-                logits = model.run(batch.tokens, interventions.hooks(masks, index // n), batch.mask)
+                hooks = interventions.hooks(masks, index // n, baseline, index % n, batch.tokens.shape[1])
+                logits = model.run(batch.tokens, hooks, batch.mask)
                 losses[index.to(model.device)] = sequence_losses(logits, batch.tokens, batch.targets()).double()
                 bar.update(batch.n_tokens)
             results.append(losses.view(len(variants), n))
@@ -111,7 +112,7 @@ def mean_ranks(compression: Compression) -> dict[str, float]:
 def choose_fraction(
     model: LoadedModel,
     decompositions: dict[str, Decomposition],
-    moments: Moments,
+    baselines: dict[str, Baseline],
     layout: ChannelLayout,
     sample: Sequence[DataSlice],
     target: float | None,
@@ -122,7 +123,7 @@ def choose_fraction(
 ) -> tuple[Compression, FidelityReport]:
     """The compression at a fixed ``fraction``, or at the smallest grid fraction reaching ``target``."""
     everything = layout.channels
-    means_only = Interventions(model, Compression(decompositions, 1.0, max_rank, floor), moments)
+    means_only = Interventions(model, Compression(decompositions, 1.0, max_rank, floor), baselines)
     clean, ablated = variant_losses(means_only, [Variant(), Variant.ablating(*everything)], sample, batch_tokens).mean(
         1
     )
@@ -131,7 +132,7 @@ def choose_fraction(
 
     def recovered(f: float) -> float | None:
         if f not in losses:
-            interventions = Interventions(model, Compression(decompositions, f, max_rank, floor), moments)
+            interventions = Interventions(model, Compression(decompositions, f, max_rank, floor), baselines)
             losses[f] = float(
                 variant_losses(interventions, [Variant.compressing(*everything)], sample, batch_tokens).mean()
             )
@@ -166,7 +167,7 @@ def ablation_losses(
     interventions: Interventions, sample: DataSlice, batch_tokens: int, progress: bool = True, desc: str = "ablation"
 ) -> tuple[Tensor, Tensor]:
     """The metric of every prompt of ``sample`` clean [n] and with each channel alone
-    mean-ablated [C, n] (channel order), in batched passes."""
+    ablated [C, n] (channel order), in batched passes."""
     channels = interventions.layout.channels
     losses = variant_losses(
         interventions, [Variant(), *(Variant.ablating(c) for c in channels)], sample, batch_tokens, progress, desc
@@ -187,7 +188,7 @@ def compression_losses(
 def channel_fidelity(
     names: Sequence[str], clean: Tensor, compressed: Tensor, ablated: Tensor
 ) -> dict[str, float | None]:
-    """Loss recovered with each channel alone compressed, against it alone mean-ablated (same sequences)."""
+    """Loss recovered with each channel alone compressed, against it alone ablated (same sequences)."""
     mean_clean = float(clean.mean())
     return {
         name: loss_recovered(mean_clean, float(c.mean()), float(a.mean()))

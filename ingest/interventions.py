@@ -2,13 +2,13 @@
 
 A :class:`Variant` names channels to *compress* (replace by the truncated map of
 :mod:`.compression`: the input of a read side projected by its rank-k projector, the output of a
-black-box writer likewise) and channels to *ablate* (replace by their mean output; the
-unembedding by its mean input). To evaluate many variants on the same sequences, the sequences are
+black-box writer likewise) and channels to *ablate* (replace their output, the unembedding its
+input, by the slice's :class:`~.baselines.Baseline`). To evaluate many variants on the same sequences, the sequences are
 repeated along the batch, one copy per variant, and every hook applies to each row the intervention
 of that row's variant, so rows never mix and each variant's result is exact.
 
-:class:`Interventions` computes the projectors and means of one compression once; the hooks only
-index them. (Rebuilding a d_model x d_model projector per channel used to cost more than the
+:class:`Interventions` computes the projectors of one compression once and holds each slice's
+baseline; the hooks only index them. (Rebuilding a d_model x d_model projector per channel used to cost more than the
 forward passes themselves.)
 """
 
@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .baselines import Baseline
 from .channels import Channel, ChannelLayout
 from .compression import Compression
 from .model_adapter import Hook, LoadedModel, site
-from .statistics import Moments
 
 HEAD_ROLES = {"q": ("qk", "b_Q"), "k": ("qk", "b_K"), "v": ("ov", "b_V")}
-#: Singleton channels: (hook site, decomposition group, role, mean in Moments).
+#: Singleton channels: (hook site, decomposition group, role).
 SINGLETONS = {
-    "embed": ("embed", "embed", "out", "embed_mean"),
-    "pos_embed": ("pos_embed", "pos_embed", "out", "pos_mean"),
-    "unembed": ("final_x", "unembed", "in", "final_mean"),
+    "embed": ("embed", "embed", "out"),
+    "pos_embed": ("pos_embed", "pos_embed", "out"),
+    "unembed": ("final_x", "unembed", "in"),
 }
 
 
@@ -77,11 +77,13 @@ class VariantMasks:
 
 
 class Interventions:
-    """The projectors and means of one compression, on the model's device in float32."""
+    """The projectors of one compression, on the model's device in float32, and the baseline of
+    each slice (by name) that ablated channels take."""
 
-    def __init__(self, model: LoadedModel, compression: Compression, moments: Moments):
+    def __init__(self, model: LoadedModel, compression: Compression, baselines: dict[str, Baseline]):
         self.model = model
         self.layout = ChannelLayout(model.spec)
+        self.baselines = baselines
 
         def f32(t: Tensor) -> Tensor:
             return t.to(device=model.device, dtype=torch.float32)
@@ -95,22 +97,27 @@ class Interventions:
             "in": f32(compression.projection("mlp_in", "in")),
             "out": f32(compression.projection("mlp_out", "out")),
         }
-        self.z_mean, self.mlp_mean = f32(moments.z_mean), f32(moments.y_mlp_mean)
         self.singleton_projectors = {
             kind: f32(compression.projection(group, role))
-            for kind, (_, group, role, _) in SINGLETONS.items()
+            for kind, (_, group, role) in SINGLETONS.items()
             if group in compression.ranks
         }
-        self.singleton_means = {
-            kind: f32(getattr(moments, mean))
-            for kind, (*_, mean) in SINGLETONS.items()
-            if getattr(moments, mean) is not None
-        }
 
-    def hooks(self, masks: VariantMasks, row_variants: Tensor) -> list[tuple[str, Hook]]:
+    def baseline(self, slice_name: str) -> Baseline:
+        if slice_name not in self.baselines:
+            raise KeyError(f"no ablation baseline measured for slice {slice_name!r}")
+        return self.baselines[slice_name]
+
+    def hooks(
+        self, masks: VariantMasks, row_variants: Tensor, baseline: Baseline, prompts: Tensor, width: int
+    ) -> list[tuple[str, Hook]]:
         """Hooks applying to row ``i`` of a batch the interventions of variant ``row_variants[i]``
-        (a CPU tensor)."""
+        (a CPU tensor); ablated channels take ``baseline``'s values for the batch's ``prompts``
+        (their indices in the slice) of ``width`` positions."""
         device = self.model.device
+
+        def replacement(name: str) -> Tensor:
+            return baseline.values(name, prompts, width)
 
         def rows(mask: Tensor) -> Tensor:
             return mask.to(device, non_blocking=True)
@@ -125,20 +132,21 @@ class Interventions:
                     projector, bias = self.head_projectors[role][l], self.head_biases[role][l]
                     hooks.append((site(role, l), _project_heads(projector, bias, marked)))
             if heads["ablate"][:, l].any():
-                hooks.append((site("z", l), _replace_heads(self.z_mean[l], rows(heads["ablate"][:, l]))))
+                hooks.append((site("z", l), _replace_heads(replacement(site("z", l)), rows(heads["ablate"][:, l]))))
             if mlps["compress"][:, l].any():
                 marked = mlps["compress"][:, l]
                 hooks.append((site("mlp_x", l), _project_rows(self.mlp_projectors["in"][l], marked, device)))
                 hooks.append((site("mlp_out", l), _project_rows(self.mlp_projectors["out"][l], marked, device)))
             if mlps["ablate"][:, l].any():
-                hooks.append((site("mlp_out", l), _replace_rows(self.mlp_mean[l], rows(mlps["ablate"][:, l]))))
+                value = replacement(site("mlp_out", l))
+                hooks.append((site("mlp_out", l), _replace_rows(value, rows(mlps["ablate"][:, l]))))
         for kind, (hook_site, *_) in SINGLETONS.items():
             compress = masks.singletons[(kind, "compress")][row_variants]
             ablate = masks.singletons[(kind, "ablate")][row_variants]
             if compress.any():
                 hooks.append((site(hook_site), _project_rows(self.singleton_projectors[kind], compress, device)))
             if ablate.any():
-                hooks.append((site(hook_site), _replace_rows(self.singleton_means[kind], rows(ablate))))
+                hooks.append((site(hook_site), _replace_rows(replacement(site(hook_site)), rows(ablate))))
         return hooks
 
 
@@ -152,11 +160,11 @@ def _project_heads(projector: Tensor, bias: Tensor, rows: Tensor) -> Hook:
     return hook
 
 
-def _replace_heads(mean: Tensor, rows: Tensor) -> Hook:
-    """z [B, p, H, d_head]: the mean for the heads ``rows`` [B, H] marks."""
+def _replace_heads(value: Tensor, rows: Tensor) -> Hook:
+    """z [B, p, H, d_head]: ``value`` (broadcast to it) for the heads ``rows`` [B, H] marks."""
 
     def hook(activation: Tensor, hook) -> Tensor:
-        return torch.where(rows[:, None, :, None], mean, activation)
+        return torch.where(rows[:, None, :, None], value, activation)
 
     return hook
 
@@ -173,11 +181,11 @@ def _project_rows(projector: Tensor, rows: Tensor, device: torch.device) -> Hook
     return hook
 
 
-def _replace_rows(mean: Tensor, rows: Tensor) -> Hook:
-    """[B, p, d]: the mean for the batch rows ``rows`` [B] marks."""
+def _replace_rows(value: Tensor, rows: Tensor) -> Hook:
+    """[B, p, d]: ``value`` (broadcast to it) for the batch rows ``rows`` [B] marks."""
 
     def hook(activation: Tensor, hook) -> Tensor:
         activation = activation.expand(rows.shape[0], *activation.shape[1:])
-        return torch.where(rows[:, None, None], mean, activation)
+        return torch.where(rows[:, None, None], value, activation)
 
     return hook

@@ -262,6 +262,7 @@ def _spec(cfg: TransformerConfig, name: str, family: str, source: str) -> ModelS
 
 def _load_hugging_face(source: str, revision: str | None, device: torch.device) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
 
     if _is_local(source):
         path = Path(source).expanduser().resolve()
@@ -269,6 +270,7 @@ def _load_hugging_face(source: str, revision: str | None, device: torch.device) 
         source = str(path)
     for noisy in ("transformers", "transformer_lens", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: the ingest shows its own progress
     try:
         bridge = TransformerBridge.boot_transformers(source, device="cpu", dtype=torch.float32, revision=revision)
     except OSError as error:

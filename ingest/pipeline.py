@@ -23,6 +23,7 @@ from circuit_atlas.errors import UserError
 
 from .artifact import frame, is_complete, read_manifest, write_artifact
 from .attribution import SliceScores, slice_scores
+from .baselines import Baseline
 from .channels import Channel, ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, activation_weighted, decompose
@@ -72,6 +73,7 @@ class IngestData:
             "n_sequences": sum(s.n_sequences for s in self.slices),
             "metric": metrics.pop() if len(metrics) == 1 else "mixed",
             "scored": rules.pop() if len(rules) == 1 else "as each slice",
+            "ablation": "as each slice",  # its effects are the slices' own, weighted
         }
 
     def weights(self) -> dict[str, float]:
@@ -80,7 +82,8 @@ class IngestData:
         return {s.name: s.n_sequences / total for s in self.slices}
 
 
-def slice_entry(data: DataSlice) -> dict:
+def slice_entry(data: DataSlice, baseline: Baseline | None = None) -> dict:
+    """A slice's manifest entry; ``baseline``: what its channels were ablated to."""
     return {
         "id": data.id,
         "name": data.name,
@@ -90,7 +93,7 @@ def slice_entry(data: DataSlice) -> dict:
         "metric": data.metric,
         "scored": data.scored,
         "discovered": data.discovered,
-    }
+    } | ({"ablation": baseline.describe()} if baseline else {})
 
 
 def _edge_rows(layout: ChannelLayout, matrices: dict[str, torch.Tensor], extra: dict | None = None) -> list[dict]:
@@ -301,6 +304,17 @@ def ingest_checkpoint(
     fit = [fit.spread(max(1, round(fit.n_sequences * share))) for fit, _ in splits.values()]
     samples = {name: effect_sample(held_out, config) for name, (_, held_out) in splits.items()}
     sample = list(samples.values())
+    if config.baseline is not None and config.baseline not in samples:
+        raise UserError(f"--baseline {config.baseline!r} is not a --data slice; the slices are {', '.join(samples)}.")
+
+    def measure_baseline(name: str) -> Baseline:
+        """The baseline slice ``name``'s channels are ablated to, on its own sample or --baseline's."""
+        with profile(f"baseline {name}"):
+            return Baseline.measure(
+                model, samples[config.baseline or name], config.ablation, config.batch_tokens, config.seed
+            )
+
+    baselines = {name: measure_baseline(name) for name in samples}
 
     echo(f"[{checkpoint.label}] statistics over {sum(f.n_tokens for f in fit):,} tokens on {model.device} ...")
     with profile("statistics"):
@@ -314,7 +328,7 @@ def ingest_checkpoint(
         compression, report = choose_fraction(
             model,
             decompositions,
-            moments,
+            baselines,
             layout,
             sample,
             target,
@@ -329,7 +343,7 @@ def ingest_checkpoint(
         f"{recovered} of the loss on {sum(s.n_tokens for s in sample):,} held-out tokens; mean ranks "
         + ", ".join(f"{g} {r:.2f}" for g, r in report.mean_ranks.items())
     )
-    interventions = Interventions(model, compression, moments)
+    interventions = Interventions(model, compression, baselines)
     names = [c.name for c in channels]
     clean, ablated, ablation = {}, {}, {}
 
@@ -392,6 +406,7 @@ def ingest_checkpoint(
         )
     for d in situations:  # scored like the named slices
         samples[d.name] = effect_sample(d.split(config.holdout)[1], config)
+        baselines[d.name] = measure_baseline(d.name)
         ablate(d.name)
         faithful[d.name] = curve(d.name, {d.name: 1.0})
         per_slice[d.name] = attribution(d)
@@ -424,7 +439,8 @@ def ingest_checkpoint(
             "source": checkpoint.source,
             "revision": checkpoint.revision,
         },
-        "slices": [slice_entry(s) for s in [*slices, *situations]] + ([union.entry()] if len(slices) > 1 else []),
+        "slices": [slice_entry(s, baselines[s.name]) for s in [*slices, *situations]]
+        + ([union.entry()] if len(slices) > 1 else []),
         "ingest_slice": union.name,
         "config": asdict(config),
         "config_hash": config.digest(),

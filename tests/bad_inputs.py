@@ -105,6 +105,14 @@ def _older_schema(tmp: Path, driver, database: str) -> None:
 
 
 INGEST = ("ingest", "{model}", "--data", "random", "--out", "{tmp}/out", "--n-seq", "8")
+INGEST_TASK = (*INGEST[:3], "{tmp}/task.jsonl", *INGEST[4:])
+
+
+def _task(row: str):
+    """A task file of one prompt, ``row`` (JSON text) after three prompt tokens."""
+    return _write("task.jsonl", ('{"tokens": [1, 2, 3], ' + row + "}\n").encode())
+
+
 EXPORT = ("export", "m@1", "rep")
 
 CASES: dict[str, Case] = {
@@ -125,6 +133,38 @@ CASES: dict[str, Case] = {
     "ingest MODEL_DIR --weights w.pt": Case(
         (*INGEST, "--weights", "{tmp}/w.pt"), "--weights goes with a TransformerLens config JSON", _write("w.pt", b"x")
     ),
+    "ingest task: answer -5": Case(
+        INGEST_TASK,
+        "answer must be a token id (an integer >= 0)",
+        _task('"metric": "answer_loss", "position": -1, "answer": -5'),
+    ),
+    "ingest task: label -2": Case(
+        INGEST_TASK,
+        "label must be a token id (an integer >= 0)",
+        _task('"metric": "label_loss", "position": -1, "label": -2'),
+    ),
+    "ingest task: counterfactual null": Case(
+        INGEST_TASK,
+        "counterfactual must be a token id",
+        _task('"metric": "logit_diff", "position": -1, "answer": 1, "counterfactual": null'),
+    ),
+    "ingest task: position []": Case(
+        INGEST_TASK, "'position' lists no position", _task('"metric": "answer_loss", "position": [], "answer": []')
+    ),
+    "ingest task: a boolean answer": Case(
+        INGEST_TASK, "answer must be a token id", _task('"metric": "answer_loss", "position": -1, "answer": true')
+    ),
+    "ingest task: token id 10**30": Case(
+        (*INGEST[:3], "{tmp}/task.jsonl", *INGEST[4:]),
+        "'tokens' must be a list of token ids (integers >= 0)",
+        _write("task.jsonl", b'{"tokens": [1, 1000000000000000000000000000000]}\n'),
+    ),
+    "ingest task: 'metric' a list": Case(
+        INGEST_TASK,
+        "'metric' must be one metric's name",
+        _task('"metric": ["answer_loss"], "position": -1, "answer": 1'),
+    ),
+    "ingest task: not UTF-8": Case(INGEST_TASK, "is not UTF-8 text", _write("task.jsonl", b'{"text": "\xff\xfe"}\n')),
     "ingest a truncated safetensors file": Case(
         INGEST, "cannot be read", _weights(lambda data: data[: len(data) // 2])
     ),

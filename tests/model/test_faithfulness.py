@@ -6,6 +6,7 @@ import random
 import pytest
 
 from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
@@ -32,8 +33,9 @@ def repeated(reference_checkpoints):
         return DataSlice.of_tokens("repeated", "", synthetic_tokens("repeated", d_vocab, n, length, seed))
 
     moments = accumulate_moments(model, [data(128, 0)], progress=False)
-    interventions = Interventions(model, Compression(decompose(moments, model.weights), 1.0, None, 1e-3), moments)
     sample = data(64, 1)
+    baselines = {"repeated": Baseline.measure(model, sample, "position")}
+    interventions = Interventions(model, Compression(decompose(moments, model.weights), 1.0, None, 1e-3), baselines)
     clean, ablated = ablation_losses(interventions, sample, 4096, progress=False)
     return interventions, sample, ablation_effects([c.name for c in interventions.layout.channels], clean, ablated)
 

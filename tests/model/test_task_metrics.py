@@ -9,6 +9,7 @@ from builders import task_slice
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.attribution import SliceScores, slice_scores
+from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
@@ -35,7 +36,14 @@ def test_padding_changes_no_moment_loss_or_score(small_model):
 
     layout = ChannelLayout(model.spec)
     compression = Compression(decompose(together, model.weights), 0.8, None, 1e-3)
-    interventions = Interventions(model, compression, together)
+    # One baseline for every grouping (the mean over the real tokens of all the prompts), as the
+    # padded slice measures it and as the slices of one length each do, weighted by their tokens.
+    shared = Baseline.measure(model, padded, "mean")
+    for name, value in shared.mean.items():
+        parts = [(Baseline.measure(model, s, "mean").mean[name], s.n_tokens) for s in by_length]
+        expected = sum(mean * n for mean, n in parts) / sum(n for _, n in parts)
+        torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-5, msg=name)
+    interventions = Interventions(model, compression, {s.name: shared for s in [padded, *by_length]})
     variants = [Variant(), Variant.ablating(layout.heads(1)[0]), Variant.compressing(layout.mlp(0))]
     alone = torch.cat([variant_losses(interventions, variants, s, 4096) for s in by_length], dim=1)
     regrouped = variant_losses(interventions, variants, padded, 4096)[:, [0, 2, 1, 4, 3]]  # prompts by length
