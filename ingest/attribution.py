@@ -37,7 +37,7 @@ from .compression import Compression, psd_roots
 from .data import DataSlice
 from .examples import TopTokens
 from .metrics import sequence_losses
-from .model_adapter import LoadedModel, Weights, site
+from .model_adapter import LoadedModel, Weights, layer_sites, site
 from .statistics import Moments, mlp_input_residual
 
 #: Bytes of block tensors (writer outputs and one stage's projected gradients) per device type.
@@ -162,7 +162,7 @@ class _Readers:
         self.from_input = M.mT.contiguous().to(**f32)  # Mᵀ [L, 3H, k, dh]
         self.from_ones = C.sum(2).to(**f32)  # Cᵀ1 [L, 3H, k]
         self.weight_mean = W.mean(2).to(**f32)  # w̄ [L, 3H, dh]
-        self.mlps = [compression.basis(layout.mlp(l), "in").to(**f32) for l in range(L)]
+        self.mlps = [compression.basis(mlp, "in").to(**f32) for mlp in layout.mlps]  # by layer, or none
         self.unembed = compression.basis(layout.unembed, "in").to(**f32)
 
     def head_gradients(self, layer: int, grads: Tensor, values: Tensor, sigma: Tensor, normalization: str) -> Tensor:
@@ -213,17 +213,16 @@ def slice_scores(
     n_writers, n_readers = len(layout.writers), len(layout.readers)
     head_rows = [layout.head_reader_rows(l) for l in range(L)]  # q, k, v per head
     head_columns = [layout.head_writer_columns(l) for l in range(L)]
-    mlp_rows = [layout.reader_row(layout.mlp(l), "in") for l in range(L)]
-    mlp_columns = [layout.writer_column(layout.mlp(l)) for l in range(L)]
+    mlp_rows = [layout.reader_row(mlp, "in") for mlp in layout.mlps]  # by layer, or none
+    mlp_columns = [layout.writer_column(mlp) for mlp in layout.mlps]
     # The writers feeding a reader stage are a prefix of the columns (channel order is stage order).
     head_prefix = [layout.writers_before(layout.heads(l)[0].stage) for l in range(L)]
-    mlp_prefix = [layout.writers_before(layout.mlp(l).stage) for l in range(L)]
+    mlp_prefix = [layout.writers_before(mlp.stage) for mlp in layout.mlps]
     unembed_row = layout.reader_row(layout.unembed, "in")
 
     mlp_reads = mlp_input_residual(spec)
-    grad_sites = [site(r, l) for l in range(L) for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")]
-    grad_sites += [site("final_x"), site("embed")]
-    value_sites = [site(s, l) for l in range(L) for s in dict.fromkeys(("z", "attn_x", "resid_pre", mlp_reads))]
+    grad_sites = [*layer_sites(spec, "q", "k", "v", "mlp_x", "attn_out", "mlp_out"), site("final_x"), site("embed")]
+    value_sites = layer_sites(spec, "z", "attn_x", "resid_pre", mlp_reads)
     value_sites += [site("pos_embed"), site("resid_final")]
 
     abs_sum = torch.zeros(n_readers, n_writers, dtype=torch.float64, device=device)
@@ -238,7 +237,7 @@ def slice_scores(
     input_column = {name: i for i, name in enumerate(input_order)}
     input_columns = (
         [slice(input_column[layout.heads(l)[0].name], input_column[layout.heads(l)[-1].name] + 1) for l in range(L)],
-        [input_column[layout.mlp(l).name] for l in range(L)],
+        [input_column[mlp.name] for mlp in layout.mlps],
     )
     top = {
         "effect": TopTokens(len(effect_order), examples, device),
@@ -268,17 +267,17 @@ def slice_scores(
                 for column, name, mean in embeds:
                     centred[:, :, column] = act(site(name)) - mean
                     token_effects[:, :, column] = (embed_grad * centred[:, :, column]).sum(-1)
-                for l in range(L):
-                    heads, mlp = head_columns[l], mlp_columns[l]
+                for l, heads in enumerate(head_columns):
                     centred[:, :, heads] = torch.einsum("bphe,hed->bphd", act(site("z", l)) - z_mean[l], W_O[l])
-                    centred[:, :, mlp] = act(site("mlp_out", l)) - mlp_mean[l]
                     token_effects[:, :, heads] = (grad(site("attn_out", l)).unsqueeze(2) * centred[:, :, heads]).sum(-1)
-                    token_effects[:, :, mlp] = (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum(-1)
                     norm_sum[heads] += (
                         ((centred[:, :, heads] + writer_means[heads]).norm(dim=-1) * keep[..., None])
                         .sum((0, 1))
                         .double()
                     )
+                for l, mlp in enumerate(mlp_columns):
+                    centred[:, :, mlp] = act(site("mlp_out", l)) - mlp_mean[l]
+                    token_effects[:, :, mlp] = (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum(-1)
                     norm_sum[mlp] += ((centred[:, :, mlp] + writer_means[mlp]).norm(dim=-1) * keep).sum().double()
                 for column, _, _ in embeds:
                     norm_sum[column] += (
@@ -309,10 +308,10 @@ def slice_scores(
                     edge_sums[rows, head_rows[l], : head_prefix[l]] += _per_sequence(
                         stacked, centred[:, :, : head_prefix[l]]
                     )
+                for l, basis in enumerate(readers.mlps):
                     g_r = pull_back(
                         grad(site("mlp_x", l)), act(site("mlp_x", l)), act(site(mlp_reads, l)), spec.normalization
                     )
-                    basis = readers.mlps[l]
                     projected_mlp = ((g_r @ basis) @ basis.T).unsqueeze(2)
                     edge_sums[rows, mlp_rows[l], : mlp_prefix[l]] += _per_sequence(
                         projected_mlp, centred[:, :, : mlp_prefix[l]]
@@ -351,10 +350,11 @@ def _input_norms(readers: _Readers, act: _Block, head_columns: list[slice], mlp_
     x = act(site("final_x"))
     norms = torch.empty(*x.shape[:2], n, device=x.device, dtype=x.dtype)
     q_rows = slice(0, None, len(HEAD_READ_ROLES))  # the q rows of [q, k, v per head]
-    for l, (heads, mlp) in enumerate(zip(head_columns, mlp_columns)):
+    for l, heads in enumerate(head_columns):
         inputs = act(site("q", l)) - readers.bias[l, q_rows]
         norms[:, :, heads] = torch.einsum("bthe,hke->bthk", inputs, readers.from_input[l, q_rows]).norm(dim=-1)
-        norms[:, :, mlp] = (act(site("mlp_x", l)) @ readers.mlps[l]).norm(dim=-1)
+    for l, (mlp, basis) in enumerate(zip(mlp_columns, readers.mlps)):
+        norms[:, :, mlp] = (act(site("mlp_x", l)) @ basis).norm(dim=-1)
     norms[:, :, -1] = (x @ readers.unembed).norm(dim=-1)
     return norms
 

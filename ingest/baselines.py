@@ -27,17 +27,15 @@ from torch import Tensor
 
 from .config import ABLATIONS
 from .data import DataSlice
-from .model_adapter import LoadedModel, site
+from .model_adapter import LoadedModel, layer_sites, site
 
 
 def ablation_sites(model: LoadedModel) -> list[str]:
     """The hook sites channels are ablated at: every layer's ``z`` and MLP output, the embeddings,
     and the unembedding's input (only those the model has)."""
     spec = model.spec
-    sites = [site("z", l) for l in range(spec.n_layers)]
-    sites += [site("mlp_out", l) for l in range(spec.n_layers) if spec.has_mlp]
-    sites += [site("embed")] + ([site("pos_embed")] if spec.positional == "standard" else []) + [site("final_x")]
-    return sites
+    embeddings = ["embed", "pos_embed"] if spec.positional == "standard" else ["embed"]
+    return layer_sites(spec, "z", "mlp_out") + [site(name) for name in [*embeddings, "final_x"]]
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Channels: the pieces a model is cut into, in the one order every table, query and printout uses.
 
 Per layer ``l``: every attention head ``L{l}H{h}`` (read roles ``q``, ``k``, ``v``; write role
-``out``) and the MLP ``L{l}.mlp`` (read ``in``, write ``out``); before layer 0 the token
+``out``) and the MLP ``L{l}.mlp`` (read ``in``, write ``out``; none in an attention-only model,
+whose stages are numbered as if they were there); before layer 0 the token
 embedding ``embed`` and, for learned absolute positions, ``pos_embed`` (write ``out``); after the
 last layer the unembedding ``unembed`` (read ``in``).
 
@@ -85,7 +86,8 @@ def model_channels(spec: ModelSpec) -> list[Channel]:
     for layer in range(spec.n_layers):
         attn_stage = 1 + 2 * layer
         specs += [("attn_head", layer, h, head_name(layer, h), attn_stage) for h in range(spec.n_heads)]
-        specs.append(("mlp", layer, None, mlp_name(layer), attn_stage + mlp_offset))
+        if spec.has_mlp:
+            specs.append(("mlp", layer, None, mlp_name(layer), attn_stage + mlp_offset))
     specs.append(("unembed", spec.n_layers, None, "unembed", 2 * spec.n_layers + 1))
     return [Channel(*fields, order=i) for i, fields in enumerate(specs)]
 
@@ -131,6 +133,11 @@ class ChannelLayout:
 
     def mlp(self, layer: int) -> Channel:
         return self.by_name[mlp_name(layer)]
+
+    @cached_property
+    def mlps(self) -> list[Channel]:
+        """The MLPs, one per layer in layer order (``mlps[l]`` is layer ``l``'s), or none."""
+        return [c for c in self.channels if c.kind == "mlp"]
 
     def reader_row(self, channel: Channel, role: str) -> int:
         return self._reader_row[(channel.name, role)]

@@ -153,13 +153,12 @@ def activation_weighted(moments: Moments, reader_grams: tuple[Tensor, Tensor]) -
     but one at ~0). A direction counts by how much the data moves it through the weights, whatever
     the loss's gradient or the softmax's slope there: for models flat on their data, such as compiled ones."""
     mlp_gram, unembed_gram = reader_grams
-    L, d = moments.G_mlp.shape[:2]
-    identity = torch.eye(d, dtype=moments.G_mlp.dtype, device=moments.G_mlp.device)
+    identity = torch.eye(len(moments.G_embed), dtype=moments.G_embed.dtype, device=moments.G_embed.device)
     return replace(
         moments,
         kk=moments.kk_seen,
-        G_attn=identity.expand(L, d, d).clone(),
-        G_mlp=identity.expand(L, d, d).clone(),
+        G_attn=identity.expand_as(moments.G_attn).clone(),
+        G_mlp=identity.expand_as(moments.G_mlp).clone(),
         G_embed=identity.clone(),
         H_mlp=mlp_gram.to(moments.H_mlp),
         H_final=unembed_gram.to(moments.H_final),
@@ -167,7 +166,16 @@ def activation_weighted(moments: Moments, reader_grams: tuple[Tensor, Tensor]) -
 
 
 def decompose(moments: Moments, weights: Weights) -> dict[str, Decomposition]:
-    """Every group's decomposition; heads batched [L, H], MLPs [L], singletons unbatched."""
+    """Every group's decomposition; heads batched [L, H], MLPs [L] (no MLP groups without MLPs),
+    singletons unbatched."""
+    mlps = (
+        {
+            "mlp_in": read_decomposition(moments.S_mlp, moments.H_mlp),
+            "mlp_out": write_decomposition(moments.Y_mlp, moments.G_mlp),
+        }
+        if moments.has_mlp
+        else {}
+    )
     groups = {
         "qk": qk_decomposition(
             moments.qq, moments.kk, weights.W_Q.to(moments.qq.device), weights.W_K.to(moments.qq.device)
@@ -175,8 +183,7 @@ def decompose(moments: Moments, weights: Weights) -> dict[str, Decomposition]:
         "ov": ov_decomposition(
             moments.vv, moments.G_attn, weights.W_V.to(moments.vv.device), weights.W_O.to(moments.vv.device)
         ),
-        "mlp_in": read_decomposition(moments.S_mlp, moments.H_mlp),
-        "mlp_out": write_decomposition(moments.Y_mlp, moments.G_mlp),
+        **mlps,
         "embed": write_decomposition(moments.Y_embed, moments.G_embed),
         "unembed": read_decomposition(moments.S_final, moments.H_final),
     }

@@ -93,10 +93,11 @@ class Interventions:
             role: f32(compression.projection(group, role)) for role, (group, _) in HEAD_ROLES.items()
         }
         self.head_biases = {role: f32(getattr(w, bias)) for role, (_, bias) in HEAD_ROLES.items()}
-        self.mlp_projectors = {
-            "in": f32(compression.projection("mlp_in", "in")),
-            "out": f32(compression.projection("mlp_out", "out")),
-        }
+        self.mlp_projectors = (
+            {"in": f32(compression.projection("mlp_in", "in")), "out": f32(compression.projection("mlp_out", "out"))}
+            if model.spec.has_mlp
+            else {}
+        )
         self.singleton_projectors = {
             kind: f32(compression.projection(group, role))
             for kind, (_, group, role) in SINGLETONS.items()

@@ -61,6 +61,8 @@ SITES = {
     "final_x": "ln_final.hook_out",
     "resid_final": "ln_final.hook_in",
 }
+#: The sites only a layer with an MLP has (an attention-only model has none of them).
+MLP_SITES = frozenset({"resid_mid", "mlp_x", "mlp_out"})
 
 #: A checkpoint directory may carry this file: {"model", "label", "step", "tokens_seen"}.
 CHECKPOINT_SIDECAR = "circuit_atlas_checkpoint.json"
@@ -74,6 +76,13 @@ ADJACENT_PAIR_ROTARY = {"GPTJForCausalLM"}
 def site(name: str, layer: int | None = None) -> str:
     """The TransformerLens hook name of a site, e.g. ``site("z", 1) == "blocks.1.attn.hook_z"``."""
     return SITES[name].format(l=layer)
+
+
+def layer_sites(spec: ModelSpec, *names: str) -> list[str]:
+    """The hook names of the per-layer sites ``names`` in every layer (layer by layer), less the
+    :data:`MLP_SITES` of an attention-only model."""
+    kept = [name for name in dict.fromkeys(names) if spec.has_mlp or name not in MLP_SITES]
+    return [site(name, l) for l in range(spec.n_layers) for name in kept]
 
 
 @dataclass(frozen=True)
@@ -183,12 +192,11 @@ class LoadedModel:
 
     def reader_grams(self) -> tuple[Tensor, Tensor]:
         """The Gram matrices W Wᵀ of the nonlinear readers' input weights, float64 on the model's
-        device: per layer the MLP's W_in (and W_gate) [L, d, d] (zeros without MLPs), and the
+        device: per layer the MLP's W_in (and W_gate) [L, d, d] ([0, d, d] without MLPs), and the
         unembedding's W_U centred over the output vocabulary (the softmax ignores a shared shift) [d, d]."""
-        p, cfg, L = self.runner.params, self.runner.cfg, self.spec.n_layers
-        d = self.spec.d_model
-        mlp = torch.zeros(L, d, d, dtype=torch.float64, device=self.device)
-        for l in range(L if cfg.has_mlp else 0):
+        p, cfg, d = self.runner.params, self.runner.cfg, self.spec.d_model
+        mlp = torch.zeros(self.spec.n_layers if cfg.has_mlp else 0, d, d, dtype=torch.float64, device=self.device)
+        for l in range(len(mlp)):
             for name in ("W_in", "W_gate") if cfg.gated_mlp else ("W_in",):
                 W = p[f"blocks.{l}.mlp.{name}"].double()
                 mlp[l] += W @ W.T

@@ -20,10 +20,10 @@ moment        definition                                  shape
 ``vv``        E_i[Σ_j A_ij ṽ_j ṽ_jᵀ] = W_Vᵀ S_v W_V         [L, H, d_head, d_head]
 ``zz``        E[z zᵀ] (head output before W_O)            [L, H, d_head, d_head]
 ``G_attn``    E[g gᵀ] at ``hook_attn_out``                [L, d, d]
-``S_mlp``     E[x̂ x̂ᵀ] at the MLP input                     [L, d, d]
-``H_mlp``     E[g_x̂ g_x̂ᵀ], g_x̂ = dL/dx̂ through the MLP      [L, d, d]
-``Y_mlp``     E[y yᵀ] at ``hook_mlp_out``                 [L, d, d]
-``G_mlp``     E[g gᵀ] at ``hook_mlp_out``                 [L, d, d]
+``S_mlp``     E[x̂ x̂ᵀ] at the MLP input                     [M, d, d]
+``H_mlp``     E[g_x̂ g_x̂ᵀ], g_x̂ = dL/dx̂ through the MLP      [M, d, d]
+``Y_mlp``     E[y yᵀ] at ``hook_mlp_out``                 [M, d, d]
+``G_mlp``     E[g gᵀ] at ``hook_mlp_out``                 [M, d, d]
 ``Y_embed``   E[y yᵀ] of token (and position) embeddings  [d, d]
 ``G_embed``   E[g gᵀ] at the embedding output             [d, d]
 ``S_final``   E[x̂ x̂ᵀ] at the unembedding input             [d, d]
@@ -32,8 +32,10 @@ moment        definition                                  shape
 ``R_*``       E[r rᵀ] of the centred residual stream each reader stage reads (flow)
 ============  ==========================================  =============================
 
-plus the means of every writer's output (for mean ablation). The S-weighted head moments are
-only d_head x d_head: the compression never needs S_k itself (see compression.py).
+plus the means of every writer's output (for mean ablation). M is the number of MLPs: L, or 0 for
+an attention-only model, whose MLP moments (``R_mlp`` and ``y_mlp_mean`` too) are empty. The
+S-weighted head moments are only d_head x d_head: the compression never needs S_k itself (see
+compression.py).
 
 S_k is the attention-weighted key covariance *around each query's mean key*, not the
 reference E_i[Σ_j A_ij x_j x_jᵀ]: a query's softmax does not change when the same vector is
@@ -59,7 +61,7 @@ from circuit_atlas.errors import UserError
 
 from .data import DataSlice
 from .metrics import sampled_loss
-from .model_adapter import LoadedModel, site
+from .model_adapter import LoadedModel, layer_sites, site
 
 
 @dataclass
@@ -88,6 +90,11 @@ class Moments:
     R_attn: Tensor
     R_mlp: Tensor
     R_final: Tensor
+
+    @property
+    def has_mlp(self) -> bool:
+        """False for an attention-only model (its MLP moments are empty)."""
+        return len(self.S_mlp) > 0
 
     def tensors(self) -> dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
@@ -143,13 +150,12 @@ def fisher_gradients(
 
     Gradient sites: ``hook_attn_out`` and ``hook_mlp_out`` (where a layer's heads and MLP join
     the residual stream), the MLP input ``ln2.hook_out`` (dL/dx̂ through the MLP only, as
-    nothing else reads it), the embedding output and the unembedding input.
+    nothing else reads it), the embedding output and the unembedding input (no MLP sites in an
+    attention-only model).
     """
     spec = model.spec
-    layers = range(spec.n_layers)
-    grad_sites = [site(name, l) for name in GRADIENT_SITES for l in layers] + [site("embed"), site("final_x")]
-    per_layer = ("q", "k", "v", "pattern", "z", "resid_pre", mlp_input_residual(spec))
-    read_sites = [site(name, l) for l in layers for name in dict.fromkeys(per_layer)]
+    grad_sites = [*layer_sites(spec, *GRADIENT_SITES), site("embed"), site("final_x")]
+    read_sites = layer_sites(spec, "q", "k", "v", "pattern", "z", "resid_pre", mlp_input_residual(spec))
     read_sites += [site("pos_embed"), site("resid_final")]
     logits, acts = model.run_capturing(batch.tokens, grad_sites + read_sites, attention_mask=batch.mask)
     loss = sampled_loss(logits, batch.tokens, batch.targets(), generator)
@@ -164,6 +170,7 @@ def accumulate_moments(
     each slice's output weighting from its own metric."""
     spec, w, device = model.spec, model.weights, model.device
     L, H, dh, d = spec.n_layers, spec.n_heads, spec.d_head, spec.d_model
+    M = L if spec.has_mlp else 0
 
     def zeros(*shape: int) -> Tensor:
         return torch.zeros(*shape, device=device, dtype=torch.float64)
@@ -177,11 +184,11 @@ def accumulate_moments(
         zz=zeros(L, H, dh, dh),
         z_mean=zeros(L, H, dh),
         G_attn=zeros(L, d, d),
-        S_mlp=zeros(L, d, d),
-        H_mlp=zeros(L, d, d),
-        Y_mlp=zeros(L, d, d),
-        y_mlp_mean=zeros(L, d),
-        G_mlp=zeros(L, d, d),
+        S_mlp=zeros(M, d, d),
+        H_mlp=zeros(M, d, d),
+        Y_mlp=zeros(M, d, d),
+        y_mlp_mean=zeros(M, d),
+        G_mlp=zeros(M, d, d),
         Y_embed=zeros(d, d),
         embed_mean=zeros(d),
         Y_pos=zeros(d, d) if spec.positional == "standard" else None,
@@ -191,7 +198,7 @@ def accumulate_moments(
         H_final=zeros(d, d),
         final_mean=zeros(d),
         R_attn=zeros(L, d, d),
-        R_mlp=zeros(L, d, d),
+        R_mlp=zeros(M, d, d),
         R_final=zeros(d, d),
     )
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same labels on every device
@@ -232,15 +239,18 @@ def accumulate_moments(
                 m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())
                 m.z_mean[l] += z.double().sum((0, 1))
                 m.G_attn[l] += outer(grads[site("attn_out", l)])
+                m.R_attn[l] += outer(_centred(acts[site("resid_pre", l)]))
+                finite &= torch.isfinite(grads[site("attn_out", l)][real]).all()
+                if not spec.has_mlp:
+                    continue
                 x, y = acts[site("mlp_x", l)], acts[site("mlp_out", l)]
                 m.S_mlp[l] += outer(x)
                 m.H_mlp[l] += outer(grads[site("mlp_x", l)])
                 m.Y_mlp[l] += outer(y)
                 m.y_mlp_mean[l] += (y * keep).double().sum((0, 1))
                 m.G_mlp[l] += outer(grads[site("mlp_out", l)])
-                m.R_attn[l] += outer(_centred(acts[site("resid_pre", l)]))
                 m.R_mlp[l] += outer(_centred(acts[site(mlp_input_residual(spec), l)]))
-                finite &= torch.isfinite(grads[site("attn_out", l)][real]).all() & torch.isfinite(y[real]).all()
+                finite &= torch.isfinite(y[real]).all()
             embed = acts[site("embed")]
             m.Y_embed += outer(embed)
             m.embed_mean += (embed * keep).double().sum((0, 1))

@@ -354,6 +354,24 @@ def ingest_reference(checkpoint: Path, out: Path, config):
     return read_artifact(path)
 
 
+def ingest_native(folder: Path, data_args: list[str], config, **model_config):
+    """The artifact of a random native checkpoint of ``model_config`` ingested on ``data_args`` with ``config``."""
+    from circuit_atlas.ingest.artifact import read_artifact
+    from circuit_atlas.ingest.pipeline import ingest
+
+    files = native_model(Path(folder) / "model", **model_config)
+    [path] = ingest(
+        str(files.config),
+        [str(files.weights)],
+        data_args,
+        Path(folder) / "out",
+        config,
+        progress=False,
+        echo=lambda _: None,
+    )
+    return read_artifact(path)
+
+
 def task_slice(name: str, prompts: list[list[int]]) -> DataSlice:
     """A logit_diff slice (no sampled labels, so every pass is deterministic) of right-padded prompts."""
     width = max(len(p) for p in prompts)

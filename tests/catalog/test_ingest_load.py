@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 import torch
-from builders import random_gpt2
+from builders import ingest_native, random_gpt2
 from click.testing import CliRunner
 from snapshots import graph_snapshot
 
+from circuit_atlas import queries
 from circuit_atlas.cli import cli
 from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.loader import load_artifact
 from circuit_atlas.local_server import free_port
 
 COUNT_QUERY = """
@@ -84,6 +87,36 @@ def test_loading_the_same_artifact_twice_gives_the_same_graph(migrated, neo4j_se
     first = graph_snapshot(migrated, neo4j_settings.database)
     assert runner.invoke(cli, ["load", str(reference_artifact)], env=cli_env).exit_code == 0
     assert graph_snapshot(migrated, neo4j_settings.database) == first
+
+
+def test_an_attention_only_model_loads_and_its_circuit_and_components_are_of_its_heads(
+    migrated, neo4j_settings, tmp_path
+):
+    shape = dict(n_layers=2, d_model=32, n_ctx=16, d_head=8, n_heads=4, d_vocab=20)
+    artifact = ingest_native(tmp_path, ["repeated", "random"], IngestConfig(n_seq=16), attn_only=True, **shape)
+    db = neo4j_settings.database
+    load_artifact(migrated, db, artifact.path, echo=lambda _: None)
+    library = queries.library()
+
+    def run(name, **params):
+        return queries.run(migrated, db, library[name], library[name].check(params))
+
+    checkpoint = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
+    names = list(artifact.tables["blocks"]["name"])  # channel order
+    assert len(names) == 11 and not any(".mlp" in n for n in names)  # embeddings, 8 heads, unembedding
+    assert migrated.execute_query("MATCH (b:MLP) RETURN count(b) AS n", database_=db).records[0]["n"] == 0
+
+    activity = artifact.tables["activity"]
+    effects = activity[activity["slice"] == "repeated"].set_index("block")["ablation"]
+    least = effects.nlargest(4).min()  # the circuit of the four channels that matter most
+    circuit = run("circuit", checkpoint=checkpoint, slice="repeated", min_effect=float(least), min_attribution=0.0)
+    members = [n for n in names if effects[n] >= least]
+    assert list(dict.fromkeys(r["writer"] for r in circuit)) == members
+    assert {r["reader"] for r in circuit} <= {*members, None} and any(r["reader"] for r in circuit)
+
+    components = run("components", checkpoint=checkpoint, by="weight", min_share=0.5)
+    assert sorted(n for r in components for n in r["channels"]) == sorted(names)  # each channel in one
+    assert sum(r["size"] for r in components) == len(names) and max(r["size"] for r in components) > 1
 
 
 def _no_model_nodes(driver, database):
