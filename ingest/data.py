@@ -363,6 +363,11 @@ def validated(data: DataSlice, spec: ModelSpec) -> DataSlice:
             f"{spec.d_vocab} (ids 0..{spec.d_vocab - 1})."
         )
     outputs = getattr(spec, "d_vocab_out", None) or spec.d_vocab
+    if data.metric == "next_token_loss" and high >= outputs:
+        raise UserError(
+            f"Slice {data.name!r} is scored by next-token loss, but {spec.name} predicts {outputs} classes "
+            f"(0..{outputs - 1}) and the slice has tokens up to {high}: give a task slice with answers or labels."
+        )
     for field in (data.answers, data.counterfactuals):
         if field is not None and (field >= outputs).any():
             raise UserError(

@@ -127,6 +127,7 @@ CASES: dict[str, Case] = {
     "ingest --max-rank -1": Case((*INGEST, "--max-rank", "-1"), "--max-rank must be a whole number >= 1"),
     "ingest --device foo": Case((*INGEST, "--device", "foo"), "--device 'foo' is not a device"),
     "ingest --load --top-k 0": Case((*INGEST, "--load", "--top-k", "0"), "--top-k must be a whole number of edges"),
+    "ingest --baseline nope": Case((*INGEST, "--baseline", "nope"), "--baseline 'nope' is not a --data slice"),
     "ingest MODEL_DIR --checkpoint a/missing/folder": Case(
         (*INGEST, "--checkpoint", "{tmp}/missing/folder"), "no such folder. "
     ),

@@ -41,6 +41,10 @@ def reference_artifact(reference_checkpoints, tmp_path_factory):
             str(out),
             "--n-seq",
             "64",
+            "--ablation",
+            "mean",
+            "--baseline",
+            "random",  # as ACDC corrupts induction: every slice's channels ablated to random data's
         ],
     )
     assert result.exit_code == 0, result.output
@@ -64,6 +68,18 @@ def test_ingest_writes_an_artifact_and_load_makes_a_complete_checkpoint(
     n_slices = len(artifact.manifest["slices"])  # repeated, random and the ingest data (their union)
     assert n_slices == 3 and row["flows"] == n_slices * row["feeds"]
     assert row["active"] == n_slices * row["blocks"]
+    baselines = migrated.execute_query(
+        "MATCH (:Block {checkpoint_id: $id})-[a:ACTIVE_ON]->(d:DataSlice) RETURN DISTINCT d.name AS slice, "
+        "a.ablation_baseline AS baseline",
+        id=checkpoint_id,
+        database_=neo4j_settings.database,
+    ).records
+    assert {r["slice"]: r["baseline"] for r in baselines} == {
+        "repeated": "mean of random",
+        "random": "mean of random",
+        "repeated+random": "as each slice",
+    }
+    assert artifact.manifest["config"]["ablation"] == "mean" and artifact.manifest["config"]["baseline"] == "random"
     kinds = migrated.execute_query(
         "MATCH (b:Block {checkpoint_id: $id}) RETURN b.kind AS kind, labels(b) AS labels",
         id=checkpoint_id,

@@ -104,7 +104,8 @@ def test_components_per_slice_hold_the_induction_mechanism_on_repeated_data_only
     """Channels with an exact ablation effect of at least 0.05 nats on the slice, joined by edges with at
     least a fifth of the slice's largest attribution: on repeated sequences the previous-token and
     induction heads share a component that the other layer-0 heads are not in; on random sequences
-    none of them acts, so random's components (the channels acting there) leave them out."""
+    none of them acts (each costs under 0.05 nats there, against over 0.5 on repeated), so random's
+    components (the channels acting there, if any) leave them out."""
     run, ids = loaded
     mechanism = {truth["previous"], *truth["induction"]}
     channels = {r["channel"]: r for r in run("checkpoint_channels", checkpoint=ids[-1])}
@@ -114,7 +115,12 @@ def test_components_per_slice_hold_the_induction_mechanism_on_repeated_data_only
     holding = [set(c["channels"]) for c in repeated if mechanism <= set(c["channels"])]
     assert holding and other_layer0_heads and not other_layer0_heads & holding[0], repeated
     on_random = {n for c in run("components", slice="random", **params) for n in c["channels"]}
-    assert on_random and not mechanism & on_random, on_random
+    assert not mechanism & on_random, on_random
+    effects = {
+        name: {r["channel"]: r["effect"] for r in run("faithfulness_curve", checkpoint=ids[-1], slice=name)}
+        for name in ("repeated", "random")
+    }
+    assert all(effects["random"][c] < 0.05 < 0.5 < effects["repeated"][c] for c in mechanism), effects
 
 
 def test_a_discovered_situation_has_the_induction_circuit_and_another_does_not(loaded, truth):

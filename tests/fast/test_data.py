@@ -1,5 +1,7 @@
 """Data slices: built-ins, token files, text, and each bad input as a clear error."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,12 @@ def test_unknown_built_in_and_single_token_sequences():
         load_slice("zigzag", SPEC, None, 12, 4, 0)
     with pytest.raises(UserError, match="at least 2"):
         validated(DataSlice.of_tokens("s", "", torch.zeros(3, 1, dtype=torch.long)), SPEC)
+
+
+def test_next_token_loss_needs_tokens_the_model_can_predict():
+    """A classifier (d_vocab_out < d_vocab) cannot be scored on next tokens beyond its classes."""
+    classifier = replace(SPEC, d_vocab_out=5)
+    with pytest.raises(UserError, match="predicts 5 classes"):
+        validated(DataSlice.of_tokens("s", "", torch.arange(24).view(3, 8)), classifier)
+    small = DataSlice.of_tokens("s", "", torch.arange(24).view(3, 8) % 5)
+    assert validated(small, classifier) is small

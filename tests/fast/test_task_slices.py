@@ -80,7 +80,7 @@ BAD_FILES = {
     "not an object": ("[1, 2, 3]\n", "not a JSON object"),
     "no tokens": ('{"metric": "next_token_loss"}\n', "neither 'tokens' nor 'text'"),
     "text without tokenizer": ('{"text": "hello"}\n', "no tokenizer"),
-    "tokens not ints": ('{"tokens": [1, "a"]}\n', "list of integer token ids"),
+    "tokens not ints": ('{"tokens": [1, "a"]}\n', "must be a list of token ids"),
     "mixed metrics": (
         '{"tokens": [1, 2], "metric": "next_token_loss"}\n'
         '{"tokens": [1, 2], "metric": "answer_loss", "position": -1, "answer": 1}\n',

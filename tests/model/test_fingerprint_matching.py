@@ -11,7 +11,7 @@ from circuit_atlas.ingest.channels import head_name
 from circuit_atlas.ingest.fingerprints import TARGETS, attention_scores, chance_attention, lift, probe_tokens
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.reference import default_reference_dir
-from circuit_atlas.reference.seeds import final_checkpoints, matching_report, mechanisms
+from circuit_atlas.reference.seeds import PARTIAL_ATTENTION, final_checkpoints, matching_report, mechanisms
 
 
 def test_each_variant_has_both_mechanisms():
@@ -24,6 +24,7 @@ def test_fingerprints_match_each_mechanism_across_seeds_and_widths(variant_artif
     report = matching_report(
         {name: read_artifact(paths[-1]) for name, paths in variant_artifacts.items()},
         {name: mechanisms(path) for name, path in finals.items()},
+        {name: mechanisms(path, PARTIAL_ATTENTION) for name, path in finals.items()},
     )
     assert len(report.matches) == 18  # 9 labelled heads, each against the 2 other models
     assert report.top1 >= 0.9, "\n".join(report.lines())

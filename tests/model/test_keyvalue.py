@@ -16,6 +16,11 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.model_adapter import load_model, site
 from circuit_atlas.ingest.pipeline import ingest
 
+# The lookup heads share the work: each alone costs little on the held-out task prompts (0.15 and
+# 0.09 nats under the per-position mean, 0.18 and 0.11 over every prompt by the plain hooks below),
+# together 3.9. A circuit by a per-channel threshold keeps both only below the weaker one's effect.
+MIN_EFFECT = 0.05
+
 
 @pytest.fixture(scope="module")
 def trained(keyvalue_checkpoints):
@@ -84,7 +89,8 @@ def circuits(keyvalue_checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("keyvalue-ingest")
     [path] = ingest(str(final), [], data, out, IngestConfig(), progress=False, echo=lambda _: None)
     artifact = read_artifact(path)
-    return {name: artifact_circuit(artifact, name, **CIRCUIT) for name in ("task", "trivial")}
+    thresholds = {**CIRCUIT, "min_effect": MIN_EFFECT}
+    return {name: artifact_circuit(artifact, name, **thresholds) for name in ("task", "trivial")}
 
 
 def test_the_model_answers_both_slices(trained):
