@@ -140,6 +140,7 @@ def ingest_model(
     echo: Callable[[str], None] = print,
     on_artifact: Callable[[Path], None] | None = None,
     force: bool = False,
+    label: str | None = None,
 ) -> list[Path]:
     """Compute one artifact per checkpoint of ``model`` under ``out``; returns their directories.
 
@@ -147,7 +148,8 @@ def ingest_model(
     ``weights``, its state dict file, or several weights files as ``checkpoints``), or a model
     loaded with :func:`circuit_atlas.ingest.model_adapter.load_model`. ``data``: slices (``random``,
     ``repeated``, token or text files, ``NAME=SOURCE``). ``checkpoints``: local checkpoint
-    directories or hub revisions. A checkpoint whose artifact under ``out`` is complete for the same
+    directories or hub revisions. ``label``: the one checkpoint's label in the catalog (default: its
+    folder's, revision's or weights file's). A checkpoint whose artifact under ``out`` is complete for the same
     settings and data is skipped unless ``force``, so an interrupted run resumes. Nothing here needs a
     catalog.
     """
@@ -182,6 +184,7 @@ def ingest_model(
         echo,
         on_artifact,
         force=force,
+        label=label,
     )
 
 
@@ -312,6 +315,7 @@ class Catalog:
         progress: bool = True,
         echo: Callable[[str], None] = print,
         force: bool = False,
+        label: str | None = None,
     ) -> list[Path]:
         """:func:`ingest_model`, loading each checkpoint's artifact as soon as it is written (or found
         complete, when a run resumes)."""
@@ -331,6 +335,7 @@ class Catalog:
             progress=progress,
             echo=echo,
             force=force,
+            label=label,
             on_artifact=lambda path: load_artifact(self.driver, self.database, path, top_k, min_attribution, echo),
         )
 

@@ -288,6 +288,11 @@ def with_options(options):
 )
 @click.option("--load", "load", is_flag=True, help="Load each artifact into Neo4j as soon as it is written.")
 @click.option("--name", help="Model name in the catalog  [default: the checkpoint's or MODEL's name]")
+@click.option(
+    "--label",
+    help="The checkpoint's label in the catalog, MODEL@LABEL (one checkpoint)  [default: its folder's, revision's "
+    "or weights file's name]",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seq-len", type=int, help="Tokens per sequence  [default: min(context, 128)]")
 @click.option("--n-seq", default=256, show_default=True, help="Sequences per built-in slice.")
@@ -362,6 +367,7 @@ def ingest_command(
     out: Path,
     load: bool,
     name: str | None,
+    label: str | None,
     device: str,
     seq_len: int | None,
     n_seq: int,
@@ -407,7 +413,9 @@ def ingest_command(
         ablation=ablation,
         baseline=baseline,
     )
-    options = dict(checkpoints=checkpoints, weights=weights, name=name, device=device, echo=click.echo, force=force)
+    options = dict(
+        checkpoints=checkpoints, weights=weights, name=name, label=label, device=device, echo=click.echo, force=force
+    )
     if not load:
         api.ingest_model(model, data, out, config, **options)
         return

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -473,6 +473,7 @@ def ingest(
     on_artifact: Callable[[Path], None] | None = None,
     profile: Profile = no_profile,
     force: bool = False,
+    label: str | None = None,
 ) -> list[Path]:
     """Ingest every checkpoint of ``model`` in step order; returns the artifact directories.
 
@@ -480,6 +481,7 @@ def ingest(
     revisions), or a model already loaded with :func:`~circuit_atlas.ingest.model_adapter.load_model`
     (one checkpoint, labelled ``main``). ``on_artifact`` is called with each artifact as soon as
     it is written (the catalog loads it then, so a long run shows its checkpoints as they finish).
+    ``label`` names the one checkpoint in the catalog (``<model>@<label>``) instead of its own label.
     A checkpoint whose artifact is already complete under ``out_root`` for the same settings and
     data is not recomputed unless ``force``: an interrupted multi-checkpoint run resumes.
     """
@@ -489,6 +491,12 @@ def ingest(
         sources = [(model, CheckpointSource(model.spec.source, None, "main", 0, None, None))]
     else:
         sources = [(None, c) for c in resolve_checkpoints(model, checkpoints)]
+    if label is not None:
+        if not isinstance(label, str) or not label.strip() or label != label.strip() or "@" in label:
+            raise UserError(f"--label {label!r}: give a checkpoint label without '@' or leading or trailing spaces.")
+        if len(sources) != 1:
+            raise UserError(f"--label names one checkpoint, and this ingest has {len(sources)}; label them by name.")
+        sources = [(loaded, replace(checkpoint, label=label)) for loaded, checkpoint in sources]
     paths, previous = [], None
     for loaded, checkpoint in sources:
         name = model_name or checkpoint.model_name or (loaded.spec.name if loaded else model_name_of(checkpoint.source))

@@ -3,8 +3,10 @@ and what follows them is computed as in an uninterrupted run."""
 
 import numpy as np
 import pandas as pd
+import pytest
 from builders import random_gpt2
 
+from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.pipeline import ingest
@@ -80,3 +82,13 @@ def test_a_token_file_rewritten_in_place_is_other_data(tmp_path):
     np.save(tokens, generator.integers(0, 32, size=(12, 8)))
     second = ingest_tokens()
     assert second != first and not any("skipped" in line for line in said[-3:])
+
+
+def test_a_label_names_the_one_checkpoint(tmp_path):
+    checkpoints = [random_gpt2(tmp_path / "step-1", seed=0), random_gpt2(tmp_path / "step-2", seed=0)]
+    [path] = ingest(str(checkpoints[0]), [], ["random"], tmp_path / "out", CONFIG, progress=False, label="trained")
+    assert read_artifact(path).manifest["checkpoint"]["label"] == "trained" and "__trained__" in path.name
+    with pytest.raises(UserError, match="--label names one checkpoint, and this ingest has 2"):
+        run(checkpoints, tmp_path / "out", label="trained")
+    with pytest.raises(UserError, match="without '@'"):
+        run(checkpoints[:1], tmp_path / "out", label="a@b")
