@@ -196,10 +196,18 @@ def library_query(name: str) -> queries.Query:
     return library[name]
 
 
-def check_circuit_params(checkpoint: str, slice_name: str, min_effect: float, min_attribution: float) -> dict:
-    """The parameters of a circuit, checked by the ``circuit`` query's declared types."""
+def circuit_default(name: str):
+    """The ``circuit`` query's default of its parameter ``name`` (its header is the one place it is set)."""
+    return {p.name: p for p in library_query("circuit").types}[name].default_value()
+
+
+def check_circuit_params(
+    checkpoint: str, slice_name: str, min_effect: float | None = None, min_attribution: float | None = None
+) -> dict:
+    """The parameters of a circuit, checked by the ``circuit`` query's declared types (None: its default)."""
+    given = {"min_effect": min_effect, "min_attribution": min_attribution}
     checked = library_query("circuit").check(
-        {"checkpoint": checkpoint, "slice": slice_name, "min_effect": min_effect, "min_attribution": min_attribution}
+        {"checkpoint": checkpoint, "slice": slice_name} | {k: v for k, v in given.items() if v is not None}
     )
     return {
         "checkpoint": checked["checkpoint"],
@@ -368,9 +376,10 @@ class Catalog:
         return self.query("slices", checkpoint=checkpoint)
 
     def circuit(
-        self, checkpoint: str, slice_name: str, min_effect: float = 0.1, min_attribution: float = 0.02
+        self, checkpoint: str, slice_name: str, min_effect: float | None = None, min_attribution: float | None = None
     ) -> Circuit:
-        """The circuit of ``checkpoint`` on ``slice_name``; ``.to_networkx()`` gives a graph."""
+        """The circuit of ``checkpoint`` on ``slice_name`` (thresholds: the ``circuit`` query's defaults
+        unless given); ``.to_networkx()`` gives a graph."""
         checked = check_circuit_params(checkpoint, slice_name, min_effect, min_attribution)
         self.require_current_schema()
         return fetch_circuit(self.driver, self.database, **checked)

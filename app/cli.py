@@ -508,15 +508,15 @@ def query_command(
 )
 @click.option(
     "--min-effect",
-    default=0.1,
-    show_default=True,
-    help="Nats of slice loss a channel's mean ablation must add to be in the circuit.",
+    type=float,
+    help="Nats of slice loss a channel's ablation must add to be in the circuit  [default: the circuit query's, "
+    f"{api.circuit_default('min_effect')}]",
 )
 @click.option(
     "--min-attribution",
-    default=0.02,
-    show_default=True,
-    help="Slice attribution (nats) an edge between circuit channels must carry.",
+    type=float,
+    help="Slice attribution (nats) an edge between circuit channels must carry  [default: the circuit query's, "
+    f"{api.circuit_default('min_attribution')}]",
 )
 @connection_options
 def export_command(
@@ -524,8 +524,8 @@ def export_command(
     checkpoint: str,
     slice_name: str,
     paths: tuple[Path, ...],
-    min_effect: float,
-    min_attribution: float,
+    min_effect: float | None,
+    min_attribution: float | None,
 ) -> None:
     """Export the circuit of CHECKPOINT on data slice SLICE as JSON and as a picture (SVG, PNG)."""
     from .export import check_paths, export

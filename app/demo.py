@@ -16,12 +16,12 @@ from circuit_atlas import queries
 from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
 
-from .api import Catalog, resolve_settings
+from .api import Catalog, circuit_default, resolve_settings
 from .formatting import fixed, render
 from .local_server import USER, Distribution, LocalServer, ServerSettings
 
 SLICES = ["repeated", "random"]
-CIRCUIT = {"min_effect": 0.1, "min_attribution": 0.02}  # nats: ablation effect, edge attribution
+CIRCUIT = {name: circuit_default(name) for name in ("min_effect", "min_attribution")}  # nats: the query's defaults
 COMPONENT_SHARE = 0.2  # of the largest edge attribution; on a slice, the circuit's channels take part
 EDGE_COLUMNS = ["writer", "reader", "role", "weight", "flow", "attribution", "strength"]
 

@@ -11,10 +11,11 @@ file is pasted there::
 Every parameter declares its type in parentheses: ``string``, ``integer``, ``float``,
 ``boolean``, ``list`` or ``map``, optionally with a range (``>= 0``, ``> 0``, ``<= 1``,
 ``in [0, 1]``), or a choice of strings (``'a' | 'b'``); ``or null`` allows null, and a nullable
-parameter that is not given is null. :meth:`Query.check` validates values by these declarations
-before a query runs (the API's ``Catalog.rows``, which the CLI calls), and
-:meth:`Query.from_text` reads a ``-p key=value`` text by its declared type, so a bad value is one
-clear error instead of a wrong answer.
+parameter that is not given is null; ``, default 0.02`` gives the value a parameter that is not
+given takes (the one default: the CLI, the API and the export read it from here).
+:meth:`Query.check` validates values by these declarations before a query runs (the API's
+``Catalog.rows``, which the CLI calls), and :meth:`Query.from_text` reads a ``-p key=value`` text
+by its declared type, so a bad value is one clear error instead of a wrong answer.
 
 User values reach a query only as parameters; the library never formats text into Cypher.
 Beside the queries lies the stylesheet that Neo4j Browser draws the catalog with, and in ``load/``
@@ -28,7 +29,7 @@ import json
 import math
 import numbers
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import neo4j
@@ -56,11 +57,17 @@ class Param:
     op: str | None = None  # ">=", ">", "<=", "<", or "in" (a closed interval)
     bounds: tuple[float, ...] = ()
     nullable: bool = False
+    default: str | None = None  # the text of the value a parameter not given takes
 
     @classmethod
     def parse(cls, name: str, spec: str) -> Param:
         """``spec`` is the text in parentheses after ``$name`` in a header; ValueError if malformed."""
-        spec = spec.strip()
+        spec, _, default = spec.strip().partition(", default ")
+        if default:
+            param = cls.parse(name, spec)
+            if not param.check(param.from_text(default.strip()))[1]:
+                raise ValueError(f"${name}: default {default} is not {param.describe()}")
+            return replace(param, default=default.strip())
         nullable = spec.endswith(" or null")
         spec = spec.removesuffix(" or null").strip()
         if spec.startswith("'"):
@@ -92,7 +99,11 @@ class Param:
                 text += f" in [{self.bounds[0]:g}, {self.bounds[1]:g}]"
             elif self.op:
                 text += f" {self.op} {self.bounds[0]:g}"
-        return text + (" or null" if self.nullable else "")
+        return text + (" or null" if self.nullable else "") + (f", default {self.default}" if self.default else "")
+
+    def default_value(self):
+        """The declared default, read by the declared type (None without one)."""
+        return None if self.default is None else self.from_text(self.default)
 
     def _in_range(self, value: float) -> bool:
         if self.op == "in":
@@ -163,7 +174,7 @@ class Query:
 
     def check(self, params: dict) -> dict:
         """``params`` validated against the header (unknown, missing and ill-typed ones are a
-        :class:`UserError`); nullable parameters not given are null."""
+        :class:`UserError`); parameters not given take their default, nullable ones null."""
         declared = {p.name: p for p in self.types}
         unknown = sorted(set(params) - set(declared))
         if unknown:
@@ -171,6 +182,7 @@ class Query:
                 f"Query {self.name} has no parameter {', '.join('$' + u for u in unknown)}; "
                 f"it takes {self.signature()}."
             )
+        params = {p.name: p.default_value() for p in self.types if p.default is not None} | params
         missing = [p.name for p in self.types if p.name not in params and not p.nullable]
         if missing:
             raise UserError(

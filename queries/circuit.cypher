@@ -5,7 +5,7 @@
 //   the circuit's faithfulness: the share of the slice's behaviour its channels keep with every other channel
 //   mean-ablated (1 = the circuit alone does the work; null for a catalog loaded before it was measured).
 // returns: writer, writer_effect, reader, role, attribution, faithfulness
-// params: $checkpoint (string), $slice (string), $min_effect (float), $min_attribution (float >= 0)
+// params: $checkpoint (string), $slice (string), $min_effect (float, default 0.1), $min_attribution (float >= 0, default 0.02)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)-[a:ACTIVE_ON]->(:DataSlice {name: $slice})
 WHERE a.ablation >= $min_effect
 WITH b, a ORDER BY a.effect_rank

@@ -182,3 +182,17 @@ def test_the_style_command_is_one_line_to_paste():
 @pytest.mark.parametrize("name", sorted(LIBRARY))
 def test_bodies_have_no_comments_so_they_paste_as_one_line(name):
     assert "//" not in LIBRARY[name].body
+
+
+def test_a_declared_default_is_what_a_parameter_not_given_takes():
+    circuit = queries.library()["circuit"]
+    assert circuit.check({"checkpoint": "m@1", "slice": "s"}) == {
+        "checkpoint": "m@1",
+        "slice": "s",
+        "min_effect": 0.1,
+        "min_attribution": 0.02,
+    }
+    assert circuit.check({"checkpoint": "m@1", "slice": "s", "min_attribution": 0.5})["min_attribution"] == 0.5
+    assert "$min_attribution (a finite number >= 0, default 0.02)" in circuit.signature()
+    with pytest.raises(ValueError, match="default -1 is not a finite number >= 0"):
+        queries.Param.parse("x", "float >= 0, default -1")
