@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -299,6 +301,26 @@ def _manifest_shape_errors(manifest: dict) -> list[str]:
         errors.append("slices that are not a list of {id, name, ...} entries")
     if not isinstance(manifest["fidelity"], dict) or not {"loss_recovered", "fraction"} <= set(manifest["fidelity"]):
         errors.append("no fidelity {loss_recovered, fraction}")
+        return errors
+    fields = {  # what the loader reads, by where it is: (value, its kinds, may it be null)
+        "checkpoint.tokens_seen": (checkpoint.get("tokens_seen"), (int,), True),
+        "checkpoint.loss": (checkpoint.get("loss"), (int, float), True),
+        "fidelity.loss_recovered": (manifest["fidelity"]["loss_recovered"], (int, float), True),
+        "fidelity.fraction": (manifest["fidelity"]["fraction"], (int, float), False),
+        "ingest_slice": (manifest["ingest_slice"], (str,), False),
+        "config": (manifest["config"], (dict,), False),
+        "config_hash": (manifest["config_hash"], (str,), False),
+        "code_version": (manifest["code_version"], (str,), False),
+        "device": (manifest["device"], (str,), False),
+        "started": (manifest["started"], (int, float), False),
+        "finished": (manifest["finished"], (int, float), False),
+    }
+    for name, (value, kinds, nullable) in fields.items():
+        if value is None and nullable:
+            continue
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not finite:
+            errors.append(f"{name} {value!r:.40}, not {' or '.join(k.__name__ for k in kinds)}")
     return errors
 
 
@@ -373,6 +395,29 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
             errors.append(f"{table} names subspace {'/'.join(missing[0])!r}, which is not in subspaces")
     if tables["matches"]["previous_checkpoint"].nunique() > 1:
         errors.append("matches name more than one previous checkpoint")
+    return errors + _value_errors(tables)
+
+
+#: Per table, the key a row is unique by, and the score columns that are finite and >= 0 by definition.
+UNIQUE_ROWS = {"edges": ["writer", "reader", "role"], "slice_edges": ["writer", "reader", "role", "slice"]}
+NON_NEGATIVE = {
+    "edges": ["weight", "strength", "flow", "attribution"],
+    "slice_edges": ["attribution"],
+    "activity": ["attribution", "mean_norm"],
+}
+
+
+def _value_errors(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Rows given twice, and scores that are NaN, infinite or negative where they cannot be."""
+    errors = []
+    for table, key in UNIQUE_ROWS.items():
+        twice = tables[table][tables[table].duplicated(key)]
+        errors += [f"{table} gives {'/'.join(map(str, row))} twice" for row in twice[key].head(1).itertuples(False)]
+    for table, columns in NON_NEGATIVE.items():
+        for column in columns:
+            values = tables[table][column]
+            bad = values[~(np.isfinite(values) & (values >= 0))]
+            errors += [f"{table}.{column} holds {value!r}, not a finite number >= 0" for value in bad.head(1)]
     return errors
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from circuit_atlas.ingest.artifact import schema
 
@@ -47,6 +49,20 @@ def _edit_table(table: str, edit: Callable[[pd.DataFrame], pd.DataFrame]):
     return prepare
 
 
+def _set_column(table: str, column: str, value: float):
+    """Every row's ``column`` set to ``value`` (NaN stays a float, as a hand edit with pyarrow leaves it)."""
+
+    def prepare(tmp: Path, driver, database: str) -> None:
+        path = tmp / "artifact" / f"{table}.parquet"
+        frame = pq.read_table(path)
+        index = frame.schema.get_field_index(column)
+        values = pa.array([value] * len(frame), type=pa.float64(), from_pandas=False)
+        pq.write_table(frame.set_column(index, frame.schema.field(index), values), path)
+        _rehash(tmp / "artifact", f"{table}.parquet")
+
+    return prepare
+
+
 def _drop_column(table: str, column: str):
     def prepare(tmp: Path, driver, database: str) -> None:
         artifact = tmp / "artifact"
@@ -70,6 +86,15 @@ def _manifest_without(key: str):
     def prepare(tmp: Path, driver, database: str) -> None:
         manifest = json.loads((tmp / "artifact" / "manifest.json").read_text())
         del manifest[key]
+        (tmp / "artifact" / "manifest.json").write_text(json.dumps(manifest))
+
+    return prepare
+
+
+def _manifest_edit(edit: Callable[[dict], None]):
+    def prepare(tmp: Path, driver, database: str) -> None:
+        manifest = json.loads((tmp / "artifact" / "manifest.json").read_text())
+        edit(manifest)
         (tmp / "artifact" / "manifest.json").write_text(json.dumps(manifest))
 
     return prepare
@@ -202,6 +227,34 @@ CASES: dict[str, Case] = {
         ("load", "{artifact}"),
         "edges.writer names block 'Z'",
         _edit_table("edges", lambda f: f.assign(writer=["Z"] * len(f))),
+    ),
+    "load: a NaN attribution": Case(
+        ("load", "{artifact}"),
+        "edges.attribution holds nan, not a finite number >= 0",
+        _set_column("edges", "attribution", float("nan")),
+    ),
+    "load: a negative attribution": Case(
+        ("load", "{artifact}"),
+        "slice_edges.attribution holds -1.0, not a finite number >= 0",
+        _set_column("slice_edges", "attribution", -1.0),
+    ),
+    "load: an infinite weight": Case(
+        ("load", "{artifact}"),
+        "edges.weight holds inf, not a finite number >= 0",
+        _set_column("edges", "weight", float("inf")),
+    ),
+    "load: an edge row given twice": Case(
+        ("load", "{artifact}"), "twice", _edit_table("edges", lambda f: pd.concat([f, f.head(1)], ignore_index=True))
+    ),
+    "load: a text fidelity": Case(
+        ("load", "{artifact}"),
+        "fidelity.loss_recovered '0.9', not int or float",
+        _manifest_edit(lambda m: m["fidelity"].update(loss_recovered="0.9")),
+    ),
+    "load: tokens_seen as text": Case(
+        ("load", "{artifact}"),
+        "checkpoint.tokens_seen '10', not int",
+        _manifest_edit(lambda m: m["checkpoint"].update(tokens_seen="10")),
     ),
     "load: the second of two artifacts damaged": Case(
         ("load", "{tmp}/two"), "does not match its hash", _second_artifact_damaged
