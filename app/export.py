@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .circuits import Circuit, Edge
 from .errors import UserError
+from .ingest.paths import unwritable
 
 KIND_COLOURS = {
     "embed": "#8DCC93",
@@ -143,12 +144,9 @@ def check_paths(paths: list[Path]) -> None:
     if unknown:
         raise UserError(f"Cannot export to {', '.join(unknown)}: name files ending in {', '.join(FORMATS)}.")
     for path in paths:
-        folder = Path(path).absolute().parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            where = "is a folder" if path.is_dir() else f"cannot be written ({folder} is not a writable folder)"
-            raise UserError(f"-o {path} {where}; choose a file in a folder you can write.")
+        reason = unwritable(path) or ("it is a folder" if path.is_dir() else None)
+        if reason:
+            raise UserError(f"-o {path} cannot be written ({reason}); choose a file in a folder you can write.")
         if path.exists() and not os.access(path, os.W_OK):
             raise UserError(f"-o {path} exists and is read-only; choose another file or make it writable.")
 

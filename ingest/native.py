@@ -22,7 +22,8 @@ Every step is exact: the processed model computes the same log-probabilities. Th
 read on the CPU (``map_location="cpu"``, so a checkpoint saved from a GPU loads anywhere), may be
 wrapped in a dict with other entries (``{"state_dict": ..., "step": ...}``), and are checked
 against the config before anything runs: an unknown config field or value, a missing or
-unexpected key, a shape the config does not imply, or NaN/inf weights is one :class:`UserError`.
+unexpected key, a shape the config does not imply, a shape field that is not a whole number, weights
+that are not floating point, or NaN/inf weights is one :class:`UserError`.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def read_config(path: Path) -> dict:
     )
     if missing:
         raise UserError(f"{path}: the config needs {', '.join(missing)}.")
+    wrong = [f"{k}={v!r} ({words})" for k, v, words in _kind_errors(cfg)]
+    if wrong:
+        raise UserError(f"{path}: {'; '.join(wrong)}. Fix the config.")
     if cfg["n_heads"] == -1:
         cfg["n_heads"] = cfg["d_model"] // cfg["d_head"]
     if not cfg["attn_only"] and cfg["d_mlp"] is None:
@@ -155,6 +159,30 @@ def read_config(path: Path) -> dict:
     if problems:
         raise UserError(f"{path}: Circuit Atlas cannot run {'; '.join(problems)}.")
     return cfg
+
+
+#: Shape fields: a whole number >= 1 where given (-1 or null: TransformerLens's derived default).
+WHOLE_FIELDS = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_mlp", "d_vocab", "d_vocab_out", "rotary_dim")
+#: Number fields, finite and > 0.
+POSITIVE_FIELDS = ("eps", "rotary_base")
+
+
+def _kind_errors(cfg: dict) -> list[tuple[str, object, str]]:
+    """Fields whose value is not of the kind the runner computes with (a string, a float or 0 for a
+    whole number such as ``"n_layers": "2"``, a text ``eps``)."""
+    errors = []
+    for name in WHOLE_FIELDS:
+        value = cfg[name]
+        if value not in (None, -1) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            errors.append((name, value, "a whole number >= 1"))
+    kv = cfg["n_key_value_heads"]
+    if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv < 1):
+        errors.append(("n_key_value_heads", kv, "a whole number >= 1, or null"))
+    for name in POSITIVE_FIELDS:
+        value = cfg[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            errors.append((name, value, "a number > 0"))
+    return errors
 
 
 def model_name(path: Path) -> str:
@@ -258,6 +286,12 @@ def check_state_dict(state: dict[str, Tensor], cfg: dict, path: Path) -> None:
         parts += [f"unexpected {', '.join(extra[:4])}"] if extra else []
         parts += [f"shapes {'; '.join(wrong[:3])}"] if wrong else []
         raise UserError(f"The weights in {path} do not match the config ({facts}): {'; '.join(parts)}.")
+    whole = sorted(k for k, v in state.items() if not v.is_floating_point())
+    if whole:
+        raise UserError(
+            f"The weights in {path} are not floating point ({', '.join(whole[:4])}: {state[whole[0]].dtype}); "
+            f"save the model's float weights (a state dict of float32, float16 or bfloat16 tensors)."
+        )
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
         raise UserError(f"The weights in {path} contain NaN or inf (in {', '.join(bad[:6])}); use another checkpoint.")

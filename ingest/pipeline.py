@@ -36,6 +36,7 @@ from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
 from .interventions import Interventions
 from .matching import PreviousCheckpoint, matches
 from .model_adapter import LoadedModel, load_model, model_name_of
+from .paths import unwritable
 from .situations import MIN_SILHOUETTE, discover
 from .statistics import accumulate_moments, statistics_batch_tokens
 from .structural import StructuralScores, structural_scores
@@ -485,6 +486,9 @@ def ingest(
     A checkpoint whose artifact is already complete under ``out_root`` for the same settings and
     data is not recomputed unless ``force``: an interrupted multi-checkpoint run resumes.
     """
+    reason = unwritable(Path(out_root))
+    if reason:
+        raise UserError(f"--out {out_root} cannot be written ({reason}); choose a folder you can write.")
     if isinstance(model, LoadedModel):
         if checkpoints:
             raise UserError("A loaded model is one checkpoint: give no --checkpoint with it.")

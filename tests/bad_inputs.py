@@ -152,6 +152,9 @@ CASES: dict[str, Case] = {
     "ingest --max-rank -1": Case((*INGEST, "--max-rank", "-1"), "--max-rank must be a whole number >= 1"),
     "ingest --device foo": Case((*INGEST, "--device", "foo"), "--device 'foo' is not a device"),
     "ingest --load --top-k 0": Case((*INGEST, "--load", "--top-k", "0"), "--top-k must be a whole number of edges"),
+    "ingest --out /proc/x": Case(
+        (*INGEST[:5], "/proc/circuit-atlas-out", *INGEST[6:]), "--out /proc/circuit-atlas-out cannot be written"
+    ),
     "ingest --baseline nope": Case((*INGEST, "--baseline", "nope"), "--baseline 'nope' is not a --data slice"),
     "ingest MODEL_DIR --checkpoint a/missing/folder": Case(
         (*INGEST, "--checkpoint", "{tmp}/missing/folder"), "no such folder. "
@@ -303,6 +306,12 @@ CASES: dict[str, Case] = {
     ),
     "export -o a path under a file": Case(
         (*EXPORT, "-o", "{tmp}/a-file/circuit.svg"), "cannot be written", _write("a-file", b"")
+    ),
+    "export -o a name of 300 characters": Case(
+        (*EXPORT, "-o", "{tmp}/" + "c" * 296 + ".svg"), "bytes, over this file system's 255"
+    ),
+    "export -o a.json -o /proc/x.png": Case(
+        (*EXPORT, "-o", "{tmp}/a.json", "-o", "/proc/circuit-atlas.png"), "-o /proc/circuit-atlas.png cannot be written"
     ),
     "export -o circuit.txt": Case((*EXPORT, "-o", "{tmp}/circuit.txt"), "name files ending in .json, .svg, .png"),
     "export --min-effect nan": Case((*EXPORT, "-o", "{tmp}/c.svg", "--min-effect", "nan"), "$min_effect must be"),

@@ -145,6 +145,14 @@ BAD_INPUTS = {
     "unknown value": (corrupt_config(lambda c: c.update(normalization_type="BN")), "normalization_type='BN'"),
     "unsupported feature": (corrupt_config(lambda c: c.update(use_local_attn=True)), "cannot run use_local_attn"),
     "config not JSON": (lambda config, weights: config.write_text("n_layers: 2"), "is not JSON"),
+    "n_layers as text": (corrupt_config(lambda c: c.update(n_layers="2")), r"n_layers='2' \(a whole number >= 1\)"),
+    "n_layers as a float": (corrupt_config(lambda c: c.update(n_layers=2.0)), r"n_layers=2.0 \(a whole number"),
+    "d_head 0": (corrupt_config(lambda c: c.update(d_head=0)), r"d_head=0 \(a whole number >= 1\)"),
+    "eps as text": (corrupt_config(lambda c: c.update(eps="x")), r"eps='x' \(a number > 0\)"),
+    "int64 weights": (
+        corrupt_state(lambda s: s.update({k: v.long() for k, v in s.items()})),
+        r"not floating point \(.*torch.int64\)",
+    ),
 }
 
 
