@@ -47,6 +47,11 @@ def check_uri(uri: str) -> None:
 
 def open_driver(settings: Neo4jSettings, timeout: float = 10.0) -> neo4j.Driver:
     """A driver whose server answered and accepted the credentials for ``settings.database``."""
+    if settings.database.lower() == "system":
+        raise UserError(
+            "--database system is Neo4j's own administration database; it cannot hold a catalog. "
+            "Pass the catalog's database (default neo4j) with --database / NEO4J_DATABASE."
+        )
     check_uri(settings.uri)
     try:
         driver = neo4j.GraphDatabase.driver(

@@ -321,6 +321,7 @@ CASES: dict[str, Case] = {
     "--uri http://127.0.0.1:7474": Case(
         ("query", "catalog_overview", "--uri", "http://127.0.0.1:7474"), "Invalid Neo4j URI"
     ),
+    "--database system": Case(("query", "catalog_overview", "--database", "system"), "administration database"),
     "--uri 'not a uri'": Case(("query", "catalog_overview", "--uri", "not a uri"), "Invalid Neo4j URI"),
     "neo4j start --bolt-port 70000": Case(
         ("neo4j", "start", "--dir", "{tmp}/server", "--bolt-port", "70000"), "70000 is not in the range 1<=x<=65535"
