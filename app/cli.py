@@ -561,21 +561,44 @@ reference_seed_option = click.option(
 @reference_seed_option
 @click.option("--steps", default=3000, show_default=True, type=click.IntRange(min=1), help="Training steps.")
 @click.option("--layers", default=2, show_default=True, type=click.IntRange(1, 12), help="Layers.")
-@click.option("--heads", default=2, show_default=True, type=click.IntRange(1, 16), help="Heads per layer.")
+@click.option("--heads", type=click.IntRange(1, 16), help="Heads per layer  [default: 2; 4 with --attn-only]")
+@click.option(
+    "--attn-only",
+    is_flag=True,
+    help="Train the attention-only induction model instead: no MLPs, LayerNorm, learned absolute "
+    "positions, saved as TransformerLens-native checkpoints (hooked_transformer_config.json plus a "
+    "state dict step-NNNNN.pt per checkpoint; ingest with CONFIG.json --checkpoint STEP.pt).",
+)
 @click.option(
     "--retrain",
     is_flag=True,
     help="Train here even where the package ships this recipe trained (training differs across CPUs).",
 )
-def reference_train(out: Path | None, seed: int, steps: int, layers: int, heads: int, retrain: bool) -> None:
-    """Train (or reuse) the induction model and save its checkpoints as HF directories. The recipes
+def reference_train(
+    out: Path | None, seed: int, steps: int, layers: int, heads: int | None, attn_only: bool, retrain: bool
+) -> None:
+    """Train (or reuse) the induction model and save its checkpoints as HF directories, or with
+    --attn-only the attention-only induction model as TransformerLens-native checkpoints. The recipes
     the demo and the tests use are shipped trained and copied, the same on every machine; a recipe
     other than the default trains into a folder of its own (its name with a hash of the recipe)."""
     from circuit_atlas.reference import default_reference_dir
+
+    out = out or default_reference_dir()
+    if attn_only:
+        from circuit_atlas.reference.attention_only import NATIVE_CONFIG, AttentionOnlyRecipe, train_attention_only
+
+        recipe = AttentionOnlyRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads or 4)
+        files = train_attention_only(recipe, out, echo=click.echo, retrain=retrain)
+        root = files[0].parent
+        click.echo(
+            f"{len(files)} checkpoints in {root}; ground truth in {root / 'head_scores.json'}. Ingest with: "
+            f"circuit-atlas ingest {root / NATIVE_CONFIG} --checkpoint {files[-1]} --data repeated --out DIR"
+        )
+        return
     from circuit_atlas.reference.induction import InductionRecipe, train_induction
 
-    recipe = InductionRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads)
-    folders = train_induction(recipe, out or default_reference_dir(), echo=click.echo, retrain=retrain)
+    recipe = InductionRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads or 2)
+    folders = train_induction(recipe, out, echo=click.echo, retrain=retrain)
     click.echo(
         f"{len(folders)} checkpoints in {folders[0].parent}; ground truth in {folders[0].parent / 'head_scores.json'}"
     )

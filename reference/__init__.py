@@ -5,8 +5,10 @@ are deterministic for a seed on one kind of CPU, and are cached under :func:`def
 (a folder whose recipe matches is reused). The recipes the demo and the tests use are shipped
 trained in ``checkpoints/`` and copied into the cache, so they are the same on every machine.
 ``induction``: a 2-layer model with a previous-token head and induction heads (the README's demo
-and the validation tests); ``keyvalue``: the induction model fine-tuned to look up the value paired
-with a query key (a previous-token head, then lookup heads), with a task slice and a trivial one;
+and the validation tests); ``attention_only``: the induction task on an attention-only model with
+LayerNorm and learned absolute positions, saved as TransformerLens-native checkpoints;
+``keyvalue``: the induction model fine-tuned to look up the value paired with a query key (a
+previous-token head, then lookup heads), with a task slice and a trivial one;
 ``stdlib_text``: a byte-level model of this Python's standard library source text, real data with
 situations no one planted.
 

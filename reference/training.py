@@ -9,7 +9,9 @@ threads wait on each other (100 fine-tuning steps of the key-value model: 4 s on
 100 s on two, with the machine's 2 cores loaded by other jobs). Checkpoints are Hugging Face
 directories ``step-NNNNN`` with a :data:`~circuit_atlas.ingest.model_adapter.CHECKPOINT_SIDECAR`
 (model, label, step, tokens seen, training loss: null before the first step), written atomically
-(a ``.partial`` folder renamed into place). ``recipe.json`` is written last, after the recipe's
+(a ``.partial`` folder renamed into place); a recipe may save another format (``save`` and
+``checkpoints`` of :func:`train_cached`: the attention-only recipe saves TransformerLens-native
+``step-NNNNN.pt`` files). ``recipe.json`` is written last, after the recipe's
 ground truth: a folder whose ``recipe.json`` equals the recipe is complete and is reused as it is;
 anything else is trained again from scratch.
 
@@ -87,18 +89,23 @@ def folder_name(recipe) -> str:
     return f"{recipe.name}-{digest[:8]}"
 
 
-def save_checkpoint(model, folder: Path, recipe, step: int, loss: float) -> None:
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    sidecar = {
+def checkpoint_facts(recipe, step: int, loss: float) -> dict:
+    """What a checkpoint's sidecar says: model, label, step, tokens seen, training loss (null before
+    the first step: strict JSON has no NaN)."""
+    return {
         "model": folder_name(recipe),
         "label": f"step-{step:05d}",
         "step": step,
         "tokens_seen": step * recipe.batch_size * recipe.seq_len,
         "train_loss": None if math.isnan(loss) else loss,
     }
-    (partial / CHECKPOINT_SIDECAR).write_text(json.dumps(sidecar, indent=2))
+
+
+def save_checkpoint(model, folder: Path, recipe, step: int, loss: float) -> None:
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    (partial / CHECKPOINT_SIDECAR).write_text(json.dumps(checkpoint_facts(recipe, step, loss), indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
 
@@ -113,6 +120,8 @@ def train_cached(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     retrain: bool = False,
+    save: Callable[[torch.nn.Module, Path, object, int, float], None] = save_checkpoint,
+    checkpoints: Callable[[Path], list[Path]] = checkpoint_dirs,
 ) -> list[Path]:
     """Train (or reuse, or copy the shipped) ``recipe`` under ``out/<folder_name>``; returns its
     checkpoints by step.
@@ -120,6 +129,9 @@ def train_cached(
     ``batch(recipe, generator)`` draws one training batch, ``loss(model, batch)`` is what AdamW
     minimises, and ``ground_truth(root)`` writes the recipe's known-circuit files once the last
     checkpoint is saved. ``retrain``: train even where a cached or shipped copy exists.
+    ``save(model, root / "step-NNNNN", recipe, step, loss)`` writes one checkpoint (default a Hugging
+    Face directory with its sidecar) and ``checkpoints(root)`` lists them by step (default
+    :func:`checkpoint_dirs`).
     """
     for name in ("steps", "batch_size", "seq_len", "checkpoint_every", "warmup"):
         if getattr(recipe, name) < 1:
@@ -127,7 +139,7 @@ def train_cached(
     root = Path(out) / folder_name(recipe)
     if not retrain and is_trained(root, recipe):
         echo(f"Reusing the trained reference model in {root}.")
-        return checkpoint_dirs(root)
+        return checkpoints(root)
     shipped = SHIPPED / root.name
     if not retrain and is_trained(shipped, recipe):
         partial = root.with_name(root.name + ".partial")
@@ -136,18 +148,18 @@ def train_cached(
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
         echo(f"Copied the shipped reference model (the same on every machine) to {root}.")
-        return checkpoint_dirs(root)
+        return checkpoints(root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _train(recipe, root, build_model, batch, loss, progress, echo)
+        _train(recipe, root, build_model, batch, loss, save, progress, echo)
     finally:
         torch.set_num_threads(threads)
     ground_truth(root)
     (root / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
-    return checkpoint_dirs(root)
+    return checkpoints(root)
 
 
 def is_trained(root: Path, recipe) -> bool:
@@ -156,14 +168,14 @@ def is_trained(root: Path, recipe) -> bool:
     return recipe_file.is_file() and json.loads(recipe_file.read_text()) == asdict(recipe)
 
 
-def _train(recipe, root: Path, build_model, batch, loss, progress: bool, echo: Callable[[str], None]) -> None:
+def _train(recipe, root: Path, build_model, batch, loss, save, progress: bool, echo: Callable[[str], None]) -> None:
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     model = build_model(recipe)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / recipe.warmup))
     started, loss_value = time.time(), float("nan")
-    save_checkpoint(model, root / "step-00000", recipe, 0, loss_value)
+    save(model, root / "step-00000", recipe, 0, loss_value)
     for step in tqdm(range(1, recipe.steps + 1), desc=f"train {recipe.name}", disable=not progress, leave=False):
         value = loss(model, batch(recipe, generator))
         optimizer.zero_grad(set_to_none=True)
@@ -172,5 +184,5 @@ def _train(recipe, root: Path, build_model, batch, loss, progress: bool, echo: C
         schedule.step()
         loss_value = value.item()
         if step % recipe.checkpoint_every == 0 or step == recipe.steps:
-            save_checkpoint(model, root / f"step-{step:05d}", recipe, step, loss_value)
+            save(model, root / f"step-{step:05d}", recipe, step, loss_value)
     echo(f"Trained {recipe.name}: {recipe.steps} steps in {time.time() - started:.0f} s, final loss {loss_value:.3f}.")

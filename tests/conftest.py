@@ -92,6 +92,16 @@ def keyvalue_checkpoints() -> list:
 
 
 @pytest.fixture(scope="session")
+def attention_only_checkpoints() -> list:
+    """The attention-only induction model (TransformerLens-native: its config beside the weights
+    files, which this lists by step), shipped trained and copied into the cache once per machine."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.attention_only import AttentionOnlyRecipe, train_attention_only
+
+    return train_attention_only(AttentionOnlyRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def variant_artifacts(reference_checkpoints, tmp_path_factory) -> dict[str, list[Path]]:
     """The induction recipe's variants (``reference.seeds.VARIANTS``: seeds 0 and 1, and 4 heads per
     layer), trained once per machine, ingested on repeated and random tokens: the reference model's

@@ -3,13 +3,21 @@ every machine), another recipe trains into a folder of its own and never touches
 and a recipe that cannot train is refused before anything is deleted."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from circuit_atlas.cli import cli
 from circuit_atlas.ingest.model_adapter import CHECKPOINT_SIDECAR
+from circuit_atlas.reference.attention_only import (
+    NATIVE_CONFIG,
+    AttentionOnlyRecipe,
+    native_checkpoints,
+    train_attention_only,
+)
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
 from circuit_atlas.reference.keyvalue import KeyValueRecipe
 from circuit_atlas.reference.seeds import VARIANTS
@@ -27,26 +35,41 @@ def files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("recipe", [*VARIANTS, KeyValueRecipe()], ids=lambda r: r.name)
+@pytest.mark.parametrize("recipe", [*VARIANTS, KeyValueRecipe(), AttentionOnlyRecipe()], ids=lambda r: r.name)
 def test_the_recipes_the_tests_use_are_shipped_complete(recipe):
     root = SHIPPED / folder_name(recipe)
     assert is_trained(root, recipe)
-    steps = [folder.name for folder in checkpoint_dirs(root)]
+    native = isinstance(recipe, AttentionOnlyRecipe)  # TransformerLens-native: a config and weights files
+    checkpoints = native_checkpoints(root) if native else checkpoint_dirs(root)
+    steps = [checkpoint.stem for checkpoint in checkpoints]
     assert steps == [f"step-{s:05d}" for s in range(0, recipe.steps + 1, recipe.checkpoint_every)]
-    for folder in checkpoint_dirs(root):
-        sidecar = strict_json(folder / CHECKPOINT_SIDECAR)
-        assert sidecar["model"] == recipe.name and sidecar["label"] == folder.name
-        assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    for checkpoint in checkpoints:
+        if native:  # the sidecar's facts beside the state dict; the label is the file's stem
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            assert saved["step"] == int(checkpoint.stem.removeprefix("step-")) and "embed.W_E" in saved["state_dict"]
+            assert saved["train_loss"] is None if saved["step"] == 0 else math.isfinite(saved["train_loss"])
+            continue
+        sidecar = strict_json(checkpoint / CHECKPOINT_SIDECAR)
+        assert sidecar["model"] == recipe.name and sidecar["label"] == checkpoint.name
+        assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "config.json").is_file()
+    if native:
+        assert strict_json(root / NATIVE_CONFIG) == recipe.hooked_transformer_config()
+        assert recipe.hooked_transformer_config()["model_name"] == recipe.name
     assert strict_json(root / "head_scores.json").keys() == set(steps)
 
 
-def test_a_shipped_recipe_is_copied_not_trained(tmp_path):
+@pytest.mark.parametrize(
+    "recipe,train",
+    [(InductionRecipe(), train_induction), (AttentionOnlyRecipe(), train_attention_only)],
+    ids=["induction", "attention-only"],
+)
+def test_a_shipped_recipe_is_copied_not_trained(recipe, train, tmp_path):
     messages = []
-    folders = train_induction(InductionRecipe(), tmp_path, progress=False, echo=messages.append)
-    root = tmp_path / "induction-s0"
-    assert folders == checkpoint_dirs(root) and "Copied the shipped" in messages[-1]
-    assert files(root) == files(SHIPPED / "induction-s0")
-    assert train_induction(InductionRecipe(), tmp_path, progress=False, echo=messages.append) == folders
+    checkpoints = train(recipe, tmp_path, progress=False, echo=messages.append)
+    root = tmp_path / recipe.name
+    assert [c.parent for c in checkpoints] == [root] * len(checkpoints) and "Copied the shipped" in messages[-1]
+    assert files(root) == files(SHIPPED / recipe.name)
+    assert train(recipe, tmp_path, progress=False, echo=messages.append) == checkpoints
     assert "Reusing" in messages[-1]
 
 
