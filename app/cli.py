@@ -332,6 +332,12 @@ def with_options(options):
     help="Held-out tokens per slice for the rank search, fidelity and exact ablation.",
 )
 @click.option(
+    "--effect-prompts",
+    default=64,
+    show_default=True,
+    help="At least this many held-out prompts per slice for them (all if fewer), however long the prompts are.",
+)
+@click.option(
     "--examples", default=8, show_default=True, help="Top tokens kept per channel, slice and ranking (0: none)."
 )
 @click.option("--example-context", default=16, show_default=True, help="Tokens before an example kept with it.")
@@ -380,6 +386,7 @@ def ingest_command(
     batch_tokens: int,
     statistics_tokens: int,
     effect_tokens: int,
+    effect_prompts: int,
     examples: int,
     example_context: int,
     situations: int,
@@ -407,6 +414,7 @@ def ingest_command(
         seed=seed,
         statistics_tokens=statistics_tokens,
         effect_tokens=effect_tokens,
+        effect_prompts=effect_prompts,
         examples=examples,
         example_context=example_context,
         situations=situations,

@@ -61,7 +61,15 @@ BATCH_ROWS = 5000
 #: The properties of FEEDS and FLOWS_ON, in the order of the row lists of create_feeds and create_flows_on.
 FEEDS_PROPERTIES = ("role", "attribution", "attribution_signed", "weight", "strength", "flow")
 FLOWS_ON_PROPERTIES = ("slice", "role", "attribution", "attribution_signed")
-ACTIVE_ON_PROPERTIES = ("attribution", "attribution_signed", "ablation", "mean_norm", "effect_rank", "faithfulness")
+ACTIVE_ON_PROPERTIES = (
+    "attribution",
+    "attribution_signed",
+    "ablation",
+    "ablation_se",
+    "mean_norm",
+    "effect_rank",
+    "faithfulness",
+)
 STALE_SECONDS = 3600  # a staging checkpoint without a heartbeat for this long is abandoned
 HEARTBEAT_SECONDS = 60
 STAGING = "~staging-"

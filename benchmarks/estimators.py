@@ -56,7 +56,7 @@ def sampled_and_exact_effects(model, compression, layout, slices, config):
         {"sample": [], "all": []},
     )
     for s in slices:
-        _, held_out = s.split(config.holdout)
+        _, held_out = s.split(config.holdout, config.seed)
         sample = held_out.spread(max(1, config.effect_tokens // held_out.tokens.shape[1]))
         per = {}
         for which, tokens in (("sample", sample), ("all", s)):
@@ -96,7 +96,7 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
     config = IngestConfig(effect_tokens=effect_tokens, statistics_tokens=statistics_tokens)
     layout = ChannelLayout(model.spec)
     slices = load_slices(model, ["repeated", "random"], config)
-    fit = [s.split(config.holdout)[0] for s in slices]
+    fit = [s.split(config.holdout, config.seed)[0] for s in slices]
     moments = accumulate_moments(model, fit, config.batch_tokens, progress=False)
     compression = Compression(decompose(moments, model.weights), 0.9999, None, config.floor)
     effects, fidelity = sampled_and_exact_effects(model, compression, layout, slices, config)

@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
@@ -105,12 +105,15 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("block", _STR, "channel name"),
         Column("attribution", _FLOAT, "mean |first-order effect of mean-ablating the channel| per sequence"),
         Column("attribution_signed", _FLOAT, "its signed mean (negative: the channel helps)"),
-        Column("ablation", _FLOAT, "exact metric change from mean-ablating the channel (positive: it helps)"),
+        Column(
+            "ablation", _FLOAT, "exact metric change from ablating the channel to its baseline (positive: it helps)"
+        ),
+        Column("ablation_se", _FLOAT, "the standard error of ablation over the sequences sampled", nullable=True),
         Column("effect_rank", _INT, "rank by ablation on the slice (1 = largest effect, ties in channel order)"),
         Column(
             "faithfulness",
             _FLOAT,
-            "share of the behaviour kept by the channels ranked up to this one, all others mean-ablated",
+            "share of the behaviour kept by the channels ranked up to this one, all others ablated",
             nullable=True,
         ),
         Column("mean_norm", _FLOAT, "mean norm of the channel's output (the unembedding: its input)"),
@@ -398,8 +401,10 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
     return errors + _value_errors(tables)
 
 
-#: Per table, the key a row is unique by, and the score columns that are finite and >= 0 by definition.
+#: Per table, the key a row is unique by, and the score columns that are finite and >= 0 by definition
+#: (to float rounding: a share computed as a difference can come out at -1e-10).
 UNIQUE_ROWS = {"edges": ["writer", "reader", "role"], "slice_edges": ["writer", "reader", "role", "slice"]}
+ROUNDING = 1e-6
 NON_NEGATIVE = {
     "edges": ["weight", "strength", "flow", "attribution"],
     "slice_edges": ["attribution"],
@@ -416,7 +421,7 @@ def _value_errors(tables: dict[str, pd.DataFrame]) -> list[str]:
     for table, columns in NON_NEGATIVE.items():
         for column in columns:
             values = tables[table][column]
-            bad = values[~(np.isfinite(values) & (values >= 0))]
+            bad = values[~(np.isfinite(values) & (values >= -ROUNDING))]
             errors += [f"{table}.{column} holds {value!r}, not a finite number >= 0" for value in bad.head(1)]
     return errors
 

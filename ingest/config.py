@@ -19,7 +19,7 @@ ABLATIONS = ("position", "mean", "resample", "zero")
 class IngestConfig:
     seq_len: int | None = None  # default: min(context, 128)
     n_seq: int = 256  # sequences per built-in slice
-    holdout: float = 0.2  # share of each slice's sequences held out (rank search, fidelity, exact ablation)
+    holdout: float = 0.2  # share of each slice's sequences held out at random (rank search, fidelity, exact ablation)
     fidelity: float = 0.95  # target loss recovered when the fraction is searched
     energy: float | None = None  # fixed rank fraction instead of the search
     max_rank: int | None = None
@@ -30,6 +30,7 @@ class IngestConfig:
     match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
     statistics_tokens: int = 65536  # moments from at most this many fitting tokens, spread over them
     effect_tokens: int = 2048  # per slice: held-out tokens of the rank search, fidelity and exact ablation
+    effect_prompts: int = 64  # per slice: at least this many held-out prompts (all if fewer), whatever their length
     examples: int = 8  # per channel, slice and ranking: top tokens kept as examples (0: none)
     example_context: int = 16  # tokens before an example kept with it
     situations: int = 0  # discover up to this many situations in the ingest data (0: none)
@@ -56,6 +57,7 @@ class IngestConfig:
             ("match_threshold", False, number, lambda v: 0 <= v <= 1, "in [0, 1]"),
             ("statistics_tokens", False, whole, lambda v: v >= 1, ">= 1"),
             ("effect_tokens", False, whole, lambda v: v >= 1, ">= 1"),
+            ("effect_prompts", False, whole, lambda v: v >= 1, ">= 1"),
             ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),

@@ -112,8 +112,9 @@ class DataSlice:
         """At most ``count`` prompts spread evenly over the slice."""
         return self.rows(torch.linspace(0, self.n_sequences - 1, min(count, self.n_sequences)).round().long())
 
-    def split(self, holdout_fraction: float) -> tuple[DataSlice, DataSlice]:
-        """(fit, held-out) prompts: the last ``holdout_fraction`` (at least one) are held out."""
+    def split(self, holdout_fraction: float, seed: int) -> tuple[DataSlice, DataSlice]:
+        """(fit, held-out) prompts: ``holdout_fraction`` of them (at least one) drawn at random with
+        ``seed``, each part in the slice's order (a file sorted by class holds out every class)."""
         n = self.n_sequences
         n_held = max(1, round(n * holdout_fraction))
         if n - n_held < 1:
@@ -121,7 +122,8 @@ class DataSlice:
                 f"Slice {self.name!r} has {n} prompt(s); fitting and the held-out checks need at "
                 f"least 2. Give more data."
             )
-        return self.rows(slice(0, n - n_held)), self.rows(slice(n - n_held, n))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        return self.rows(order[n_held:].sort().values), self.rows(order[:n_held].sort().values)
 
 
 def synthetic_tokens(kind: str, d_vocab: int, n_seq: int, seq_len: int, seed: int) -> Tensor:

@@ -199,3 +199,13 @@ def channel_fidelity(
 def ablation_effects(names: Sequence[str], clean: Tensor, ablated: Tensor) -> dict[str, float]:
     """Per channel, the mean over sequences of L(ablated) - L(clean) (nats; positive where it helps)."""
     return {name: float(e) for name, e in zip(names, (ablated - clean).mean(1))}
+
+
+def ablation_errors(names: Sequence[str], clean: Tensor, ablated: Tensor) -> dict[str, float | None]:
+    """Per channel, the standard error of its effect over the sequences sampled: the standard
+    deviation of L(ablated) - L(clean) over sqrt(n) (None for one sequence)."""
+    differences = ablated - clean
+    n = differences.shape[1]
+    if n < 2:
+        return dict.fromkeys(names)
+    return {name: float(e) for name, e in zip(names, differences.std(1) / n**0.5)}

@@ -31,7 +31,14 @@ from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .examples import example_rows
 from .faithfulness import curve_losses, effect_order, faithfulness
-from .fidelity import ablation_effects, ablation_losses, channel_fidelity, choose_fraction, compression_losses
+from .fidelity import (
+    ablation_effects,
+    ablation_errors,
+    ablation_losses,
+    channel_fidelity,
+    choose_fraction,
+    compression_losses,
+)
 from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
 from .interventions import Interventions
 from .matching import PreviousCheckpoint, matches
@@ -122,6 +129,7 @@ def artifact_tables(
     structural: StructuralScores,
     per_slice: dict[str, SliceScores],
     ablation: dict[str, dict[str, float]],
+    ablation_se: dict[str, dict[str, float | None]],
     faithful: dict[str, dict[str, tuple[int, float | None]]],
     per_channel: dict[str, float | None],
     prints: dict[str, list[float]],
@@ -200,6 +208,7 @@ def artifact_tables(
                 "attribution": scores.activity[c.name],
                 "attribution_signed": scores.activity_signed[c.name],
                 "ablation": ablation[name][c.name],
+                "ablation_se": ablation_se[name][c.name],
                 "effect_rank": faithful[name][c.name][0],
                 "faithfulness": faithful[name][c.name][1],
                 "mean_norm": scores.mean_norm[c.name],
@@ -240,9 +249,11 @@ def faithfulness_curve(
 
 
 def effect_sample(held_out: DataSlice, config: IngestConfig) -> DataSlice:
-    """The held-out prompts the rank search, fidelity, exact ablation and faithfulness read: at most
-    ``effect_tokens`` tokens, spread over them."""
-    return held_out.spread(max(1, config.effect_tokens * held_out.n_sequences // held_out.n_tokens))
+    """The held-out prompts the rank search, fidelity, exact ablation and faithfulness read, spread
+    over them: as many as ``effect_tokens`` tokens hold, and at least ``effect_prompts`` (all of
+    them if there are fewer), however long the prompts are."""
+    by_tokens = config.effect_tokens * held_out.n_sequences // held_out.n_tokens
+    return held_out.spread(max(1, by_tokens, config.effect_prompts))
 
 
 def run_digest(config: IngestConfig, data_args: list[str]) -> str:
@@ -299,7 +310,7 @@ def ingest_checkpoint(
     channels = layout.channels
     slices = load_slices(model, data_args, config)
     union = IngestData(slices)
-    splits = {s.name: s.split(config.holdout) for s in slices}
+    splits = {s.name: s.split(config.holdout, config.seed) for s in slices}
     fit_tokens = sum(fit.n_tokens for fit, _ in splits.values())
     share = min(1.0, config.statistics_tokens / fit_tokens)
     fit = [fit.spread(max(1, round(fit.n_sequences * share))) for fit, _ in splits.values()]
@@ -346,7 +357,7 @@ def ingest_checkpoint(
     )
     interventions = Interventions(model, compression, baselines)
     names = [c.name for c in channels]
-    clean, ablated, ablation = {}, {}, {}
+    clean, ablated, ablation, ablation_se = {}, {}, {}, {}
 
     def ablate(name: str) -> None:
         """Clean and per-channel ablated losses and effects of slice ``name`` on its sample."""
@@ -355,6 +366,7 @@ def ingest_checkpoint(
                 interventions, samples[name], config.batch_tokens, progress, desc=f"ablation {name}"
             )
             ablation[name] = ablation_effects(names, clean[name], ablated[name])
+            ablation_se[name] = ablation_errors(names, clean[name], ablated[name])
 
     def curve(name: str, weights: dict[str, float]) -> dict[str, tuple[int, float | None]]:
         with profile(f"faithfulness {name}"):
@@ -364,6 +376,12 @@ def ingest_checkpoint(
         ablate(s.name)
     weights = union.weights()
     ablation[union.name] = {c: sum(weights[s] * ablation[s][c] for s in weights) for c in names}
+    ablation_se[union.name] = {  # independent samples: their variances add, weighted
+        c: None
+        if any(ablation_se[s][c] is None for s in weights)
+        else sum((weights[s] * ablation_se[s][c]) ** 2 for s in weights) ** 0.5
+        for c in names
+    }
     faithful = {name: curve(name, weights if name == union.name else {name: 1.0}) for name in ablation}
     with profile("fidelity"):
         compressed = compression_losses(interventions, sample, config.batch_tokens, progress)
@@ -406,7 +424,7 @@ def ingest_checkpoint(
             else f"[{checkpoint.label}] one situation: no clustering reached silhouette {MIN_SILHOUETTE}"
         )
     for d in situations:  # scored like the named slices
-        samples[d.name] = effect_sample(d.split(config.holdout)[1], config)
+        samples[d.name] = effect_sample(d.split(config.holdout, config.seed)[1], config)  # its own prompts
         baselines[d.name] = measure_baseline(d.name)
         ablate(d.name)
         faithful[d.name] = curve(d.name, {d.name: 1.0})
@@ -421,6 +439,7 @@ def ingest_checkpoint(
             structural,
             per_slice,
             ablation,
+            ablation_se,
             faithful,
             per_channel,
             prints,

@@ -148,6 +148,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "attribution": abs(effect),
                 "attribution_signed": -effect,
                 "ablation": effect,
+                "ablation_se": 0.01,
                 "effect_rank": rank,
                 "faithfulness": kept,
                 "mean_norm": 1.0,

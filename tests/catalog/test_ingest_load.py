@@ -80,6 +80,13 @@ def test_ingest_writes_an_artifact_and_load_makes_a_complete_checkpoint(
         "repeated+random": "as each slice",
     }
     assert artifact.manifest["config"]["ablation"] == "mean" and artifact.manifest["config"]["baseline"] == "random"
+    [errors] = migrated.execute_query(
+        "MATCH (:Block {checkpoint_id: $id})-[a:ACTIVE_ON]->() RETURN collect(a.ablation_se) AS se",
+        id=checkpoint_id,
+        database_=neo4j_settings.database,
+    ).records
+    expected = artifact.tables["activity"]["ablation_se"]
+    assert sorted(errors["se"]) == pytest.approx(sorted(expected)) and (expected > 0).all()
     kinds = migrated.execute_query(
         "MATCH (b:Block {checkpoint_id: $id}) RETURN b.kind AS kind, labels(b) AS labels",
         id=checkpoint_id,

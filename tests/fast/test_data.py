@@ -51,13 +51,18 @@ def test_token_files_two_and_one_dimensional(tmp_path):
     assert flat.tokens.shape == (4, 12)  # 50 tokens cut into 4 sequences of 12, 2 left over
 
 
-def test_split_holds_out_the_last_sequences():
-    data = DataSlice.of_tokens("s", "", torch.arange(20).view(5, 4))
-    fit, held = data.split(0.2)
-    assert fit.tokens.shape == (4, 4) and torch.equal(held.tokens, data.tokens[4:])
-    assert (fit.name, fit.metric, held.n_tokens) == ("s", "next_token_loss", 4)
+def test_split_holds_out_prompts_drawn_at_random_by_the_seed():
+    """A slice sorted by class (the first half one class, the second another) holds out both: the
+    held-out prompts are a seeded random draw, not the last rows; each part keeps the slice's order."""
+    data = DataSlice.of_tokens("s", "", torch.arange(400).view(100, 4))
+    fit, held = data.split(0.2, seed=0)
+    assert (fit.n_sequences, held.n_sequences) == (80, 20) and (fit.name, fit.metric) == ("s", "next_token_loss")
+    rows = lambda part: (part.tokens[:, 0] // 4).tolist()  # noqa: E731 (row index of each prompt)
+    assert sorted(rows(fit) + rows(held)) == list(range(100)) and rows(held) == sorted(rows(held))
+    assert 5 <= sum(r < 50 for r in rows(held)) <= 15  # both classes held out
+    assert rows(data.split(0.2, seed=0)[1]) == rows(held) and rows(data.split(0.2, seed=1)[1]) != rows(held)
     with pytest.raises(UserError, match="at least 2"):
-        DataSlice.of_tokens("s", "", torch.arange(4).view(1, 4)).split(0.2)
+        DataSlice.of_tokens("s", "", torch.arange(4).view(1, 4)).split(0.2, seed=0)
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ def held_out(checkpoint, config: IngestConfig, index: int, name: str) -> torch.T
     """The prompts the ingest measures a slice's effects (and its baseline) on."""
     spec = load_model(str(checkpoint.parent / NATIVE_CONFIG), str(checkpoint)).spec
     data = load_slice(name, spec, None, min(spec.n_ctx, 128), config.n_seq, config.seed + index)
-    return effect_sample(data.split(config.holdout)[1], config).tokens
+    return effect_sample(data.split(config.holdout, config.seed)[1], config).tokens
 
 
 def plain_effects(checkpoint, tokens: torch.Tensor, ablation: str, seed: int = 0) -> dict[str, float]:

@@ -23,7 +23,7 @@ CONFIG = IngestConfig(n_seq=48, examples=0)
 def held_out(checkpoint, config: IngestConfig, index: int, name: str) -> torch.Tensor:
     spec = load_model(str(checkpoint)).spec
     data = load_slice(name, spec, None, 48, config.n_seq, config.seed + index)
-    return data.split(config.holdout)[1].tokens
+    return data.split(config.holdout, config.seed)[1].tokens
 
 
 def plain_effects(checkpoint, tokens: torch.Tensor, ablation: str) -> dict[str, float]:

@@ -109,7 +109,7 @@ def test_effect_examples_are_each_heads_largest_first_order_effects(reference_ch
     slices = [
         load_slice(a, spec, None, 48, config.n_seq, config.seed + i) for i, a in enumerate(["repeated", "random"])
     ]
-    fit = [data.split(config.holdout)[0].tokens for data in slices]
+    fit = [data.split(config.holdout, config.seed)[0].tokens for data in slices]
     effects = independent_head_effects(final, fit, slices[0].tokens)
     for l, h in itertools.product(range(spec.n_layers), range(spec.n_heads)):
         head = f"L{l}H{h}"

@@ -25,7 +25,7 @@ def test_sampled_ablation_effects_rank_channels_like_every_sequence(reference_ch
     layout = ChannelLayout(model.spec)
     names = [c.name for c in layout.channels]
     slices = load_slices(model, ["repeated", "random"], config)
-    moments = accumulate_moments(model, [s.split(config.holdout)[0] for s in slices], progress=False)
+    moments = accumulate_moments(model, [s.split(config.holdout, config.seed)[0] for s in slices], progress=False)
     compression = Compression(decompose(moments, model.weights), 0.9999, None, 1e-3)
 
     def effects(data):
@@ -34,7 +34,7 @@ def test_sampled_ablation_effects_rank_channels_like_every_sequence(reference_ch
         return ablation_effects(names, *ablation_losses(interventions, data, 4096, progress=False))
 
     for data in slices:
-        sample = data.split(config.holdout)[1].spread(config.effect_tokens // data.tokens.shape[1])
+        sample = data.split(config.holdout, config.seed)[1].spread(config.effect_tokens // data.tokens.shape[1])
         assert sample.n_tokens <= config.effect_tokens < data.n_tokens / 4
         sampled, exact = effects(sample), effects(data)
         assert rank_correlation(sampled, exact) >= 0.95, (data.name, sampled, exact)

@@ -59,7 +59,7 @@ def test_an_ingest_scores_each_situation_like_the_slice_it_recovers(reference_ch
 
     repeated = circuit("repeated")
     assert {"L1H0", "L1H1"} <= set(repeated)
-    matches = [s["name"] for s in discovered if circuit(s["name"]) == repeated]
+    matches = [s["name"] for s in discovered if set(circuit(s["name"])) == set(repeated)]  # ranks may swap
     assert matches, {s["name"]: (circuit(s["name"]), s["description"]) for s in discovered}
     assert set(artifact.tables["examples"]["slice"]) == {"repeated", "random", *(s["name"] for s in discovered)}
     assert activity.groupby("slice")["faithfulness"].last().notna().all()
