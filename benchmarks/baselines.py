@@ -19,19 +19,25 @@ from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import ABLATIONS, IngestConfig
 from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.reference import default_reference_dir
+from circuit_atlas.reference.attention_only import NATIVE_CONFIG, AttentionOnlyRecipe, train_attention_only
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
 from circuit_atlas.reference.keyvalue import KeyValueRecipe, train_keyvalue
 
 MIN_EFFECT = 0.1
 
 
-def models(reference: Path) -> dict[str, tuple[Path, list[str]]]:
-    """Each reference model's final checkpoint and the --data slices it is measured on."""
-    induction = train_induction(InductionRecipe(), reference, progress=False, echo=lambda _: None)[-1]
-    keyvalue = train_keyvalue(KeyValueRecipe(), reference, progress=False, echo=lambda _: None)[-1]
+def models(reference: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
+    """Each reference model's source, its final checkpoint (as ``--checkpoint``) and the --data slices
+    it is measured on."""
+    quiet = {"progress": False, "echo": lambda _: None}
+    induction = train_induction(InductionRecipe(), reference, **quiet)[-1]
+    attention_only = train_attention_only(AttentionOnlyRecipe(), reference, **quiet)[-1]
+    keyvalue = train_keyvalue(KeyValueRecipe(), reference, **quiet)[-1]
+    synthetic = ["repeated", "random"]
     return {
-        "induction-s0": (induction, ["repeated", "random"]),
-        "keyvalue-s0": (keyvalue, [f"{name}={keyvalue.parent / name}.jsonl" for name in ("task", "trivial")]),
+        "induction-s0": (induction, [], synthetic),
+        "induction-attn-s0": (attention_only.parent / NATIVE_CONFIG, [attention_only], synthetic),
+        "keyvalue-s0": (keyvalue, [], [f"{name}={keyvalue.parent / name}.jsonl" for name in ("task", "trivial")]),
     }
 
 
@@ -39,11 +45,19 @@ def models(reference: Path) -> dict[str, tuple[Path, list[str]]]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Artifact folder (default: temporary).")
 def main(out: Path | None) -> None:
     out = out or Path(tempfile.mkdtemp(prefix="baselines-"))
-    for model, (checkpoint, data) in models(default_reference_dir()).items():
+    for model, (source, checkpoints, data) in models(default_reference_dir()).items():
         effects, circuits = {}, {}
         for ablation in ABLATIONS:
             config = IngestConfig(ablation=ablation)
-            [path] = ingest(str(checkpoint), [], data, out / ablation, config, progress=False, echo=lambda _: None)
+            [path] = ingest(
+                str(source),
+                [str(c) for c in checkpoints],
+                data,
+                out / ablation,
+                config,
+                progress=False,
+                echo=lambda _: None,
+            )
             activity = read_artifact(path).tables["activity"]
             for slice_name, rows in activity.groupby("slice", sort=False):
                 effects[(slice_name, ablation)] = dict(zip(rows["block"], rows["ablation"]))
@@ -52,7 +66,7 @@ def main(out: Path | None) -> None:
                 circuits[(slice_name, ablation)] = (len(members), faithful)
         slices = list(dict.fromkeys(s for s, _ in effects))
         channels = list(effects[(slices[0], ABLATIONS[0])])
-        click.echo(f"\n{model} ({checkpoint.name}): exact ablation effect, nats")
+        click.echo(f"\n{model} ({(checkpoints or [source])[-1].name}): exact ablation effect, nats")
         for slice_name in slices:
             click.echo(f"  {slice_name:<16}" + "".join(f"{a:>10}" for a in ABLATIONS))
             for channel in channels:

@@ -24,7 +24,7 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, channel_fidelity, compression_losses
 from circuit_atlas.ingest.interventions import Interventions
 from circuit_atlas.ingest.model_adapter import load_model
-from circuit_atlas.ingest.pipeline import load_slices
+from circuit_atlas.ingest.pipeline import effect_sample, load_slices
 from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.ingest.structural import structural_scores
 from circuit_atlas.reference import default_reference_dir
@@ -57,7 +57,7 @@ def sampled_and_exact_effects(model, compression, layout, slices, config):
     )
     for s in slices:
         _, held_out = s.split(config.holdout, config.seed)
-        sample = held_out.spread(max(1, config.effect_tokens // held_out.tokens.shape[1]))
+        sample = effect_sample(held_out, config)
         per = {}
         for which, tokens in (("sample", sample), ("all", s)):
             clean, ablated = ablation_losses(interventions_on(tokens), tokens, config.batch_tokens, progress=False)
@@ -102,7 +102,8 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
     effects, fidelity = sampled_and_exact_effects(model, compression, layout, slices, config)
     click.echo(
         f"reference model {checkpoint}, {len(layout.channels)} channels; effect sample "
-        f"{effect_tokens} tokens per slice of held-out sequences, exact = every sequence"
+        f"{effect_tokens} tokens, at least {config.effect_prompts} prompts, per slice of held-out sequences, "
+        "exact = every sequence"
     )
     for name, per in effects.items():
         click.echo(

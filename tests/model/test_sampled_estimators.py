@@ -10,7 +10,7 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses
 from circuit_atlas.ingest.interventions import Interventions
 from circuit_atlas.ingest.model_adapter import load_model
-from circuit_atlas.ingest.pipeline import load_slices
+from circuit_atlas.ingest.pipeline import effect_sample, load_slices
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 
@@ -34,7 +34,8 @@ def test_sampled_ablation_effects_rank_channels_like_every_sequence(reference_ch
         return ablation_effects(names, *ablation_losses(interventions, data, 4096, progress=False))
 
     for data in slices:
-        sample = data.split(config.holdout, config.seed)[1].spread(config.effect_tokens // data.tokens.shape[1])
-        assert sample.n_tokens <= config.effect_tokens < data.n_tokens / 4
+        held_out = data.split(config.holdout, config.seed)[1]
+        sample = effect_sample(held_out, config)  # 51 prompts held out, under the floor of 64: all of them
+        assert sample.n_sequences == min(config.effect_prompts, held_out.n_sequences) < data.n_sequences / 4
         sampled, exact = effects(sample), effects(data)
         assert rank_correlation(sampled, exact) >= 0.95, (data.name, sampled, exact)
