@@ -1,6 +1,7 @@
 """Each query of the library against a hand-made catalog whose answers are known."""
 
 import random
+from collections import Counter
 
 import pytest
 import synthetic_artifacts
@@ -119,12 +120,14 @@ def breadth_first_components(names: list[str], edges: list[tuple[str, str, float
 
 
 def test_components_of_a_random_channel_graph(migrated, neo4j_settings, components_variant, tmp_path):
-    """60 channels, 70 random edges including self-loops, parallel edges and long chains; on a slice,
-    random effects and random attributions."""
+    """60 channels, 70 random edges including self-loops, parallel edges (one pair's q, k and v roles)
+    and long chains; on a slice, random effects and random attributions."""
     db = neo4j_settings.database
     rng = random.Random(7)
     names = [f"c{i:02d}" for i in range(60)]
     edges = [(rng.choice(names), rng.choice(names), round(rng.random(), 3)) for _ in range(70)]
+    roles = [Counter((w, r) for w, r, _ in edges[:i])[(w, r)] for i, (w, r, _) in enumerate(edges)]
+    assert max(roles) in (1, 2)  # some pair is drawn twice (an artifact has one edge per pair and role)
     effects = {name: round(rng.uniform(-0.5, 1.0), 3) for name in names}
     on_slice = {(w, r): round(rng.random(), 3) for w, r, _ in edges}
     channels = [synthetic_artifacts.Channel(n, "attn_head", i, 0) for i, n in enumerate(names)]
@@ -136,7 +139,7 @@ def test_components_of_a_random_channel_graph(migrated, neo4j_settings, componen
             "1",
             1,
             channels,
-            [synthetic_artifacts.Edge(w, r, "q", wt, wt, wt) for w, r, wt in edges],
+            [synthetic_artifacts.Edge(w, r, "qkv"[i], wt, wt, wt) for (w, r, wt), i in zip(edges, roles)],
             effects={"s": effects},
             slice_attribution={"s": on_slice},
         ),
