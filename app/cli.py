@@ -353,7 +353,8 @@ def with_options(options):
     default=ABLATIONS[0],
     show_default=True,
     help="What an ablated channel's output becomes: the baseline prompts' mean at its position, their mean, "
-    "another baseline prompt's (resample), or zero.",
+    "another baseline prompt's (resample), the prompt's own counterfactual prompt's (task slices with "
+    "counterfactual_tokens or counterfactual_text), or zero.",
 )
 @click.option(
     "--baseline",

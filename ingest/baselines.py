@@ -12,6 +12,9 @@ prompts B: by default the prompts of the slice being measured, or another named 
 - ``mean``: the mean over every real token of B.
 - ``resample``: the same position of another prompt of B (prompt i takes prompt ``perm[i]`` of a
   seeded permutation); where that prompt has no real token, the ``mean``.
+- ``counterfactual``: the same position of the prompt's own counterfactual prompt (a task slice's
+  ``counterfactual_tokens`` or ``counterfactual_text``, as IOI's ABC prompts; B is the slice
+  itself), patched in as ACDC and EAP patch.
 - ``zero``: zero.
 
 Each is measured from B alone, so a slice's effects do not depend on which other slices were
@@ -20,7 +23,7 @@ ingested beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -46,9 +49,9 @@ class Baseline:
     source: str  # the baseline prompts' slice
     mean: dict[str, Tensor]  # site -> [*shape]
     by_position: dict[str, Tensor]  # site -> [p_B, *shape] (``position``)
-    prompts: dict[str, Tensor]  # site -> [n_B, p_B, *shape] (``resample``: every prompt's own)
-    real: Tensor | None  # [n_B, p_B] (``resample``)
-    permutation: Tensor | None  # [n_B] (``resample``)
+    prompts: dict[str, Tensor]  # site -> [n_B, p_B, *shape]: every prompt's own (``resample``, ``counterfactual``)
+    real: Tensor | None  # [n_B, p_B] (``resample``, ``counterfactual``)
+    permutation: Tensor | None  # [n_B]: the prompt of B each prompt takes (``resample``, ``counterfactual``)
 
     @classmethod
     def measure(
@@ -60,6 +63,11 @@ class Baseline:
         sites = ablation_sites(model)
         device = model.device
         width = data.tokens.shape[1]
+        paired = kind in ("resample", "counterfactual")  # each prompt takes one prompt's outputs
+        if kind == "counterfactual":
+            if data.corrupted is None:
+                raise ValueError(f"slice {data.name!r} has no counterfactual prompts")
+            data = replace(data, tokens=data.corrupted)
         sums: dict[str, Tensor] = {}
         by_position: dict[str, Tensor] = {}
         prompts: dict[str, list[Tensor]] = {s: [] for s in sites}
@@ -73,7 +81,7 @@ class Baseline:
                     value = value.detach().expand(real.shape[0], *value.shape[1:])
                     kept = value.double() * real.view(*real.shape, *([1] * (value.ndim - 2)))
                     by_position[name] = by_position.get(name, 0) + kept.sum(0)
-                    if kind == "resample":
+                    if paired:
                         prompts[name].append(value.float())
         total = float(count.sum())
         for name, value in by_position.items():
@@ -83,20 +91,29 @@ class Baseline:
         mean = {name: value.float() for name, value in sums.items()}
         if kind == "zero":
             mean = {name: torch.zeros_like(value) for name, value in mean.items()}
-        generator = torch.Generator().manual_seed(seed)
+        if kind == "resample":
+            permutation = torch.randperm(data.n_sequences, generator=torch.Generator().manual_seed(seed))
+        else:  # counterfactual: each prompt its own; the others take no prompt's outputs
+            permutation = torch.arange(data.n_sequences) if paired else None
         return cls(
             kind,
             data.name,
             mean,
             by_position if kind == "position" else {},
-            {name: torch.cat(parts) for name, parts in prompts.items()} if kind == "resample" else {},
-            data.mask.to(device) if kind == "resample" else None,
-            torch.randperm(data.n_sequences, generator=generator).to(device) if kind == "resample" else None,
+            {name: torch.cat(parts) for name, parts in prompts.items()} if paired else {},
+            data.mask.to(device) if paired else None,
+            permutation if permutation is None else permutation.to(device),
         )
 
     def describe(self) -> str:
         """In words, for the manifest and the catalog: ``position mean of repeated``."""
-        words = {"position": "position mean", "mean": "mean", "resample": "resampled prompts", "zero": "zero"}
+        words = {
+            "position": "position mean",
+            "mean": "mean",
+            "resample": "resampled prompts",
+            "counterfactual": "counterfactual prompts",
+            "zero": "zero",
+        }
         return "zero" if self.kind == "zero" else f"{words[self.kind]} of {self.source}"
 
     def values(self, name: str, prompts: Tensor, width: int) -> Tensor:
@@ -108,7 +125,7 @@ class Baseline:
             if table.shape[0] < width:  # positions past the baseline prompts: their mean
                 table = torch.cat([table, mean.expand(width - table.shape[0], *mean.shape)])
             return table.unsqueeze(0)
-        if self.kind == "resample":
+        if self.permutation is not None:  # resample, counterfactual
             source = self.permutation[prompts.to(self.permutation.device) % len(self.permutation)]
             table, real = self.prompts[name][source, :width], self.real[source, :width]
             if table.shape[1] < width:

@@ -12,7 +12,7 @@ from circuit_atlas.errors import UserError
 #: How the compression weighs a direction (ingest/compression.py, :func:`activation_weighted`).
 IMPORTANCES = ("fisher", "activation")
 #: What an ablated channel's output becomes (ingest/baselines.py); the first is the default.
-ABLATIONS = ("position", "mean", "resample", "zero")
+ABLATIONS = ("position", "mean", "resample", "counterfactual", "zero")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class DataSlice:
     counterfactuals: Tensor | None = None  # int64 [n, m] (logit_diff)
     scored: str = "every next token"  # the rule of the scored positions, for the catalog
     discovered: bool = False  # a situation the ingest found (ingest/situations.py), not a slice it was given
+    corrupted: Tensor | None = None  # int64 [n, p]: each prompt's counterfactual prompt, same real positions
 
     @classmethod
     def of_tokens(cls, name: str, description: str, tokens: Tensor) -> DataSlice:
@@ -76,7 +77,7 @@ class DataSlice:
     @property
     def content_hash(self) -> str:
         digest = hashlib.sha256(self.metric.encode())
-        for tensor in (self.tokens, self.mask, self.positions, self.answers, self.counterfactuals):
+        for tensor in (self.tokens, self.mask, self.positions, self.answers, self.counterfactuals, self.corrupted):
             digest.update(b"-" if tensor is None else tensor.numpy().astype(np.int64).tobytes())
         return digest.hexdigest()
 
@@ -97,6 +98,7 @@ class DataSlice:
             positions=pick(self.positions),
             answers=pick(self.answers),
             counterfactuals=pick(self.counterfactuals),
+            corrupted=pick(self.corrupted),
         )
 
     def targets(self) -> Targets:
@@ -211,6 +213,10 @@ def _task_rows(path: Path) -> list[dict]:
     return rows
 
 
+#: A task row's counterfactual prompt, as ids or as text (``--ablation counterfactual`` patches from it).
+COUNTERFACTUAL_FIELDS = ("counterfactual_tokens", "counterfactual_text")
+
+
 def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -235,6 +241,21 @@ class _TaskReader:
                 self.fail(number, "has 'text' but the model has no tokenizer; give 'tokens' (ids) instead.")
             return list(self.tokenizer(str(row["text"]))["input_ids"])
         self.fail(number, "has neither 'tokens' nor 'text'.")
+
+    def counterfactual_ids(self, number: int, row: dict, prompt: list[int]) -> list[int] | None:
+        """The prompt's counterfactual prompt (``counterfactual_tokens`` or ``counterfactual_text``,
+        as long as the prompt), or None without one."""
+        given = {k[len("counterfactual_") :]: v for k, v in row.items() if k in COUNTERFACTUAL_FIELDS}
+        if not given:
+            return None
+        ids = self.ids(number, given)
+        if len(ids) != len(prompt):
+            self.fail(
+                number,
+                f"its counterfactual prompt has {len(ids)} tokens and the prompt {len(prompt)}; a counterfactual "
+                f"replaces each position's token, so give one as long as the prompt.",
+            )
+        return ids
 
     def token(self, number: int, value, field: str) -> int:
         if _is_id(value):
@@ -261,15 +282,22 @@ class _TaskReader:
         if metric not in METRICS:
             raise UserError(f"{self.path}: unknown metric {metric!r}; available: {', '.join(METRICS)}.")
         prompts = [self.ids(i, row) for i, row in enumerate(rows, 1)]
+        counterfactual = [self.counterfactual_ids(i, row, p) for i, (row, p) in enumerate(zip(rows, prompts), 1)]
+        if len({c is None for c in counterfactual}) > 1:
+            missing = next(i for i, c in enumerate(counterfactual, 1) if c is None)
+            self.fail(missing, "has no counterfactual prompt while others do: give every prompt one, or none.")
         width = max(len(p) for p in prompts)
         tokens = torch.full((len(prompts), width), PAD, dtype=torch.int64)
+        corrupted = tokens.clone() if counterfactual[0] is not None else None
         mask = torch.zeros(len(prompts), width, dtype=torch.bool)
         for i, prompt in enumerate(prompts):
             tokens[i, : len(prompt)] = torch.tensor(prompt, dtype=torch.int64)
             mask[i, : len(prompt)] = True
+            if corrupted is not None:
+                corrupted[i, : len(prompt)] = torch.tensor(counterfactual[i], dtype=torch.int64)
         description = f"{self.path.name}: {len(prompts)} prompts of up to {width} tokens, {metric}"
         if metric not in POSITIONAL:
-            return DataSlice(name, description, tokens, mask, metric)
+            return DataSlice(name, description, tokens, mask, metric, corrupted=corrupted)
         answer_field = "label" if metric == "label_loss" else "answer"
         scored, relative = [], set()
         for i, (row, prompt) in enumerate(zip(rows, prompts), 1):
@@ -309,7 +337,7 @@ class _TaskReader:
                 for field, value in zip(fields, entry):
                     field[i, j] = value
         rule = f"position {relative.pop()}" if len(relative) == 1 else "positions listed per prompt"
-        return DataSlice(name, description, tokens, mask, metric, *fields, scored=rule)
+        return DataSlice(name, description, tokens, mask, metric, *fields, scored=rule, corrupted=corrupted)
 
 
 def load_slice(argument: str, spec: ModelSpec, tokenizer, seq_len: int, n_seq: int, seed: int) -> DataSlice:
@@ -358,6 +386,8 @@ def validated(data: DataSlice, spec: ModelSpec) -> DataSlice:
     if data.metric == "next_token_loss" and int(data.mask.sum(1).min()) < 2:
         raise UserError(f"Slice {data.name!r} has a prompt of fewer than 2 tokens; next-token loss needs at least 2.")
     real = data.tokens[data.mask]
+    if data.corrupted is not None:
+        real = torch.cat([real, data.corrupted[data.mask]])
     low, high = int(real.min()), int(real.max())
     if low < 0 or high >= spec.d_vocab:
         raise UserError(

@@ -318,6 +318,14 @@ def ingest_checkpoint(
     sample = list(samples.values())
     if config.baseline is not None and config.baseline not in samples:
         raise UserError(f"--baseline {config.baseline!r} is not a --data slice; the slices are {', '.join(samples)}.")
+    if config.ablation == "counterfactual":
+        lacking = [s.name for s in slices if s.corrupted is None]
+        if lacking or config.baseline is not None:
+            raise UserError(
+                f"--ablation counterfactual patches each prompt from its own counterfactual prompt: every slice "
+                f"needs counterfactual_tokens or counterfactual_text in its rows (task slices), and it takes no "
+                f"--baseline. {'Slice ' + repr(lacking[0]) + ' has none.' if lacking else ''}".strip()
+            )
 
     def measure_baseline(name: str) -> Baseline:
         """The baseline slice ``name``'s channels are ablated to, on its own sample or --baseline's."""

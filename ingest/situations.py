@@ -86,6 +86,7 @@ def joined(slices: Sequence[DataSlice]) -> DataSlice:
         positions=stacked("positions", -1),
         answers=stacked("answers", -1),
         counterfactuals=stacked("counterfactuals", -1),
+        corrupted=stacked("corrupted", PAD),
     )
 
 

@@ -155,6 +155,12 @@ CASES: dict[str, Case] = {
     "ingest --out /proc/x": Case(
         (*INGEST[:5], "/proc/circuit-atlas-out", *INGEST[6:]), "--out /proc/circuit-atlas-out cannot be written"
     ),
+    "ingest --ablation counterfactual on random tokens": Case(
+        (*INGEST, "--ablation", "counterfactual"), "every slice needs counterfactual_tokens"
+    ),
+    "ingest task: a counterfactual of another length": Case(
+        INGEST_TASK, "its counterfactual prompt has 2 tokens and the prompt 3", _task('"counterfactual_tokens": [4, 5]')
+    ),
     "ingest --baseline nope": Case((*INGEST, "--baseline", "nope"), "--baseline 'nope' is not a --data slice"),
     "ingest MODEL_DIR --checkpoint a/missing/folder": Case(
         (*INGEST, "--checkpoint", "{tmp}/missing/folder"), "no such folder. "

@@ -1,6 +1,8 @@
 """Interventions stacked along the batch are exact per variant, and equal plain hooks; an ablated
 head takes each baseline's value as its definition says (ingest/baselines.py)."""
 
+import dataclasses
+
 import pytest
 import torch
 from builders import random_gpt2, random_neox
@@ -52,8 +54,11 @@ def test_every_variant_in_one_batch_equals_that_variant_alone(setup, kind):
 @pytest.mark.parametrize("kind", ABLATIONS)
 def test_ablating_a_head_replaces_its_output_by_the_baseline(setup, kind):
     """position: the mean over prompts at each position; mean: over every token; resample: prompt
-    i's output is prompt perm[i]'s; zero: zero. Computed here from the clean z of the same prompts."""
+    i's output is prompt perm[i]'s; counterfactual: its own counterfactual prompt's; zero: zero.
+    Computed here from the clean z of the same prompts (and of the counterfactual ones)."""
     model, decompositions, sample = setup
+    corrupted = torch.randint(0, model.spec.d_vocab, sample.tokens.shape, generator=torch.Generator().manual_seed(9))
+    sample = dataclasses.replace(sample, corrupted=corrupted)
     measured = baselines(model, sample, kind)
     interventions = Interventions(model, Compression(decompositions, 0.7, None, 1e-3), measured)
     head = ChannelLayout(model.spec).heads(1)[2]
@@ -61,6 +66,9 @@ def test_ablating_a_head_replaces_its_output_by_the_baseline(setup, kind):
     with torch.no_grad():
         _, acts = model.run_capturing(sample.tokens, [site("z", head.layer)])
     clean = acts[site("z", head.layer)][:, :, head.head].detach()
+    with torch.no_grad():
+        _, acts = model.run_capturing(corrupted, [site("z", head.layer)])
+    patched = acts[site("z", head.layer)][:, :, head.head].detach()
     if kind == "resample":
         permutation = measured[sample.name].permutation.cpu()
         assert sorted(permutation.tolist()) == list(range(sample.n_sequences))
@@ -68,6 +76,7 @@ def test_ablating_a_head_replaces_its_output_by_the_baseline(setup, kind):
         "position": lambda: clean.mean(0, keepdim=True).expand_as(clean),
         "mean": lambda: clean.mean((0, 1), keepdim=True).expand_as(clean),
         "resample": lambda: clean[permutation],
+        "counterfactual": lambda: patched,
         "zero": lambda: torch.zeros_like(clean),
     }[kind]()
 
