@@ -24,6 +24,9 @@ from circuit_atlas.reference.induction import InductionRecipe, train_induction
 from circuit_atlas.reference.keyvalue import KeyValueRecipe, train_keyvalue
 
 MIN_EFFECT = 0.1
+#: The kinds measured: the reference slices have no counterfactual prompts (tests/model/test_baselines.py
+#: checks that kind on a slice that has them).
+KINDS = [kind for kind in ABLATIONS if kind != "counterfactual"]
 
 
 def models(reference: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
@@ -47,7 +50,7 @@ def main(out: Path | None) -> None:
     out = out or Path(tempfile.mkdtemp(prefix="baselines-"))
     for model, (source, checkpoints, data) in models(default_reference_dir()).items():
         effects, circuits = {}, {}
-        for ablation in ABLATIONS:
+        for ablation in KINDS:
             config = IngestConfig(ablation=ablation)
             [path] = ingest(
                 str(source),
@@ -65,16 +68,16 @@ def main(out: Path | None) -> None:
                 faithful = members["faithfulness"].iloc[-1] if len(members) else None
                 circuits[(slice_name, ablation)] = (len(members), faithful)
         slices = list(dict.fromkeys(s for s, _ in effects))
-        channels = list(effects[(slices[0], ABLATIONS[0])])
+        channels = list(effects[(slices[0], KINDS[0])])
         click.echo(f"\n{model} ({(checkpoints or [source])[-1].name}): exact ablation effect, nats")
         for slice_name in slices:
-            click.echo(f"  {slice_name:<16}" + "".join(f"{a:>10}" for a in ABLATIONS))
+            click.echo(f"  {slice_name:<16}" + "".join(f"{a:>10}" for a in KINDS))
             for channel in channels:
-                values = "".join(f"{effects[(slice_name, a)][channel]:>10.3f}" for a in ABLATIONS)
+                values = "".join(f"{effects[(slice_name, a)][channel]:>10.3f}" for a in KINDS)
                 click.echo(f"    {channel:<14}{values}")
             summary = "".join(
                 f"{n:>4} {'-' if f is None else f'{f + 0.0:.2f}':>5}"
-                for n, f in (circuits[(slice_name, a)] for a in ABLATIONS)
+                for n, f in (circuits[(slice_name, a)] for a in KINDS)
             )
             click.echo(f"    {'circuit, F':<14}{summary}")
 
