@@ -59,6 +59,7 @@ class DataSlice:
     scored: str = "every next token"  # the rule of the scored positions, for the catalog
     discovered: bool = False  # a situation the ingest found (ingest/situations.py), not a slice it was given
     corrupted: Tensor | None = None  # int64 [n, p]: each prompt's counterfactual prompt, same real positions
+    origin: tuple[tuple[str, int], ...] | None = None  # a situation's prompts: (named slice, index there)
 
     @classmethod
     def of_tokens(cls, name: str, description: str, tokens: Tensor) -> DataSlice:
@@ -99,6 +100,7 @@ class DataSlice:
             answers=pick(self.answers),
             counterfactuals=pick(self.counterfactuals),
             corrupted=pick(self.corrupted),
+            origin=None if self.origin is None else tuple(self.origin[i] for i in _indices(index, len(self.origin))),
         )
 
     def targets(self) -> Targets:
@@ -173,6 +175,11 @@ def _cut(ids: Tensor, seq_len: int, source: str) -> Tensor:
     if ids.ndim == 2:
         return ids
     raise UserError(f"{source} has token ids of shape {tuple(ids.shape)}; give [n_seq, seq_len] or a flat list.")
+
+
+def _indices(index: Tensor | slice, n: int) -> list[int]:
+    """The positions ``index`` selects among ``n``, as a list."""
+    return list(range(n)[index]) if isinstance(index, slice) else torch.arange(n)[index].tolist()
 
 
 def _read_text(path: Path) -> str:

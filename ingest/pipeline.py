@@ -92,16 +92,20 @@ class IngestData:
 
 def slice_entry(data: DataSlice, baseline: Baseline | None = None) -> dict:
     """A slice's manifest entry; ``baseline``: what its channels were ablated to."""
-    return {
-        "id": data.id,
-        "name": data.name,
-        "description": data.description,
-        "n_tokens": data.n_tokens,
-        "n_sequences": data.n_sequences,
-        "metric": data.metric,
-        "scored": data.scored,
-        "discovered": data.discovered,
-    } | ({"ablation": baseline.describe()} if baseline else {})
+    return (
+        {
+            "id": data.id,
+            "name": data.name,
+            "description": data.description,
+            "n_tokens": data.n_tokens,
+            "n_sequences": data.n_sequences,
+            "metric": data.metric,
+            "scored": data.scored,
+            "discovered": data.discovered,
+        }
+        | ({"ablation": baseline.describe()} if baseline else {})
+        | ({"prompts": [list(prompt) for prompt in data.origin]} if data.origin else {})
+    )
 
 
 def _edge_rows(layout: ChannelLayout, matrices: dict[str, torch.Tensor], extra: dict | None = None) -> list[dict]:

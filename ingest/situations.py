@@ -109,11 +109,20 @@ def discover(
     if len(clusters) < 2:
         return [], score
     sources = np.repeat([s.name for s in slices], [s.n_sequences for s in slices])
+    origin = [(s.name, i) for s in slices for i in range(s.n_sequences)]  # each joined prompt's
     found = []
     for rank, members in enumerate(clusters, 1):
         situation = data.rows(torch.from_numpy(members))
         description = _description(situation, data, effects[members], members, sources, channels, tokenizer)
-        found.append(replace(situation, name=f"situation-{rank}", description=description, discovered=True))
+        found.append(
+            replace(
+                situation,
+                name=f"situation-{rank}",
+                description=description,
+                discovered=True,
+                origin=tuple(origin[m] for m in members.tolist()),
+            )
+        )
     return found, score
 
 

@@ -2,22 +2,26 @@
 situation's circuit is the circuit of the slice it recovers."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from builders import ingest_reference
 from sklearn.metrics import adjusted_rand_score
 
 from circuit_atlas.errors import UserError
+from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.attribution import slice_scores
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
-from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
+from circuit_atlas.ingest.data import DataSlice, load_slice, synthetic_tokens
 from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.ingest.situations import discover, joined
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 MIN_EFFECT = 0.2  # nats: the circuit of a slice, as in the faithfulness tests
+SLICES = ["repeated", "random"]  # as ingest_reference gives them
 
 
 def test_situations_of_repeated_and_random_sequences_are_those_slices(reference_checkpoints):
@@ -80,3 +84,26 @@ def test_slices_of_different_metrics_are_not_joined():
     )
     with pytest.raises(UserError, match="one metric"):
         joined([one, other])
+
+
+def test_a_situations_prompts_are_recorded_and_scored_as_the_same_prompts_given_as_a_slice(
+    reference_checkpoints, tmp_path
+):
+    """The manifest names each situation's prompts (slice, index); given as a named slice of their
+    own, in that order, they get the situation's effects: its held-out prompts are its own."""
+    config = IngestConfig(n_seq=64, situations=4, examples=0)
+    final = reference_checkpoints[-1]
+    artifact = ingest_reference(final, tmp_path / "a", config)
+    [situation, *_] = [s for s in artifact.manifest["slices"] if s.get("discovered")]
+    spec = load_model(str(final)).spec
+    named = {name: load_slice(name, spec, None, 48, config.n_seq, config.seed + i) for i, name in enumerate(SLICES)}
+    assert len(situation["prompts"]) == situation["n_sequences"] >= 2
+    tokens = torch.stack([named[name].tokens[i] for name, i in situation["prompts"]])
+    np.save(tmp_path / "same.npy", tokens.numpy())
+    same = [f"same={tmp_path / 'same.npy'}"]
+    [path] = ingest(str(final), [], same, tmp_path / "b", config, progress=False, echo=lambda _: None)
+    activity = artifact.tables["activity"]
+    found = activity[activity.slice == situation["name"]].set_index("block")["ablation"]
+    given = read_artifact(path).tables["activity"]
+    given = given[given.slice == "same"].set_index("block")["ablation"]
+    pd.testing.assert_series_equal(found.sort_index(), given.sort_index(), check_names=False, atol=1e-6)
