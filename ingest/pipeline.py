@@ -7,6 +7,7 @@ fingerprints -> matches with the previous checkpoint -> artifact. Nothing here t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -331,12 +332,15 @@ def ingest_checkpoint(
                 f"--baseline. {'Slice ' + repr(lacking[0]) + ' has none.' if lacking else ''}".strip()
             )
 
+    @functools.cache
+    def measured_on(source: str) -> Baseline:
+        with profile(f"baseline {source}"):
+            return Baseline.measure(model, samples[source], config.ablation, config.batch_tokens, config.seed)
+
     def measure_baseline(name: str) -> Baseline:
-        """The baseline slice ``name``'s channels are ablated to, on its own sample or --baseline's."""
-        with profile(f"baseline {name}"):
-            return Baseline.measure(
-                model, samples[config.baseline or name], config.ablation, config.batch_tokens, config.seed
-            )
+        """The baseline slice ``name``'s channels are ablated to: measured on its own sample, or on
+        --baseline's (once for every slice)."""
+        return measured_on(config.baseline or name)
 
     baselines = {name: measure_baseline(name) for name in samples}
 

@@ -39,10 +39,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from circuit_atlas.ingest.fingerprints import attention_scores, probe_tokens
 from circuit_atlas.ingest.model_adapter import load_model
 
-from .induction import induction_batch
+from .induction import induction_batch, save_head_scores
 from .training import checkpoint_facts, folder_name, train_cached
 
 #: The HookedTransformerConfig JSON in an attention-only recipe's folder.
@@ -203,13 +202,8 @@ def native_checkpoints(root: Path) -> list[Path]:
 def write_head_scores(root: Path, recipe: AttentionOnlyRecipe) -> dict:
     """Attention-pattern scores of every head of every checkpoint on fresh probe sequences (the
     ingest's own loader: the processed model), keyed by label."""
-    probe = probe_tokens(recipe.d_vocab, recipe.seq_len, n_seq=64, seed=recipe.seed + 99)
-    scores = {}
-    for weights in native_checkpoints(root):
-        model = load_model(str(root / NATIVE_CONFIG), str(weights))
-        scores[weights.stem] = {name: value.tolist() for name, value in attention_scores(model, probe).items()}
-    (root / "head_scores.json").write_text(json.dumps(scores, indent=1))
-    return scores
+    config = str(root / NATIVE_CONFIG)
+    return save_head_scores(root, recipe, ((w.stem, load_model(config, str(w))) for w in native_checkpoints(root)))
 
 
 def train_attention_only(

@@ -18,14 +18,14 @@ on one kind of CPU (one thread order), takes a few minutes on 2 CPUs, and is cac
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from circuit_atlas.ingest.fingerprints import attention_scores, probe_tokens
-from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.model_adapter import LoadedModel, load_model
 
 from .training import checkpoint_dirs, gpt_neox, next_token_loss, train_cached
 
@@ -92,10 +92,16 @@ def train_induction(
 
 def write_head_scores(root: Path, recipe: InductionRecipe) -> dict:
     """Attention-pattern scores of every head of every checkpoint on fresh probe sequences."""
+    return save_head_scores(root, recipe, ((f.name, load_model(str(f))) for f in checkpoint_dirs(root)))
+
+
+def save_head_scores(root: Path, recipe, checkpoints: Iterable[tuple[str, LoadedModel]]) -> dict:
+    """``root/head_scores.json``: per (label, model) of ``checkpoints`` (loaded one at a time), every
+    head's attention-pattern scores on 64 fresh probe sequences of the recipe's vocabulary and length."""
     probe = probe_tokens(recipe.d_vocab, recipe.seq_len, n_seq=64, seed=recipe.seed + 99)
-    scores = {}
-    for folder in checkpoint_dirs(root):
-        model = load_model(str(folder))
-        scores[folder.name] = {name: value.tolist() for name, value in attention_scores(model, probe).items()}
+    scores = {
+        label: {name: value.tolist() for name, value in attention_scores(model, probe).items()}
+        for label, model in checkpoints
+    }
     (root / "head_scores.json").write_text(json.dumps(scores, indent=1))
     return scores
