@@ -423,8 +423,8 @@ class Catalog:
         for name in members:
             graph.add_node(name, **{k: nodes[name][k] for k in ("order", "kind", "layer", "head", "fidelity")})
         score = by or "attribution"
-        if slice_name is not None and score == "attribution":
-            edges = self.rows("top_slice_edges", checkpoint=checkpoint, slice=slice_name, limit=2**62)
+        if slice_name is not None and score in ("attribution", "patched"):
+            edges = self.rows("top_slice_edges", checkpoint=checkpoint, slice=slice_name, limit=2**62, by=score)
         else:
             edges = self.rows("top_edges", checkpoint=checkpoint, by=score, limit=2**62)
         least = min_share * max((row[score] for row in edges), default=0.0)

@@ -1,9 +1,9 @@
 """A checkpoint's circuit on one data slice, as data: fetched from the catalog, as JSON or networkx.
 
-The circuit is the library's ``circuit`` query: the channels whose mean ablation raises the
-slice's metric loss by at least ``min_effect`` (nats), and the edges between them whose slice
-attribution is at least ``min_attribution``; channels come in channel order, with their kind,
-layer, head and fidelity from ``checkpoint_channels``.
+The circuit is the library's ``circuit`` query: the channels whose ablation raises the
+slice's metric loss by at least ``min_effect`` (nats), and the edges between them whose effect on
+the slice (patched where measured, else attribution) is at least ``min_attribution``; channels
+come in channel order, with their kind, layer, head and fidelity from ``checkpoint_channels``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class Edge:
     writer: str
     reader: str
     role: str
-    attribution: float  # nats of slice loss the edge carries
+    attribution: float  # first-order nats of slice loss the edge carries
+    patched: float | None = None  # exact nats of slice loss when the edge alone is ablated (None: not measured)
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class Circuit:
 
     def to_networkx(self):
         """A ``networkx.DiGraph``: a node per channel (attributes as in :class:`Channel`), an edge per
-        writer -> reader with ``roles`` (list), ``attribution`` (summed over roles) and
-        ``role_attribution`` (role -> attribution)."""
+        writer -> reader with ``roles`` (list), ``attribution`` (summed over roles),
+        ``role_attribution`` and ``role_patched`` (role -> its attribution, its patched effect or None)."""
         import networkx
 
         graph = networkx.DiGraph(
@@ -66,11 +67,14 @@ class Circuit:
             graph.add_node(channel.name, **{k: v for k, v in asdict(channel).items() if k != "name"})
         for edge in self.edges:
             if not graph.has_edge(edge.writer, edge.reader):
-                graph.add_edge(edge.writer, edge.reader, roles=[], attribution=0.0, role_attribution={})
+                graph.add_edge(
+                    edge.writer, edge.reader, roles=[], attribution=0.0, role_attribution={}, role_patched={}
+                )
             data = graph.edges[edge.writer, edge.reader]
             data["roles"].append(edge.role)
             data["attribution"] += edge.attribution
             data["role_attribution"][edge.role] = edge.attribution
+            data["role_patched"][edge.role] = edge.patched
         return graph
 
 
@@ -112,5 +116,9 @@ def fetch_circuit(
         )
         for name, effect in effects.items()
     ]
-    edges = [Edge(row["writer"], row["reader"], row["role"], row["attribution"]) for row in rows if row["reader"]]
+    edges = [
+        Edge(row["writer"], row["reader"], row["role"], row["attribution"], row["patched"])
+        for row in rows
+        if row["reader"]
+    ]
     return Circuit(checkpoint, slice_name, min_effect, min_attribution, channels, edges, rows[0]["faithfulness"])

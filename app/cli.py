@@ -361,6 +361,13 @@ def with_options(options):
     metavar="SLICE",
     help="The --data slice whose prompts give every baseline (default: each slice its own), e.g. random.",
 )
+@click.option(
+    "--patched-edges",
+    default=64,
+    show_default=True,
+    help="Edges per slice whose exact effect is measured by patching: every edge if the model has no more, "
+    "else the largest by attribution (0: none).",
+)
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
@@ -393,6 +400,7 @@ def ingest_command(
     situations: int,
     ablation: str,
     baseline: str | None,
+    patched_edges: int,
     force: bool,
     seed: int,
     top_k: int,
@@ -421,6 +429,7 @@ def ingest_command(
         situations=situations,
         ablation=ablation,
         baseline=baseline,
+        patched_edges=patched_edges,
     )
     options = dict(
         checkpoints=checkpoints, weights=weights, name=name, label=label, device=device, echo=click.echo, force=force

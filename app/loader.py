@@ -59,8 +59,8 @@ from circuit_atlas.schema.migrations import require_current_schema
 
 BATCH_ROWS = 5000
 #: The properties of FEEDS and FLOWS_ON, in the order of the row lists of create_feeds and create_flows_on.
-FEEDS_PROPERTIES = ("role", "attribution", "attribution_signed", "weight", "strength", "flow")
-FLOWS_ON_PROPERTIES = ("slice", "role", "attribution", "attribution_signed")
+FEEDS_PROPERTIES = ("role", "attribution", "attribution_signed", "weight", "strength", "flow", "patched")
+FLOWS_ON_PROPERTIES = ("slice", "role", "attribution", "attribution_signed", "patched")
 ACTIVE_ON_PROPERTIES = (
     "attribution",
     "attribution_signed",
@@ -150,14 +150,24 @@ def check_pruning(top_k: int | None, min_attribution: float) -> None:
         raise UserError(f"--min-attribution must be a finite number >= 0 (nats); got {min_attribution!r}.")
 
 
-def pruned_edges(edges: pd.DataFrame, top_k: int | None, min_attribution: float) -> pd.DataFrame:
-    """Per reader subspace, the ``top_k`` edges by attribution at or above ``min_attribution``."""
+EDGE_KEY = ["writer", "reader", "role"]
+
+
+def pruned_edges(
+    edges: pd.DataFrame, top_k: int | None, min_attribution: float, patched: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per reader subspace, the ``top_k`` edges by attribution at or above ``min_attribution``, and
+    every edge of ``patched`` (rows with ``writer``, ``reader``, ``role``: measured by patching on some
+    slice, so kept whatever its attribution)."""
     check_pruning(top_k, min_attribution)
     alive = edges[(edges["attribution"] > 0) | (edges["weight"] > 0)]
     alive = alive[alive["attribution"] >= min_attribution]
     ranked = alive.sort_values(["reader", "role", "attribution", "writer"], ascending=[True, True, False, True])
     if top_k is not None:
         ranked = ranked.groupby(["reader", "role"], sort=False).head(top_k)
+    if patched is not None and len(patched):
+        measured = edges.merge(patched[EDGE_KEY].drop_duplicates(), on=EDGE_KEY)
+        ranked = pd.concat([ranked, measured]).drop_duplicates(EDGE_KEY)
     return ranked.reset_index(drop=True)
 
 
@@ -218,6 +228,7 @@ def checkpoint_rows(
     block_id = {name: f"{under}/{name}" for name in t["blocks"]["name"]}
     slice_id = {s["name"]: s["id"] for s in m["slices"]}
     ablation = {s["name"]: s.get("ablation") for s in m["slices"]}  # absent before ablation baselines
+    flat = {s["name"]: s.get("flat_gradients") for s in m["slices"]}  # absent before edge patching
     matched = t["matches"].set_index("block")
 
     blocks = t["blocks"].assign(
@@ -236,7 +247,8 @@ def checkpoint_rows(
         )
         .drop(columns=["block", "basis_key"])
     )
-    edges = pruned_edges(t["edges"], top_k, min_attribution)
+    slice_edges = t["slice_edges"]
+    edges = pruned_edges(t["edges"], top_k, min_attribution, slice_edges[slice_edges["patched"].notna()])
     subspace_ids = subspaces["id"].tolist()
     position = {name: i for i, name in enumerate(t["subspaces"]["block"] + "/" + t["subspaces"]["role"])}
 
@@ -250,11 +262,10 @@ def checkpoint_rows(
         )
         return _row_lists(pd.concat([ends, frame[list(properties)]], axis=1))
 
-    key = ["writer", "reader", "role"]
-    kept = pd.MultiIndex.from_frame(t["slice_edges"][key].astype(str)).isin(
-        pd.MultiIndex.from_frame(edges[key].astype(str))
+    kept = pd.MultiIndex.from_frame(slice_edges[EDGE_KEY].astype(str)).isin(
+        pd.MultiIndex.from_frame(edges[EDGE_KEY].astype(str))
     )
-    slice_edges = t["slice_edges"].loc[kept]
+    slice_edges = slice_edges.loc[kept]
     return CheckpointRows(
         model=model,
         checkpoint=checkpoint,
@@ -277,7 +288,8 @@ def checkpoint_rows(
                 "block_id": block_id[r["block"]],
                 "slice_id": slice_id[r["slice"]],
                 "properties": {k: _clean(r[k]) for k in ACTIVE_ON_PROPERTIES}
-                | ({"ablation_baseline": ablation[r["slice"]]} if ablation[r["slice"]] else {}),
+                | ({"ablation_baseline": ablation[r["slice"]]} if ablation[r["slice"]] else {})
+                | ({"flat_gradients": flat[r["slice"]]} if flat[r["slice"]] is not None else {}),
             }
             for r in t["activity"].to_dict("records")
         ],

@@ -41,12 +41,15 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
 _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
 _INTS, _FLOATS = pa.list_(pa.int64()), pa.list_(pa.float64())
+
+
+PATCHED = "exact metric change from ablating the writer in this reader role's input only (nats; null: not patched)"
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("role", _STR, "the reader's read role"),
         Column("weight", _FLOAT, "normalised composition of the subspaces, in [0, 1]"),
         Column("strength", _FLOAT, "the same in importance units"),
-        Column("flow", _FLOAT, "share of the reader's read input that the writer wrote"),
+        Column("flow", _FLOAT, "the writer's share of what the writers put in the reader's read subspace, in [0, 1]"),
         Column("attribution", _FLOAT, "mean |first-order effect| per sequence on the ingest data (nats)"),
         Column("attribution_signed", _FLOAT, "its signed mean"),
+        Column("patched", _FLOAT, PATCHED, nullable=True),
     ),
     "slice_edges": (
         Column("slice", _STR, "slice name"),
@@ -99,6 +103,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("role", _STR, "the reader's read role"),
         Column("attribution", _FLOAT, "mean |first-order effect| per sequence on the slice"),
         Column("attribution_signed", _FLOAT, "its signed mean"),
+        Column("patched", _FLOAT, PATCHED, nullable=True),
     ),
     "activity": (
         Column("slice", _STR, "slice name"),

@@ -1,8 +1,9 @@
 """The compute step: model and data in, one artifact directory per checkpoint out.
 
-model -> statistics (Fisher pass) -> compression (rank fraction by fidelity) -> per-channel
-fidelity -> structural edge scores -> attribution pass per slice -> exact ablation per slice ->
-fingerprints -> matches with the previous checkpoint -> artifact. Nothing here touches Neo4j.
+model -> statistics (Fisher pass) -> compression (rank fraction by fidelity) -> exact ablation and
+faithfulness per slice -> per-channel fidelity -> structural edge scores -> attribution pass per
+slice -> edge patching per slice -> situations (each scored as a slice) -> fingerprints -> matches
+with the previous checkpoint -> artifact. Nothing here touches Neo4j.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, activation_weighted, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
+from .edge_patching import candidate_edges, patched_effects
 from .examples import example_rows
 from .faithfulness import curve_losses, effect_order, faithfulness
 from .fidelity import (
@@ -91,6 +93,22 @@ class IngestData:
         return {s.name: s.n_sequences / total for s in self.slices}
 
 
+#: A slice's gradients are flat when its largest first-order channel effect is under this share of its
+#: largest exact one (the reference models: 0.16 to 0.25; the saturated key-value model: 0.0003).
+FLAT_SHARE = 0.01
+#: ... and some channel's exact effect is at least this (nats): else there is no behaviour to miss.
+FLAT_MIN_EFFECT = 0.01
+
+
+def flat_gradients(scores: SliceScores, ablation: dict[str, float]) -> bool:
+    """Whether first-order scores say little on a slice: ablating some channel moves its metric, yet
+    the first-order estimates of every channel's effect stay near zero, as on a saturated model
+    (its loss near zero, so its gradients too). Its ``attribution`` and the Fisher weighting of the
+    subspaces then carry little; ``patched`` and ``ablation`` are exact whatever the gradients."""
+    largest = max(ablation.values())
+    return largest >= FLAT_MIN_EFFECT and max(scores.activity.values()) < FLAT_SHARE * largest
+
+
 def slice_entry(data: DataSlice, baseline: Baseline | None = None) -> dict:
     """A slice's manifest entry; ``baseline``: what its channels were ablated to."""
     return (
@@ -133,6 +151,7 @@ def artifact_tables(
     compression: Compression,
     structural: StructuralScores,
     per_slice: dict[str, SliceScores],
+    patched: dict[str, torch.Tensor],
     ablation: dict[str, dict[str, float]],
     ablation_se: dict[str, dict[str, float | None]],
     faithful: dict[str, dict[str, tuple[int, float | None]]],
@@ -189,6 +208,7 @@ def artifact_tables(
                 "flow": structural.flow,
                 "attribution": ingest_scores.attribution,
                 "attribution_signed": ingest_scores.attribution_signed,
+                "patched": patched[ingest_slice],
             },
         ),
     )
@@ -199,7 +219,11 @@ def artifact_tables(
             for name, scores in per_slice.items()
             for row in _edge_rows(
                 layout,
-                {"attribution": scores.attribution, "attribution_signed": scores.attribution_signed},
+                {
+                    "attribution": scores.attribution,
+                    "attribution_signed": scores.attribution_signed,
+                    "patched": patched[name],
+                },
                 {"slice": name},
             )
         ],
@@ -426,6 +450,15 @@ def ingest_checkpoint(
 
     per_slice = {s.name: attribution(s) for s in slices}
     per_slice[union.name] = per_slice.get(union.name) or SliceScores.combined(list(per_slice.values()))
+
+    def patch(name: str, pairs: list[tuple[int, int]]) -> torch.Tensor:
+        with profile(f"edge patching {name}"):
+            return patched_effects(model, layout, pairs, samples[name], baselines[name], config.batch_tokens, progress)
+
+    # The named slices share their candidates, so that the union's patched effects are theirs weighted.
+    pairs = candidate_edges(layout, [per_slice[s.name].attribution for s in slices], config.patched_edges)
+    patched = {s.name: patch(s.name, pairs) for s in slices}
+    patched[union.name] = sum(weights[s] * patched[s] for s in weights)
     situations = []
     if config.situations:
         with profile("situations"):
@@ -445,6 +478,16 @@ def ingest_checkpoint(
         ablate(d.name)
         faithful[d.name] = curve(d.name, {d.name: 1.0})
         per_slice[d.name] = attribution(d)
+        patched[d.name] = patch(d.name, candidate_edges(layout, [per_slice[d.name].attribution], config.patched_edges))
+    flat = {name: flat_gradients(per_slice[name], ablation[name]) for name in per_slice}
+    for name in (name for name, is_flat in flat.items() if is_flat):
+        echo(
+            f"[{checkpoint.label}] warning: slice {name!r} has flat gradients: its largest first-order channel "
+            f"effect is {max(per_slice[name].activity.values()):.2g} nats against an exact "
+            f"{max(ablation[name].values()):.2g} (a saturated model?). Its attribution scores say little; "
+            "judge its edges by patched and its channels by ablation (--importance activation weighs the "
+            "subspaces without gradients)."
+        )
     with profile("fingerprints"):
         prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)
     with profile("artifact"):
@@ -454,6 +497,7 @@ def ingest_checkpoint(
             compression,
             structural,
             per_slice,
+            patched,
             ablation,
             ablation_se,
             faithful,
@@ -475,8 +519,11 @@ def ingest_checkpoint(
             "source": checkpoint.source,
             "revision": checkpoint.revision,
         },
-        "slices": [slice_entry(s, baselines[s.name]) for s in [*slices, *situations]]
-        + ([union.entry()] if len(slices) > 1 else []),
+        "slices": [
+            entry | {"flat_gradients": flat[entry["name"]]}
+            for entry in [slice_entry(s, baselines[s.name]) for s in [*slices, *situations]]
+            + ([union.entry()] if len(slices) > 1 else [])
+        ],
         "ingest_slice": union.name,
         "config": asdict(config),
         "config_hash": config.digest(),

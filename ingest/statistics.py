@@ -29,11 +29,10 @@ moment        definition                                  shape
 ``S_final``   E[x̂ x̂ᵀ] at the unembedding input             [d, d]
 ``H_final``   E[g_x̂ g_x̂ᵀ] at the unembedding input          [d, d]
 ``final_mean`` E[x̂] at the unembedding input                [d]
-``R_*``       E[r rᵀ] of the centred residual stream each reader stage reads (flow)
 ============  ==========================================  =============================
 
 plus the means of every writer's output (for mean ablation). M is the number of MLPs: L, or 0 for
-an attention-only model, whose MLP moments (``R_mlp`` and ``y_mlp_mean`` too) are empty. The
+an attention-only model, whose MLP moments (``y_mlp_mean`` too) are empty. The
 S-weighted head moments are only d_head x d_head: the compression never needs S_k itself (see
 compression.py).
 
@@ -87,9 +86,6 @@ class Moments:
     S_final: Tensor
     H_final: Tensor
     final_mean: Tensor
-    R_attn: Tensor
-    R_mlp: Tensor
-    R_final: Tensor
 
     @property
     def has_mlp(self) -> bool:
@@ -117,10 +113,6 @@ def _keys_seen(real: Tensor, causal: bool) -> tuple[Tensor, Callable[[Tensor], T
         return weights, lambda k: k.cumsum(1) / count.view(1, -1, 1, 1) * real[..., None, None]
     n = real.sum(1, keepdim=True)  # query i sees its sequence's real keys
     return real.clone(), lambda k: (k * (real / n)[..., None, None]).sum(1, keepdim=True) * real[..., None, None]
-
-
-def _centred(r: Tensor) -> Tensor:
-    return r - r.mean(-1, keepdim=True)
 
 
 GRADIENT_SITES = ("attn_out", "mlp_out", "mlp_x")
@@ -155,8 +147,7 @@ def fisher_gradients(
     """
     spec = model.spec
     grad_sites = [*layer_sites(spec, *GRADIENT_SITES), site("embed"), site("final_x")]
-    read_sites = layer_sites(spec, "q", "k", "v", "pattern", "z", "resid_pre", mlp_input_residual(spec))
-    read_sites += [site("pos_embed"), site("resid_final")]
+    read_sites = [*layer_sites(spec, "q", "k", "v", "pattern", "z"), site("pos_embed")]
     logits, acts = model.run_capturing(batch.tokens, grad_sites + read_sites, attention_mask=batch.mask)
     loss = sampled_loss(logits, batch.tokens, batch.targets(), generator)
     grads = torch.autograd.grad(loss, [acts[name] for name in grad_sites])
@@ -197,9 +188,6 @@ def accumulate_moments(
         S_final=zeros(d, d),
         H_final=zeros(d, d),
         final_mean=zeros(d),
-        R_attn=zeros(L, d, d),
-        R_mlp=zeros(M, d, d),
-        R_final=zeros(d, d),
     )
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same labels on every device
     finite = torch.ones((), dtype=torch.bool, device=device)
@@ -239,7 +227,6 @@ def accumulate_moments(
                 m.zz[l] += torch.einsum("bphe,bphf->hef", z.double(), z.double())
                 m.z_mean[l] += z.double().sum((0, 1))
                 m.G_attn[l] += outer(grads[site("attn_out", l)])
-                m.R_attn[l] += outer(_centred(acts[site("resid_pre", l)]))
                 finite &= torch.isfinite(grads[site("attn_out", l)][real]).all()
                 if not spec.has_mlp:
                     continue
@@ -249,7 +236,6 @@ def accumulate_moments(
                 m.Y_mlp[l] += outer(y)
                 m.y_mlp_mean[l] += (y * keep).double().sum((0, 1))
                 m.G_mlp[l] += outer(grads[site("mlp_out", l)])
-                m.R_mlp[l] += outer(_centred(acts[site(mlp_input_residual(spec), l)]))
                 finite &= torch.isfinite(y[real]).all()
             embed = acts[site("embed")]
             m.Y_embed += outer(embed)
@@ -263,7 +249,6 @@ def accumulate_moments(
             m.S_final += outer(final)
             m.final_mean += (final * keep).double().sum((0, 1))
             m.H_final += outer(grads[site("final_x")])
-            m.R_final += outer(_centred(acts[site("resid_final")]))
         m.n_tokens += batch.n_tokens
         bar.update(batch.n_tokens)
     bar.close()

@@ -5,10 +5,12 @@ basis C_B [d, r_B], importances t_B), A before B in the forward pass (docs/desig
 
 - ``strength`` = ||diag(t_B) C_Bᵀ U_A diag(s_A)||_F, in importance units (compare within a role);
 - ``weight`` = strength / (||s_A|| ||t_B||) in [0, 1], the data-aware composition score;
-- ``flow`` = E||C_Bᵀ y_A||² / E||C_Bᵀ r_B||², the share of the residual stream B reads, within its
-  read subspace, that A wrote. Both expectations are token-uniform for every role (the attention
-  weighting of k and v enters the subspaces, not the flow), and r_B is the residual stream before
-  B's normalisation (centred over d for LayerNorm), which has the units of y_A.
+- ``flow`` = E||C_Bᵀ y_A||² / Σ_A' E||C_Bᵀ y_A'||² over the writers A' that feed B: A's share of
+  what the writers put into B's read subspace, in [0, 1] and summing to 1 over a role's writers
+  (0 where none writes into it). The expectations are token-uniform for every role (the attention
+  weighting of k and v enters the subspaces, not the flow). Cross terms between writers are left
+  out: with them (the residual stream's own moment as denominator) writers that cancel gave
+  "shares" above 1.
 
 All three come from the bases and the moments, with no pass over the data: two GEMMs over every
 basis stacked side by side, laid out [reader role, writer] by :class:`~.channels.ChannelLayout`.
@@ -53,14 +55,6 @@ def output_moment(channel: Channel, moments: Moments) -> Tensor:
     if channel.kind == "mlp":
         return moments.Y_mlp[channel.layer]
     return moments.Y_embed if channel.kind == "embed" else moments.Y_pos
-
-
-def reader_residual_moment(channel: Channel, moments: Moments) -> Tensor:
-    if channel.kind == "attn_head":
-        return moments.R_attn[channel.layer]
-    if channel.kind == "mlp":
-        return moments.R_mlp[channel.layer]
-    return moments.R_final
 
 
 @dataclass
@@ -108,7 +102,6 @@ def structural_scores(
 
     strength_squared = torch.zeros(len(readers), len(writers), **f32)
     written = torch.zeros_like(strength_squared)
-    residual = torch.zeros(len(readers), **f32)
     for rows, prefix in _stages(layout):
         count = rows.stop - rows.start
         read_matrix, read_owner = _stacked(read_bases[rows])
@@ -126,17 +119,14 @@ def structural_scores(
         for j in (j for j in others if j < prefix):
             quadratic = ((output_moment(writers[j], moments).to(**f32) @ read_matrix) * read_matrix).sum(0)
             written[rows, j] = torch.zeros(count, **f32).index_add_(0, read_owner.to(device), quadratic)
-        moment = reader_residual_moment(readers[rows.start].channel, moments).to(**f32)
-        residual[rows] = torch.zeros(count, **f32).index_add_(
-            0, read_owner.to(device), ((moment @ read_matrix) * read_matrix).sum(0)
-        )
 
     strength = strength_squared.double().sqrt()
     norms = torch.outer(
         torch.stack([t.norm() for t in read_importance]), torch.stack([s.norm() for s in write_importance])
     ).double()
     weight = torch.where(norms > 0, strength / norms.clamp_min(1e-300), torch.zeros_like(strength))
-    residual = residual.double()[:, None]
-    flow = torch.where(residual > 0, written.double() / residual.clamp_min(1e-300), torch.zeros_like(strength))
     mask = layout.feeds_mask.to(device, torch.float64)
+    written = written.double() * mask
+    total = written.sum(1, keepdim=True)
+    flow = torch.where(total > 0, written / total.clamp_min(1e-300), torch.zeros_like(strength))
     return StructuralScores(weight * mask, strength * mask, flow * mask)

@@ -1,16 +1,16 @@
 // name: components
 // description: Connected components of a checkpoint's channel graph, in pure Cypher. An edge joins its two
 //   channels (direction ignored) when its score is at least $min_share of the largest such score among the
-//   checkpoint's edges. The score is $by (null: 'attribution') on all the ingest data. With a $slice, the
-//   components are the slice's: attribution is the edges' attribution on the slice (weight and flow stay the
-//   edges' own), and only the channels whose exact ablation effect on it is at least $min_effect (nats; null:
+//   checkpoint's edges. The score is $by (null: 'attribution') on all the ingest data; 'patched' (the exact
+//   edge effect) joins only the edges it was measured on. With a $slice, the components are the slice's:
+//   attribution and patched are the edges' on the slice (weight and flow stay the edges' own), and only the channels whose exact ablation effect on it is at least $min_effect (nats; null:
 //   every channel) take part, the members of its circuit. Without a slice every channel takes part. A channel
 //   taking part is in one component, alone if no edge joins it; an unknown checkpoint or slice gives no rows.
 //   Min-label propagation over adjacency lists, repeated until no label changes (it never enumerates paths).
 //   Channels are numbered in elementId order, so a neighbour's number is a binary search away: building the
 //   adjacency costs O(E log N), each propagation round O(N + E).
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' or null),
+// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' | 'patched' or null),
 //   $min_share (float in [0, 1]), $min_effect (float or null)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH collect(b) AS everyone

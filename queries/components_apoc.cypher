@@ -5,7 +5,7 @@
 //   ends' components, relabelling the members of the smaller one (union by size). APOC maps are values,
 //   so every union copies the two maps: O(E + N U) for U unions.
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' or null),
+// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' | 'patched' or null),
 //   $min_share (float in [0, 1]), $min_effect (float or null)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH collect(b) AS everyone

@@ -3,7 +3,7 @@
 //   (use when the GDS plugin is installed). Projects the channels taking part and their joining edges under a
 //   fresh name and drops the projection before returning (nothing taking part projects nothing: no rows).
 // returns: component (its first member in channel order), size, channels
-// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' or null),
+// params: $checkpoint (string), $slice (string or null), $by ('weight' | 'flow' | 'attribution' | 'patched' or null),
 //   $min_share (float in [0, 1]), $min_effect (float or null)
 MATCH (:Checkpoint {id: $checkpoint, status: 'complete'})-[:HAS_BLOCK]->(b:Block)
 WITH collect(b) AS everyone

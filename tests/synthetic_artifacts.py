@@ -38,6 +38,7 @@ class Edge:
     weight: float
     flow: float
     attribution: float
+    patched: float | None = None  # on the ingest data and on every slice (None: not measured)
 
 
 def _ranked(checkpoint: Checkpoint, effects: dict[str, float]) -> list[tuple[str, float, int, float]]:
@@ -120,6 +121,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "flow": e.flow,
                 "attribution": e.attribution,
                 "attribution_signed": -e.attribution,
+                "patched": e.patched,
             }
             for e in c.edges
         ),
@@ -134,6 +136,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "role": e.role,
                 "attribution": by_pair[(e.writer, e.reader)],
                 "attribution_signed": -by_pair[(e.writer, e.reader)],
+                "patched": e.patched,
             }
             for s, by_pair in c.slice_attribution.items()
             for e in c.edges

@@ -272,8 +272,8 @@ def test_query_cli_formats_and_errors(catalog, cli_env):
     )
     assert csv.exit_code == 0, csv.output
     assert csv.output.splitlines()[:2] == [
-        "writer,reader,role,weight,flow,attribution,strength,writer_kind,reader_kind",
-        "A,B,k,0.9,0.5,0.3,0.9,attn_head,attn_head",
+        "writer,reader,role,weight,flow,attribution,patched,strength,writer_kind,reader_kind",
+        "A,B,k,0.9,0.5,0.3,,0.9,attn_head,attn_head",
     ]
     missing = runner.invoke(cli, ["query", "top_edges", "-p", "checkpoint=m@1"], env=cli_env)
     assert missing.exit_code == 1 and "-p by=..." in missing.output

@@ -83,13 +83,27 @@ def test_previous_token_to_induction_k_edge_is_the_top_layer0_to_layer1_edge(loa
     by_flow = _layer0_to_layer1(run, ids[-1], run("top_edges", checkpoint=ids[-1], by="flow", limit=1000))
     assert (by_flow[0]["writer"], by_flow[0]["role"]) == (truth["previous"], "k")
     assert by_flow[0]["reader"] in truth["induction"]
-    on_repeated = run("top_slice_edges", checkpoint=ids[-1], slice="repeated", limit=1000)
+    on_repeated = run("top_slice_edges", checkpoint=ids[-1], slice="repeated", limit=1000, by="attribution")
     structural = run("top_edges", checkpoint=ids[-1], by="weight", limit=1000)
     for rows, score in ((on_repeated, "attribution"), (structural, "strength")):
         for head in truth["induction"]:
             heads = _layer0_to_layer1(run, ids[-1], rows, heads_only=True)
             keys = [r for r in heads if r["reader"] == head and r["role"] == "k"]
             assert max(keys, key=lambda r: r[score])["writer"] == truth["previous"], (head, score)
+
+
+def test_by_patched_effect_the_key_edges_lead_and_join_the_mechanism(loaded, truth):
+    """Through the catalog: on repeated sequences the previous-token head's edges into the induction
+    heads' keys are the top head -> head edges by patched effect (their first-order attribution
+    ranks its query edges first), and the components by patched effect join the three heads."""
+    run, ids = loaded
+    rows = run("top_slice_edges", checkpoint=ids[-1], slice="repeated", limit=1000, by="patched")
+    heads = _layer0_to_layer1(run, ids[-1], rows, heads_only=True)
+    top = {(r["writer"], r["reader"], r["role"]) for r in heads[: len(truth["induction"])]}
+    assert top == {(truth["previous"], head, "k") for head in truth["induction"]}, heads
+    params = {"checkpoint": ids[-1], "slice": "repeated", "by": "patched", "min_share": 0.2, "min_effect": 0.1}
+    joined = next(c["channels"] for c in run("components", **params) if truth["previous"] in c["channels"])
+    assert set(truth["induction"]) <= set(joined), joined
 
 
 def test_circuit_on_repeated_has_both_heads_and_on_random_not_the_induction_head(loaded, truth):

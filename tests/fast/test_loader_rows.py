@@ -1,7 +1,7 @@
 """The loader's rows of an artifact (no database): ids, edge lists, and a checkpoint without edges."""
 
 from hand_made_catalog import CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION
-from synthetic_artifacts import Checkpoint, write
+from synthetic_artifacts import Checkpoint, Edge, write
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.loader import FEEDS_PROPERTIES, checkpoint_rows
@@ -22,3 +22,20 @@ def test_edges_are_lists_whose_ends_are_positions_in_the_subspace_ids(tmp_path):
 def test_a_checkpoint_without_edges_has_no_edge_rows(tmp_path):
     rows = checkpoint_rows(read_artifact(write(Checkpoint("m", "2", 2, CHANNELS), tmp_path)), node_checkpoint_id="m@2")
     assert rows.feeds == [] and rows.flows == [] and rows.subspace_ids[0] == "m@2/A/q"
+
+
+def test_pruning_keeps_every_edge_measured_by_patching(tmp_path):
+    """--top-k 1 keeps each reader role's largest edge by attribution, and also an edge below
+    --min-attribution whose exact effect was patched (its attribution undercounts it)."""
+    edges = [
+        Edge("A", "D", "in", 0.5, 0.5, 0.30),
+        Edge("B", "D", "in", 0.5, 0.5, 0.20),
+        Edge("C", "D", "in", 0.5, 0.5, 0.001, patched=0.7),
+    ]
+    attribution = {s: {(e.writer, e.reader): e.attribution for e in edges} for s in EFFECTS}
+    artifact = read_artifact(write(Checkpoint("m", "1", 1, CHANNELS, edges, EFFECTS, attribution), tmp_path))
+    rows = checkpoint_rows(artifact, top_k=1, min_attribution=0.01)
+    kept = [dict(zip(("source", "target", *FEEDS_PROPERTIES), row)) for row in rows.feeds]
+    writers = {rows.subspace_ids[row["source"]].split("/")[-2]: row["patched"] for row in kept}
+    assert writers == {"A": None, "C": 0.7}
+    assert len(rows.flows) == 2 * len(kept)  # each kept edge on both slices

@@ -96,7 +96,7 @@ def test_declared_types_accept_and_refuse(spec, good, bad):
         (
             "components",
             {"checkpoint": "m@1", "min_share": "0.2", "by": "strength"},
-            r"\$by must be one of .weight., .flow., .attribution. or null",
+            r"\$by must be one of .weight., .flow., .attribution., .patched. or null",
         ),
         ("circuit", {"checkpoint": "m", "slice": "s", "min_effect": "abc", "min_attribution": "0"}, r"\$min_effect"),
         ("checkpoints", {"model": "m", "limit": "3"}, r"has no parameter \$limit"),

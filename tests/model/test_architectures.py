@@ -132,6 +132,13 @@ def test_scores_and_effects_are_finite(ingested):
         values = torch.tensor(tables[table][list(columns)].to_numpy(dtype=float))
         assert values.isfinite().all(), table
     assert tables["edges"]["weight"].between(0, 1 + 1e-6).all()
+    # flow is a share: in [0, 1], summing to 1 over the writers of each role that any writer writes into
+    flows = tables["edges"].groupby(["reader", "role"])["flow"]
+    assert tables["edges"]["flow"].between(0, 1 + 1e-6).all()
+    assert all(total == pytest.approx(1, abs=1e-5) or total == 0 for total in flows.sum()), flows.sum()
+    assert (flows.sum() > 0).any()
+    patched = tables["edges"]["patched"]  # every edge, or at least the top 64 by attribution of each slice
+    assert patched.notna().sum() >= min(64, len(patched)) and patched.abs().max() > 0
     assert tables["activity"]["ablation"].abs().max() > 0  # ablating some channel changes the loss
     assert set(tables["examples"]["block"]) <= set(tables["blocks"]["name"])
     fidelity = artifact.manifest["fidelity"]

@@ -72,23 +72,30 @@ def heads(trained):
 
 
 def artifact_circuit(artifact, slice_name: str, min_effect: float, min_attribution: float):
-    """The library's ``circuit`` query on an artifact's tables: the channels whose mean ablation adds
-    at least ``min_effect`` nats on the slice, and the slice edges between them of at least
-    ``min_attribution``."""
+    """The library's ``circuit`` query on an artifact's tables: the channels whose ablation adds at
+    least ``min_effect`` nats on the slice, and the slice edges between them whose effect (patched
+    where measured, else attribution) is at least ``min_attribution``."""
     activity = artifact.tables["activity"]
     members = set(activity[(activity["slice"] == slice_name) & (activity["ablation"] >= min_effect)]["block"])
     edges = artifact.tables["slice_edges"]
-    edges = edges[(edges["slice"] == slice_name) & (edges["attribution"] >= min_attribution)]
+    edges = edges[(edges["slice"] == slice_name) & (edges["patched"].fillna(edges["attribution"]) >= min_attribution)]
     return members, {(w, r) for w, r in zip(edges["writer"], edges["reader"]) if w in members and r in members}
 
 
 @pytest.fixture(scope="module")
-def circuits(keyvalue_checkpoints, tmp_path_factory):
+def ingested(keyvalue_checkpoints, tmp_path_factory):
+    """The final checkpoint ingested on both slices, and what the ingest printed."""
     final = keyvalue_checkpoints[-1]
     data = [f"{name}={final.parent / name}.jsonl" for name in ("task", "trivial")]
     out = tmp_path_factory.mktemp("keyvalue-ingest")
-    [path] = ingest(str(final), [], data, out, IngestConfig(), progress=False, echo=lambda _: None)
-    artifact = read_artifact(path)
+    printed = []
+    [path] = ingest(str(final), [], data, out, IngestConfig(), progress=False, echo=printed.append)
+    return read_artifact(path), printed
+
+
+@pytest.fixture(scope="module")
+def circuits(ingested):
+    artifact, _ = ingested
     thresholds = {**CIRCUIT, "min_effect": MIN_EFFECT}
     return {name: artifact_circuit(artifact, name, **thresholds) for name in ("task", "trivial")}
 
@@ -122,3 +129,17 @@ def test_the_task_circuit_holds_the_lookup_heads_and_the_trivial_one_fewer_heads
     assert not {name(*head) for head in previous} & trivial, sorted(trivial)
     heads_of = lambda circuit: {channel for channel in circuit if "H" in channel}  # noqa: E731
     assert heads_of(trivial) < heads_of(task), (sorted(trivial), sorted(task))  # fewer heads, all the task's
+
+
+def test_its_saturated_slices_are_flagged_for_flat_gradients(ingested):
+    """The model answers with near certainty, so its loss and gradients are near zero: every
+    first-order channel effect is a few thousandths of a nat where ablation moves the loss by
+    nats. Each slice (and their union) says so in the manifest and in the ingest's output."""
+    artifact, printed = ingested
+    activity = artifact.tables["activity"]
+    for entry in artifact.manifest["slices"]:
+        rows = activity[activity["slice"] == entry["name"]]
+        assert rows["attribution"].max() < 0.01 * rows["ablation"].max(), entry["name"]
+        assert entry["flat_gradients"] is True, entry["name"]
+    warned = [line for line in printed if "flat gradients" in line]
+    assert len(warned) == len(artifact.manifest["slices"]) == 3, printed

@@ -1,0 +1,197 @@
+"""Edge patching: the exact effect of one edge, its writer ablated in the input of one read role only.
+
+For a writer A (output y_A) and a read role r of a later reader B, the *patched* run is the clean
+run in which only B's role r reads the residual stream with A's output replaced by its baseline
+b_A (the slice's :class:`~.baselines.Baseline`, as in exact ablation):
+
+    x_B,r = norm(r_B - y_A + b_A)
+
+while every other reader (and B's other roles) reads the clean stream, and everything after B is
+recomputed: path patching of one edge, the verification step of AtP*. With L the slice's metric
+(:mod:`.metrics`, a loss), the edge's ``patched`` effect is the mean over the slice's held-out
+sample of L(patched) - L(clean): positive where the edge helps, in nats like a channel's
+``ablation``. A head's output is z_h W_O[h] (the shared output bias is no head's), an MLP's its
+``mlp_out``, an embedding's its own; a head role's input is mapped by that role's weights of that
+head alone, so its other heads and roles are untouched.
+
+The sample's prompts are repeated along the batch, one copy per edge (as
+:func:`.fidelity.variant_losses` runs variants), and each hook patches only its own edge's rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .baselines import Baseline
+from .channels import Channel, ChannelLayout, ReadRole
+from .data import DataSlice
+from .metrics import sequence_losses
+from .model_adapter import Hook, LoadedModel, site
+from .statistics import mlp_input_residual
+from .transformer import normalize
+
+#: An edge: the writer, and the reader role it is patched in.
+Edge = tuple[Channel, ReadRole]
+
+
+def candidate_edges(layout: ChannelLayout, scores: Sequence[Tensor], count: int) -> list[tuple[int, int]]:
+    """The (reader row, writer column) pairs to patch: every feeding pair when there are at most
+    ``count``, else the union of each score matrix's ``count`` largest (in row, column order)."""
+    pairs = layout.feeds_mask.nonzero().tolist()
+    if len(pairs) <= count:
+        return [tuple(p) for p in pairs]
+    chosen: set[tuple[int, int]] = set()
+    for score in scores:
+        values = torch.stack([score[i, j] for i, j in pairs]).double()
+        order = torch.sort(-values, stable=True).indices[:count]
+        chosen.update(tuple(pairs[k]) for k in order.tolist())
+    return sorted(chosen)
+
+
+def edge_losses(
+    model: LoadedModel,
+    layout: ChannelLayout,
+    edges: Sequence[Edge],
+    data: DataSlice,
+    baseline: Baseline,
+    batch_tokens: int,
+    progress: bool = False,
+) -> Tensor:
+    """The metric of every prompt of ``data`` with each edge patched, and clean last: [E + 1, n]."""
+    n, width = data.n_sequences, data.tokens.shape[1]
+    variants: list[Edge | None] = [*edges, None]
+    total = len(variants) * n
+    rows = max(1, batch_tokens // width)
+    losses = torch.empty(total, dtype=torch.float64)
+    bar = tqdm(total=total, desc=f"edge patching {data.name} ({len(edges)} edges)", disable=not progress, leave=False)
+    with torch.no_grad():
+        for start in range(0, total, rows):
+            index = torch.arange(start, min(start + rows, total))
+            batch = data.rows(index % n)
+            hooks = _patching_hooks(model, layout, [variants[v] for v in (index // n).tolist()], baseline, index % n)
+            logits = model.run(batch.tokens, hooks, batch.mask)
+            losses[index] = sequence_losses(logits, batch.tokens, batch.targets()).double().cpu()
+            bar.update(len(index))
+    bar.close()
+    return losses.view(len(variants), n)
+
+
+def patched_effects(
+    model: LoadedModel,
+    layout: ChannelLayout,
+    pairs: Sequence[tuple[int, int]],
+    data: DataSlice,
+    baseline: Baseline,
+    batch_tokens: int,
+    progress: bool = False,
+) -> Tensor:
+    """[reader role, writer] float64: each pair's patched effect on ``data`` (the mean over its prompts
+    of L(patched) - L(clean)), NaN for the pairs not patched."""
+    matrix = torch.full((len(layout.readers), len(layout.writers)), float("nan"), dtype=torch.float64)
+    if not pairs:
+        return matrix
+    edges = [(layout.writers[j], layout.readers[i]) for i, j in pairs]
+    losses = edge_losses(model, layout, edges, data, baseline, batch_tokens, progress)
+    for (i, j), effect in zip(pairs, (losses[:-1] - losses[-1]).mean(1).tolist()):
+        matrix[i, j] = effect
+    return matrix
+
+
+def _patching_hooks(
+    model: LoadedModel, layout: ChannelLayout, row_edges: list[Edge | None], baseline: Baseline, prompts: Tensor
+) -> list[tuple[str, Hook]]:
+    """Hooks that patch, in row i of a batch, the edge ``row_edges[i]`` (None: the clean run).
+
+    Writer hooks leave the stream alone and record each patched row's change b_A - y_A [p, d]
+    (rows of one [B, p, d] tensor); a reader's residual is recorded where its normalisation reads
+    it, and the reader role's input is recomputed from the residual plus that change.
+    """
+    spec, cfg, params, device = model.spec, model.runner.cfg, model.runner.params, model.device
+    rows_of_writer: dict[str, list[int]] = defaultdict(list)
+    rows_of_reader: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, edge in enumerate(row_edges):
+        if edge is not None:
+            rows_of_writer[edge[0].name].append(i)
+            rows_of_reader[(edge[1].channel.name, edge[1].role)].append(i)
+    state: dict[str, Tensor] = {}  # "change": b_A - y_A per batch row [B, p, d]; residuals by site
+    hooks: list[tuple[str, Hook]] = []
+
+    def record_writer(channel: Channel, rows: list[int]) -> Hook:
+        index = torch.tensor(rows, device=device)
+
+        def hook(activation: Tensor, hook) -> None:
+            own = activation.expand(len(row_edges), *activation.shape[1:])[index]
+            base = baseline.values(hook.name, prompts[rows], own.shape[1]).expand_as(own)
+            if channel.kind == "attn_head":
+                W_O = params[f"blocks.{channel.layer}.attn.W_O"][channel.head]
+                delta = (base[:, :, channel.head] - own[:, :, channel.head]) @ W_O
+            else:
+                delta = base - own
+            if "change" not in state:
+                state["change"] = delta.new_zeros(len(row_edges), *delta.shape[1:])
+            state["change"][index] = delta
+
+        return hook
+
+    def record_residual(name: str) -> Hook:
+        def hook(activation: Tensor, hook) -> None:
+            state[name] = activation
+
+        return hook
+
+    def patched_input(residual_site: str, index: Tensor, final: bool = False) -> Tensor:
+        residual = state[residual_site][index] + state["change"][index]
+        return normalize(residual, cfg.final_normalization if final else cfg.normalization, cfg.eps)
+
+    def patch_head(reader: ReadRole, rows: list[int]) -> Hook:
+        l, h, role = reader.channel.layer, reader.channel.head, reader.role
+        weight = params[f"blocks.{l}.attn.W_{role.upper()}"][h]
+        bias = params[f"blocks.{l}.attn.b_{role.upper()}"][h]
+        index = torch.tensor(rows, device=device)
+
+        def hook(activation: Tensor, hook) -> Tensor:
+            out = activation.clone()
+            out[index, :, h] = patched_input(site("resid_pre", l), index) @ weight + bias
+            return out
+
+        return hook
+
+    def patch_rows(residual_site: str, rows: list[int], final: bool) -> Hook:
+        index = torch.tensor(rows, device=device)
+
+        def hook(activation: Tensor, hook) -> Tensor:
+            out = activation.clone()
+            out[index] = patched_input(residual_site, index, final)
+            return out
+
+        return hook
+
+    for name, rows in rows_of_writer.items():
+        channel = layout.by_name[name]
+        writer_site = {"attn_head": ("z", channel.layer), "mlp": ("mlp_out", channel.layer)}.get(
+            channel.kind, (channel.kind, None)
+        )
+        hooks.append((site(*writer_site), record_writer(channel, rows)))
+    recorded: set[str] = set()
+    for (name, role), rows in rows_of_reader.items():
+        reader = ReadRole(layout.by_name[name], role)
+        channel = reader.channel
+        if channel.kind == "attn_head":
+            residual_site, reader_hook = site("resid_pre", channel.layer), (site(role, channel.layer))
+            patch = patch_head(reader, rows)
+        elif channel.kind == "mlp":
+            residual_site, reader_hook = site(mlp_input_residual(spec), channel.layer), site("mlp_x", channel.layer)
+            patch = patch_rows(residual_site, rows, final=False)
+        else:
+            residual_site, reader_hook = site("resid_final"), site("final_x")
+            patch = patch_rows(residual_site, rows, final=True)
+        if residual_site not in recorded:
+            recorded.add(residual_site)
+            hooks.append((residual_site, record_residual(residual_site)))
+        hooks.append((reader_hook, patch))
+    return hooks
