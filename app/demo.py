@@ -23,7 +23,7 @@ from .local_server import USER, Distribution, LocalServer, ServerSettings
 SLICES = ["repeated", "random"]
 CIRCUIT = {name: circuit_default(name) for name in ("min_effect", "min_attribution")}  # nats: the query's defaults
 COMPONENT_SHARE = 0.2  # of the largest edge attribution; on a slice, the circuit's channels take part
-EDGE_COLUMNS = ["writer", "reader", "role", "weight", "flow", "attribution", "strength"]
+EDGE_COLUMNS = ["writer", "reader", "role", "patched", "attribution", "flow", "weight"]
 
 
 def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = print) -> None:
@@ -39,9 +39,9 @@ def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = pr
         assert len(ids) == len(paths), "every ingested checkpoint is loaded"
         for checkpoint_id in ids:
             echo(f"\n=== {checkpoint_id}")
-            edges = catalog.rows("top_edges", checkpoint=checkpoint_id, by="flow", limit=1000)
+            edges = catalog.rows("top_edges", checkpoint=checkpoint_id, by="patched", limit=1000)
             head_edges = [e for e in edges if e["writer_kind"] == e["reader_kind"] == "attn_head"][:3]
-            echo("top head -> head edges by flow:\n" + render(head_edges, columns=EDGE_COLUMNS))
+            echo("top head -> head edges by patched effect:\n" + render(head_edges, columns=EDGE_COLUMNS))
             for slice_name in [None, *SLICES]:
                 components = catalog.rows(
                     "components",

@@ -68,7 +68,8 @@ def edge_losses(
     total = len(variants) * n
     rows = max(1, batch_tokens // width)
     losses = torch.empty(total, dtype=torch.float64)
-    bar = tqdm(total=total, desc=f"edge patching {data.name} ({len(edges)} edges)", disable=not progress, leave=False)
+    desc = f"edge patching {data.name} ({len(edges)} edges)"
+    bar = tqdm(total=total, desc=desc, unit="prompt", disable=not progress, leave=False)
     with torch.no_grad():
         for start in range(0, total, rows):
             index = torch.arange(start, min(start + rows, total))

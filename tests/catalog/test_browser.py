@@ -4,7 +4,7 @@ Debian's ``chromium`` and ``chromium-driver`` (installed by ``.ci/setup``) run u
 the driver's path given, so Selenium Manager never downloads a browser. The test logs in as a
 researcher would, pastes the shipped stylesheet (``circuit-atlas query --style``) and the
 ``circuit_view`` query, and reads the drawn SVG: nodes, their kind colours and captions, and
-relationship widths graded by attribution. The screenshot lands in the test's temporary folder.
+relationship widths graded by effect. The screenshot lands in the test's temporary folder.
 """
 
 from __future__ import annotations

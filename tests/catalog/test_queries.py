@@ -196,7 +196,7 @@ def test_circuit_graph_returns_nodes_and_paths(catalog):
     assert len(row["edges"]) == 2 and row["slice"]["name"] == "rep"
 
 
-def test_circuit_view_grades_channel_edges_by_attribution(catalog, empty_catalog, neo4j_settings):
+def test_circuit_view_grades_channel_edges_by_effect(catalog, empty_catalog, neo4j_settings):
     [row] = empty_catalog.execute_query(
         LIBRARY["circuit_view"].text,
         checkpoint="m@1",
@@ -311,3 +311,39 @@ def test_similar_channels_return_limit_neighbours_past_many_loading_blocks(migra
     migrated.execute_query("CALL db.awaitIndexes(60)", database_=db)
     rows = queries.run(migrated, db, LIBRARY["similar_channels"], {"checkpoint": "m@1", "channel": "c0", "limit": 3})
     assert [(r["checkpoint"], r["channel"]) for r in rows] == [("m@1", "c1"), ("m@1", "c2"), ("m@1", "c3")]
+
+
+def test_circuit_edges_are_judged_by_patched_effect_where_it_was_measured(migrated, neo4j_settings, tmp_path):
+    """A -> B carries 0.5 nats when patched though its first-order attribution is 0.001 (saturated
+    attention); B -> C has attribution 0.3 but patched 0.001; C -> D was not patched. At 0.02 nats
+    the circuit keeps A -> B and C -> D, not B -> C, and returns both scores of each edge."""
+    db = neo4j_settings.database
+    channels = [synthetic_artifacts.Channel(n, "attn_head", i, 0) for i, n in enumerate("ABCD")]
+    edges = [
+        synthetic_artifacts.Edge("A", "B", "k", 0.5, 0.5, 0.001, patched=0.5),
+        synthetic_artifacts.Edge("B", "C", "v", 0.5, 0.5, 0.3, patched=0.001),
+        synthetic_artifacts.Edge("C", "D", "q", 0.5, 0.5, 0.05),
+    ]
+    synthetic_artifacts.load(
+        migrated,
+        db,
+        synthetic_artifacts.Checkpoint(
+            "p",
+            "1",
+            1,
+            channels,
+            edges,
+            effects={"s": {n: 1.0 for n in "ABCD"}},
+            slice_attribution={"s": {(e.writer, e.reader): e.attribution for e in edges}},
+        ),
+        tmp_path,
+    )
+    params = {"checkpoint": "p@1", "slice": "s", "min_effect": 0.1, "min_attribution": 0.02}
+    rows = queries.run(migrated, db, LIBRARY["circuit"], params)
+    kept = {(r["writer"], r["reader"], r["attribution"], r["patched"]) for r in rows if r["reader"]}
+    assert kept == {("A", "B", 0.001, 0.5), ("C", "D", 0.05, None)}
+    [graph] = migrated.execute_query(LIBRARY["circuit_graph"].text, params, database_=db).records
+    drawn = {(p.start_node["id"].split("/")[1], p.end_node["id"].split("/")[1]) for p in graph["edges"]}
+    assert drawn == {("A", "B"), ("C", "D")}
+    by_patched = queries.run(migrated, db, LIBRARY["top_edges"], {"checkpoint": "p@1", "by": "patched", "limit": 10})
+    assert [(r["writer"], r["patched"]) for r in by_patched] == [("A", 0.5), ("B", 0.001)]  # C -> D: not measured
