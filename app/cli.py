@@ -368,6 +368,13 @@ def with_options(options):
     help="Edges per slice whose exact effect is measured by patching: every edge if the model has no more, "
     "else the largest by attribution (0: none).",
 )
+@click.option(
+    "--circuit-faithfulness",
+    default=0.9,
+    show_default=True,
+    help="The share of each slice's behaviour its stored circuit by faithfulness must keep (the smallest set "
+    "found: query faithful_circuit).",
+)
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
 @click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
@@ -401,6 +408,7 @@ def ingest_command(
     ablation: str,
     baseline: str | None,
     patched_edges: int,
+    circuit_faithfulness: float,
     force: bool,
     seed: int,
     top_k: int,
@@ -430,6 +438,7 @@ def ingest_command(
         ablation=ablation,
         baseline=baseline,
         patched_edges=patched_edges,
+        circuit_faithfulness=circuit_faithfulness,
     )
     options = dict(
         checkpoints=checkpoints, weights=weights, name=name, label=label, device=device, echo=click.echo, force=force

@@ -63,6 +63,13 @@ def run_demo(server_dir: Path, artifacts: Path, echo: Callable[[str], None] = pr
                     else ""
                 )
                 echo(f"circuit on {slice_name}{kept}: {', '.join(members) or '(none)'}")
+                [faithful] = catalog.rows("faithful_circuit", checkpoint=checkpoint_id, slice=slice_name)
+                value = faithful["faithfulness"]
+                reached = "" if value is None else f"faithfulness {fixed(value, 2)}, "
+                echo(
+                    f"circuit on {slice_name} by faithfulness {faithful['target']} ({reached}{faithful['size']} "
+                    f"channels): {', '.join(faithful['channels']) or faithful['reason']}"
+                )
     echo(f"\nNeo4j Browser: {server_settings.browser_url}  (user {USER}, password in {server.password_file})")
     echo(
         "Paste there, one command at a time, to style the catalog and draw the final checkpoint's circuit "

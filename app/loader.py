@@ -69,6 +69,7 @@ ACTIVE_ON_PROPERTIES = (
     "mean_norm",
     "effect_rank",
     "faithfulness",
+    "in_circuit",
 )
 STALE_SECONDS = 3600  # a staging checkpoint without a heartbeat for this long is abandoned
 HEARTBEAT_SECONDS = 60
@@ -229,6 +230,15 @@ def checkpoint_rows(
     slice_id = {s["name"]: s["id"] for s in m["slices"]}
     ablation = {s["name"]: s.get("ablation") for s in m["slices"]}  # absent before ablation baselines
     flat = {s["name"]: s.get("flat_gradients") for s in m["slices"]}  # absent before edge patching
+    circuit = {  # the slice's circuit by faithfulness, on each of its ACTIVE_ON
+        s["name"]: {
+            "circuit_target": s["circuit"]["target"],
+            "circuit_faithfulness": s["circuit"]["faithfulness"],
+            "circuit_reason": s["circuit"]["reason"],
+        }
+        for s in m["slices"]
+        if isinstance(s.get("circuit"), dict)
+    }
     matched = t["matches"].set_index("block")
 
     blocks = t["blocks"].assign(
@@ -289,7 +299,8 @@ def checkpoint_rows(
                 "slice_id": slice_id[r["slice"]],
                 "properties": {k: _clean(r[k]) for k in ACTIVE_ON_PROPERTIES}
                 | ({"ablation_baseline": ablation[r["slice"]]} if ablation[r["slice"]] else {})
-                | ({"flat_gradients": flat[r["slice"]]} if flat[r["slice"]] is not None else {}),
+                | ({"flat_gradients": flat[r["slice"]]} if flat[r["slice"]] is not None else {})
+                | circuit.get(r["slice"], {}),
             }
             for r in t["activity"].to_dict("records")
         ],

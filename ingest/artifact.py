@@ -122,6 +122,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
             nullable=True,
         ),
         Column("mean_norm", _FLOAT, "mean norm of the channel's output (the unembedding: its input)"),
+        Column("in_circuit", pa.bool_(), "in the slice's circuit by faithfulness (manifest: its target and search)"),
     ),
     "examples": (
         Column("slice", _STR, "slice name (a named slice, not their union)"),

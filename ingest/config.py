@@ -37,6 +37,7 @@ class IngestConfig:
     ablation: str = ABLATIONS[0]  # an ablated channel's output becomes the baseline's (ingest/baselines.py)
     baseline: str | None = None  # the slice whose prompts every baseline comes from (default: each slice its own)
     patched_edges: int = 64  # per slice: edges whose exact effect is patched (all if the model has no more)
+    circuit_faithfulness: float = 0.9  # per slice: the faithfulness its stored circuit must reach (smallest found)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -60,6 +61,7 @@ class IngestConfig:
             ("effect_tokens", False, whole, lambda v: v >= 1, ">= 1"),
             ("effect_prompts", False, whole, lambda v: v >= 1, ">= 1"),
             ("patched_edges", False, whole, lambda v: v >= 0, ">= 0 (0: none)"),
+            ("circuit_faithfulness", False, number, lambda v: 0 < v <= 1, "in (0, 1] (share of the behaviour kept)"),
             ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),

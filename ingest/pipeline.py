@@ -33,7 +33,7 @@ from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .edge_patching import candidate_edges, patched_effects
 from .examples import example_rows
-from .faithfulness import curve_losses, effect_order, faithfulness
+from .faithfulness import FaithfulCircuit, curve_losses, effect_order, faithfulness, kept_variant, smallest_faithful
 from .fidelity import (
     ablation_effects,
     ablation_errors,
@@ -41,6 +41,7 @@ from .fidelity import (
     channel_fidelity,
     choose_fraction,
     compression_losses,
+    variant_losses,
 )
 from .fingerprints import FEATURES, PATTERN_SCORES, channel_fingerprints
 from .interventions import Interventions
@@ -155,6 +156,7 @@ def artifact_tables(
     ablation: dict[str, dict[str, float]],
     ablation_se: dict[str, dict[str, float | None]],
     faithful: dict[str, dict[str, tuple[int, float | None]]],
+    circuits: dict[str, FaithfulCircuit],
     per_channel: dict[str, float | None],
     prints: dict[str, list[float]],
     pattern_scores: dict[str, torch.Tensor],
@@ -240,6 +242,7 @@ def artifact_tables(
                 "ablation_se": ablation_se[name][c.name],
                 "effect_rank": faithful[name][c.name][0],
                 "faithfulness": faithful[name][c.name][1],
+                "in_circuit": c.name in circuits[name].members,
                 "mean_norm": scores.mean_norm[c.name],
             }
             for name, scores in per_slice.items()
@@ -263,18 +266,27 @@ def faithfulness_curve(
     weights: dict[str, float],
     config: IngestConfig,
     progress: bool,
-) -> dict[str, tuple[int, float | None]]:
+) -> tuple[dict[str, tuple[int, float | None]], FaithfulCircuit]:
     """Per channel, its rank by exact ablation effect (1 = largest) and the faithfulness of the
-    circuit of every channel up to that rank, on the samples of the slices in ``weights`` (their mean
-    losses weighted as the effects were)."""
+    circuit of every channel up to that rank, and the circuit by faithfulness (its target
+    ``config.circuit_faithfulness``), on the samples of the slices in ``weights`` (their mean losses
+    weighted as the effects were)."""
     order = effect_order(channels, effects)
     parts = [samples[name] for name in weights]
-    losses = curve_losses(interventions, order, parts, config.batch_tokens, progress)
-    means = sum(
-        w * chunk.mean(1) for w, chunk in zip(weights.values(), losses.split([p.n_sequences for p in parts], 1))
-    )
+
+    def weighted(losses: torch.Tensor) -> torch.Tensor:
+        """[V, prompts of every part] -> [V]: each part's mean, weighted."""
+        chunks = losses.split([p.n_sequences for p in parts], 1)
+        return sum(w * chunk.mean(1) for w, chunk in zip(weights.values(), chunks))
+
+    def loss_of(kept: list[Channel]) -> float:
+        variant = kept_variant(channels, kept)
+        return float(weighted(variant_losses(interventions, [variant], parts, config.batch_tokens))[0])
+
+    means = weighted(curve_losses(interventions, order, parts, config.batch_tokens, progress))
     curve = faithfulness(means)
-    return {c.name: (k, curve[k]) for k, c in enumerate(order, 1)}
+    circuit = smallest_faithful(order, means, loss_of, config.circuit_faithfulness)
+    return {c.name: (k, curve[k]) for k, c in enumerate(order, 1)}, circuit
 
 
 def effect_sample(held_out: DataSlice, config: IngestConfig) -> DataSlice:
@@ -408,9 +420,15 @@ def ingest_checkpoint(
             ablation[name] = ablation_effects(names, clean[name], ablated[name])
             ablation_se[name] = ablation_errors(names, clean[name], ablated[name])
 
-    def curve(name: str, weights: dict[str, float]) -> dict[str, tuple[int, float | None]]:
+    faithful: dict[str, dict[str, tuple[int, float | None]]] = {}
+    circuits: dict[str, FaithfulCircuit] = {}
+
+    def curve(name: str, weights: dict[str, float]) -> None:
+        """Slice ``name``'s faithfulness curve and circuit by faithfulness."""
         with profile(f"faithfulness {name}"):
-            return faithfulness_curve(interventions, channels, ablation[name], samples, weights, config, progress)
+            faithful[name], circuits[name] = faithfulness_curve(
+                interventions, channels, ablation[name], samples, weights, config, progress
+            )
 
     for s in slices:
         ablate(s.name)
@@ -422,7 +440,8 @@ def ingest_checkpoint(
         else sum((weights[s] * ablation_se[s][c]) ** 2 for s in weights) ** 0.5
         for c in names
     }
-    faithful = {name: curve(name, weights if name == union.name else {name: 1.0}) for name in ablation}
+    for scored in ablation:
+        curve(scored, weights if scored == union.name else {scored: 1.0})
     with profile("fidelity"):
         compressed = compression_losses(interventions, sample, config.batch_tokens, progress)
         per_channel = channel_fidelity(
@@ -476,15 +495,15 @@ def ingest_checkpoint(
         samples[d.name] = effect_sample(d.split(config.holdout, config.seed)[1], config)  # its own prompts
         baselines[d.name] = measure_baseline(d.name)
         ablate(d.name)
-        faithful[d.name] = curve(d.name, {d.name: 1.0})
+        curve(d.name, {d.name: 1.0})
         per_slice[d.name] = attribution(d)
         patched[d.name] = patch(d.name, candidate_edges(layout, [per_slice[d.name].attribution], config.patched_edges))
-    flat = {name: flat_gradients(per_slice[name], ablation[name]) for name in per_slice}
-    for name in (name for name, is_flat in flat.items() if is_flat):
+    flat = {scored: flat_gradients(per_slice[scored], ablation[scored]) for scored in per_slice}
+    for flat_slice in (scored for scored, is_flat in flat.items() if is_flat):
         echo(
-            f"[{checkpoint.label}] warning: slice {name!r} has flat gradients: its largest first-order channel "
-            f"effect is {max(per_slice[name].activity.values()):.2g} nats against an exact "
-            f"{max(ablation[name].values()):.2g} (a saturated model?). Its attribution scores say little; "
+            f"[{checkpoint.label}] warning: slice {flat_slice!r} has flat gradients: its largest first-order channel "
+            f"effect is {max(per_slice[flat_slice].activity.values()):.2g} nats against an exact "
+            f"{max(ablation[flat_slice].values()):.2g} (a saturated model?). Its attribution scores say little; "
             "judge its edges by patched and its channels by ablation (--importance activation weighs the "
             "subspaces without gradients)."
         )
@@ -501,6 +520,7 @@ def ingest_checkpoint(
             ablation,
             ablation_se,
             faithful,
+            circuits,
             per_channel,
             prints,
             pattern_scores,
@@ -520,7 +540,7 @@ def ingest_checkpoint(
             "revision": checkpoint.revision,
         },
         "slices": [
-            entry | {"flat_gradients": flat[entry["name"]]}
+            entry | {"flat_gradients": flat[entry["name"]], "circuit": circuits[entry["name"]].entry()}
             for entry in [slice_entry(s, baselines[s.name]) for s in [*slices, *situations]]
             + ([union.entry()] if len(slices) > 1 else [])
         ],

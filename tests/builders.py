@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from circuit_atlas.ingest.data import DataSlice
+from circuit_atlas.ingest.model_adapter import site
 
 D_MODEL, N_HEADS, D_HEAD, D_VOCAB, N_CTX = 32, 4, 8, 32, 16
 
@@ -383,3 +384,37 @@ def task_slice(name: str, prompts: list[list[int]]) -> DataSlice:
     answers = torch.tensor([[p[0]] for p in prompts])
     counterfactuals = torch.tensor([[p[1]] for p in prompts])
     return DataSlice(name, name, tokens, mask, "logit_diff", positions, answers, counterfactuals, "position -1")
+
+
+def plain_faithfulness(model, tokens, kept: set[str]) -> float:
+    """F of the channels ``kept``, with hooks written here: every other head's z, MLP output,
+    embedding and unembedding input replaced by its mean over the prompts at each position,
+    (L_none - L_kept) / (L_none - L_clean) of the mean next-token loss."""
+    spec = model.spec
+    sites = {"embed": site("embed"), "unembed": site("final_x")}
+    if spec.positional == "standard":
+        sites["pos_embed"] = site("pos_embed")
+    sites |= {f"L{l}.mlp": site("mlp_out", l) for l in range(spec.n_layers) if spec.has_mlp}
+    heads = {f"L{l}H{h}": (site("z", l), h) for l in range(spec.n_layers) for h in range(spec.n_heads)}
+    with torch.no_grad():
+        _, clean = model.run_capturing(tokens, [*sites.values(), *{s for s, _ in heads.values()}])
+    means = {name: value.detach().mean(0, keepdim=True) for name, value in clean.items()}
+
+    def loss(ablated: set[str]) -> float:
+        def replace(activation, hook):
+            activation = activation.expand(tokens.shape[0], *activation.shape[1:]).clone()
+            for channel, (head_site, h) in heads.items():
+                if channel in ablated and head_site == hook.name:
+                    activation[:, :, h] = means[head_site][:, :, h]
+            if any(sites.get(channel) == hook.name for channel in ablated):
+                activation = means[hook.name].expand_as(activation).clone()
+            return activation
+
+        hooked = {sites[c] for c in ablated if c in sites} | {heads[c][0] for c in ablated if c in heads}
+        with torch.no_grad():
+            logits = model.run(tokens, [(name, replace) for name in hooked])
+        return float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:]))
+
+    everything = set(sites) | set(heads)
+    none, clean_loss = loss(everything), loss(set())
+    return (none - loss(everything - kept)) / (none - clean_loss)

@@ -41,6 +41,18 @@ class Edge:
     patched: float | None = None  # on the ingest data and on every slice (None: not measured)
 
 
+#: The synthetic circuit by faithfulness: the channels up to the first rank whose synthetic faithfulness reaches it.
+CIRCUIT_TARGET = 0.9
+
+
+def _circuit(ranked: list[tuple[str, float, int, float]]) -> tuple[set[str], float | None]:
+    """The members and faithfulness of the synthetic circuit of ``_ranked`` rows."""
+    reached = next((i for i, (*_, kept) in enumerate(ranked) if kept is not None and kept >= CIRCUIT_TARGET), None)
+    if reached is None:
+        return set(), None
+    return {name for name, *_ in ranked[: reached + 1]}, ranked[reached][3]
+
+
 def _ranked(checkpoint: Checkpoint, effects: dict[str, float]) -> list[tuple[str, float, int, float]]:
     """(channel, effect, rank by effect, faithfulness) with a synthetic faithfulness: the share of
     the summed effects that the channels up to this rank hold."""
@@ -155,6 +167,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "effect_rank": rank,
                 "faithfulness": kept,
                 "mean_norm": 1.0,
+                "in_circuit": name in _circuit(_ranked(c, by_channel))[0],
             }
             for s, by_channel in c.effects.items()
             for name, effect, rank, kept in _ranked(c, by_channel)
@@ -236,8 +249,13 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "n_sequences": 8,
                 "metric": "next_token_loss",
                 "scored": "every next token",
+                "circuit": {
+                    "target": CIRCUIT_TARGET,
+                    "faithfulness": _circuit(_ranked(c, by_channel))[1],
+                    "reason": None,
+                },
             }
-            for s in c.effects
+            for s, by_channel in c.effects.items()
         ],
         "ingest_slice": next(iter(c.effects), "none"),
         "config": {},

@@ -347,3 +347,12 @@ def test_circuit_edges_are_judged_by_patched_effect_where_it_was_measured(migrat
     assert drawn == {("A", "B"), ("C", "D")}
     by_patched = queries.run(migrated, db, LIBRARY["top_edges"], {"checkpoint": "p@1", "by": "patched", "limit": 10})
     assert [(r["writer"], r["patched"]) for r in by_patched] == [("A", 0.5), ("B", 0.001)]  # C -> D: not measured
+
+
+def test_faithful_circuit_returns_the_stored_circuit_with_its_faithfulness(catalog):
+    """The hand-made catalog's synthetic circuit on rep: A, B and C hold 2.4 of the 2.43 nats of
+    summed effect, the first prefix past the 0.9 target."""
+    [row] = catalog("faithful_circuit", checkpoint="m@1", slice="rep")
+    assert (row["channels"], row["effects"], row["size"]) == (["A", "B", "C"], [1.0, 0.8, 0.6], 3)
+    assert row["faithfulness"] == pytest.approx(2.4 / 2.43) and row["target"] == 0.9 and row["reason"] is None
+    assert catalog("faithful_circuit", checkpoint="m@1", slice="no-such-slice") == []

@@ -106,6 +106,16 @@ def test_by_patched_effect_the_key_edges_lead_and_join_the_mechanism(loaded, tru
     assert set(truth["induction"]) <= set(joined), joined
 
 
+def test_the_circuit_by_faithfulness_holds_the_mechanism_and_random_tokens_have_none(loaded, truth):
+    run, ids = loaded
+    [repeated] = run("faithful_circuit", checkpoint=ids[-1], slice="repeated")
+    assert {truth["previous"], *truth["induction"]} <= set(repeated["channels"]), repeated
+    assert repeated["faithfulness"] >= repeated["target"] == 0.9 and repeated["reason"] is None
+    [random] = run("faithful_circuit", checkpoint=ids[-1], slice="random")
+    assert random["channels"] == [] and random["faithfulness"] is None
+    assert random["reason"].startswith("little behaviour to keep"), random
+
+
 def test_circuit_on_repeated_has_both_heads_and_on_random_not_the_induction_head(loaded, truth):
     run, ids = loaded
     repeated = {r["writer"] for r in run("circuit", checkpoint=ids[-1], slice="repeated", **CIRCUIT)}

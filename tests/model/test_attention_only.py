@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from builders import plain_faithfulness
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import IngestConfig
@@ -199,3 +200,41 @@ def test_the_pooled_mean_charges_layer_0_for_positions(artifacts):
     layer_0 = [f"L0H{h}" for h in range(RECIPE.n_heads)]
     for effects in (position, pooled):
         assert [max(layer_0, key=effects.get)] == found_roles["previous_token"], effects
+
+
+def faithful_circuit(artifact, slice_name: str) -> tuple[set[str], dict]:
+    """A slice's circuit by faithfulness: its members (activity.in_circuit) and manifest entry."""
+    activity = artifact.tables["activity"]
+    rows = activity[activity.slice == slice_name]
+    entry = next(s for s in artifact.manifest["slices"] if s["name"] == slice_name)["circuit"]
+    return set(rows.block[rows.in_circuit]), entry
+
+
+def test_its_circuit_by_faithfulness_keeps_the_induction_heads_that_a_threshold_drops(artifacts):
+    """On repeated and random tokens together, the induction heads share the work and random tokens
+    halve it: each alone costs under 0.1 nats, so the circuit at the default threshold leaves every
+    one out; the circuit by faithfulness keeps those it needs (three of the four). On random tokens
+    alone there is too little behaviour for a circuit, and it says so."""
+    final, found = artifacts
+    artifact, union = found["position"], "+".join(SLICES)
+    activity = artifact.tables["activity"]
+    effects = dict(zip(activity.block[activity.slice == union], activity.ablation[activity.slice == union]))
+    members, entry = faithful_circuit(artifact, union)
+    induction = roles(final)["induction"]
+    assert all(effects[head] < 0.1 for head in induction), effects
+    assert len(set(induction) & members) >= 2, members
+    assert entry["faithfulness"] >= entry["target"] == 0.9 and entry["size"] == len(members) < len(effects)
+    empty, on_random = faithful_circuit(artifact, "random")
+    assert not empty and on_random["faithfulness"] is None and "little behaviour" in on_random["reason"]
+
+
+def test_the_circuit_by_faithfulness_is_what_plain_hooks_measure_and_needs_every_member(artifacts):
+    """Hooks written in the test (every channel outside the set replaced by its mean over the
+    held-out prompts at each position) give the stored faithfulness, and dropping any one member
+    falls short of the target."""
+    final, found = artifacts
+    members, entry = faithful_circuit(found["position"], "repeated")
+    model, tokens = native(final), held_out(final, IngestConfig(), 0, "repeated")
+    assert plain_faithfulness(model, tokens, members) == pytest.approx(entry["faithfulness"], abs=1e-4)
+    for member in members:
+        assert plain_faithfulness(model, tokens, members - {member}) < entry["target"], member

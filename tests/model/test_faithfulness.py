@@ -5,7 +5,7 @@ channels do not, and an ingest stores the whole curve."""
 import random
 
 import pytest
-import torch
+from builders import plain_faithfulness
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.baselines import Baseline
@@ -15,7 +15,7 @@ from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
 from circuit_atlas.ingest.faithfulness import curve_losses, effect_order, faithfulness, kept_variant
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
-from circuit_atlas.ingest.model_adapter import load_model, site
+from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.ingest.statistics import accumulate_moments
 
@@ -40,38 +40,6 @@ def repeated(reference_checkpoints):
     interventions = Interventions(model, Compression(decompose(moments, model.weights), 1.0, None, 1e-3), baselines)
     clean, ablated = ablation_losses(interventions, sample, 4096, progress=False)
     return interventions, sample, ablation_effects([c.name for c in interventions.layout.channels], clean, ablated)
-
-
-def plain_faithfulness(model, tokens, kept: set[str]) -> float:
-    """F of the channels ``kept``, with hooks written here: every other head's z, MLP output,
-    embedding and unembedding input replaced by its mean over the prompts at each position,
-    (L_none - L_kept) / (L_none - L_clean) of the mean next-token loss."""
-    spec = model.spec
-    sites = {"embed": site("embed"), "unembed": site("final_x")}
-    sites |= {f"L{l}.mlp": site("mlp_out", l) for l in range(spec.n_layers)}
-    heads = {f"L{l}H{h}": (site("z", l), h) for l in range(spec.n_layers) for h in range(spec.n_heads)}
-    with torch.no_grad():
-        _, clean = model.run_capturing(tokens, [*sites.values(), *{s for s, _ in heads.values()}])
-    means = {name: value.detach().mean(0, keepdim=True) for name, value in clean.items()}
-
-    def loss(ablated: set[str]) -> float:
-        def replace(activation, hook):
-            activation = activation.expand(tokens.shape[0], *activation.shape[1:]).clone()
-            for channel, (head_site, h) in heads.items():
-                if channel in ablated and head_site == hook.name:
-                    activation[:, :, h] = means[head_site][:, :, h]
-            if any(sites.get(channel) == hook.name for channel in ablated):
-                activation = means[hook.name].expand_as(activation).clone()
-            return activation
-
-        hooked = {sites[c] for c in ablated if c in sites} | {heads[c][0] for c in ablated if c in heads}
-        with torch.no_grad():
-            logits = model.run(tokens, [(name, replace) for name in hooked])
-        return float(torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:]))
-
-    everything = set(sites) | set(heads)
-    none, clean_loss = loss(everything), loss(set())
-    return (none - loss(everything - kept)) / (none - clean_loss)
 
 
 def test_the_induction_circuit_keeps_the_behaviour_and_random_circuits_do_not(repeated):

@@ -79,11 +79,16 @@ def test_gradients_compose_along_the_residual_stream(model):
     normalisation pull-back the attribution uses."""
     batch = DataSlice.of_tokens("probe", "random tokens", tokens(model))
     _, acts, grads = fisher_gradients(model, batch, torch.Generator().manual_seed(5))
+    with torch.no_grad():  # the residual the MLP normalises (the statistics pass does not keep it)
+        _, residuals = model.run_capturing(batch.tokens, [site("resid_mid", l) for l in range(model.spec.n_layers)])
     for l in range(model.spec.n_layers):
         expected = grads[site("mlp_out", l)]
         if not model.spec.parallel_attn_mlp:
             expected = expected + pull_back(
-                grads[site("mlp_x", l)], acts[site("mlp_x", l)], acts[site("resid_mid", l)], model.spec.normalization
+                grads[site("mlp_x", l)],
+                acts[site("mlp_x", l)],
+                residuals[site("resid_mid", l)],
+                model.spec.normalization,
             )
         torch.testing.assert_close(grads[site("attn_out", l)], expected, atol=1e-5, rtol=1e-3)
 
