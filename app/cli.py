@@ -365,8 +365,8 @@ def with_options(options):
     "--patched-edges",
     default=64,
     show_default=True,
-    help="Edges per slice whose exact effect is measured by patching: every edge if the model has no more, "
-    "else the largest by attribution (0: none).",
+    help="Edges whose exact effect is measured by patching: every edge if the model has no more, else this "
+    "many largest by attribution on each slice and as many by flow (0: none).",
 )
 @click.option(
     "--circuit-faithfulness",

@@ -36,7 +36,7 @@ class IngestConfig:
     situations: int = 0  # discover up to this many situations in the ingest data (0: none)
     ablation: str = ABLATIONS[0]  # an ablated channel's output becomes the baseline's (ingest/baselines.py)
     baseline: str | None = None  # the slice whose prompts every baseline comes from (default: each slice its own)
-    patched_edges: int = 64  # per slice: edges whose exact effect is patched (all if the model has no more)
+    patched_edges: int = 64  # edges patched: all if no more, else this many top by attribution and by flow
     circuit_faithfulness: float = 0.9  # per slice: the faithfulness its stored circuit must reach (smallest found)
 
     def __post_init__(self) -> None:

@@ -41,7 +41,8 @@ Edge = tuple[Channel, ReadRole]
 
 def candidate_edges(layout: ChannelLayout, scores: Sequence[Tensor], count: int) -> list[tuple[int, int]]:
     """The (reader row, writer column) pairs to patch: every feeding pair when there are at most
-    ``count``, else the union of each score matrix's ``count`` largest (in row, column order)."""
+    ``count``, else the union of each score matrix's ``count`` largest (ties in row, column order),
+    in row, column order."""
     pairs = layout.feeds_mask.nonzero().tolist()
     if len(pairs) <= count:
         return [tuple(p) for p in pairs]

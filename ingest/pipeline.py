@@ -475,7 +475,10 @@ def ingest_checkpoint(
             return patched_effects(model, layout, pairs, samples[name], baselines[name], config.batch_tokens, progress)
 
     # The named slices share their candidates, so that the union's patched effects are theirs weighted.
-    pairs = candidate_edges(layout, [per_slice[s.name].attribution for s in slices], config.patched_edges)
+    # First-order attribution undercounts edges through saturated attention (an induction head's
+    # keys), which flow, a structural share, does not: the top of both are patched.
+    scores = [per_slice[s.name].attribution for s in slices] + [structural.flow]
+    pairs = candidate_edges(layout, scores, config.patched_edges)
     patched = {s.name: patch(s.name, pairs) for s in slices}
     patched[union.name] = sum(weights[s] * patched[s] for s in weights)
     situations = []
@@ -497,7 +500,8 @@ def ingest_checkpoint(
         ablate(d.name)
         curve(d.name, {d.name: 1.0})
         per_slice[d.name] = attribution(d)
-        patched[d.name] = patch(d.name, candidate_edges(layout, [per_slice[d.name].attribution], config.patched_edges))
+        scores = [per_slice[d.name].attribution, structural.flow]
+        patched[d.name] = patch(d.name, candidate_edges(layout, scores, config.patched_edges))
     flat = {scored: flat_gradients(per_slice[scored], ablation[scored]) for scored in per_slice}
     for flat_slice in (scored for scored, is_flat in flat.items() if is_flat):
         echo(
