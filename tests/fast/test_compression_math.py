@@ -1,6 +1,7 @@
 """The d_head-space shortcuts of compression.py equal the reference formulas computed with the
 full d_model x d_model data moments (docs/design.md, "Compression"), and ranks follow the stated rule."""
 
+import pytest
 import torch
 
 from circuit_atlas.ingest.compression import (
@@ -94,3 +95,64 @@ def test_ranks_cover_the_fraction_respect_the_cap_and_the_floor():
     assert select_ranks(sigma, 0.95, None, 1e-3).tolist() == [3, 0, 4]
     assert select_ranks(sigma, 0.95, 2, 1e-3).tolist() == [2, 0, 2]
     assert select_ranks(sigma, 0.5, None, 0.0).tolist() == [1, 1, 2]
+
+
+def reference_eigen(root: torch.Tensor, moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The importances (square roots of the eigenvalues, descending) and eigenvectors of
+    root @ moment @ root, by torch.linalg.eigh alone."""
+    values, vectors = torch.linalg.eigh(root @ moment @ root)
+    return values.flip(0).clamp_min(0).sqrt(), vectors.flip(1)
+
+
+def square_roots(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A^{1/2} and A^{-1/2} of a full-rank PSD matrix, from its own eigendecomposition."""
+    values, vectors = torch.linalg.eigh(A)
+    return vectors @ torch.diag(values.sqrt()) @ vectors.T, vectors @ torch.diag(values.rsqrt()) @ vectors.T
+
+
+def span_projector(columns: torch.Tensor) -> torch.Tensor:
+    q = torch.linalg.qr(columns)[0]
+    return q @ q.T
+
+
+def test_black_box_decompositions_at_every_rank_below_full_are_the_reference_ones():
+    """Reader: functionals S^{-1/2} U_k, truncated map x S^{-1/2} U_k U_kᵀ S^{1/2}, with U the
+    eigenvectors of S^{1/2} H S^{1/2}. Writer: directions G^{-1/2} V_k, truncated map
+    y G^{1/2} V_k V_kᵀ G^{-1/2}, with V those of G^{1/2} E[y yᵀ] G^{1/2}. At every rank k the
+    compression's directions span the reference subspace, its projector (Compression.projection, at
+    the stored rank and not one direction more) is the reference map, and a role's energy is the
+    share of the squared importances its rank keeps."""
+    from circuit_atlas.ingest.channels import Channel
+    from circuit_atlas.ingest.compression import Compression
+
+    S, H = random_psd(D, seed=21), random_psd(D, rank=6, seed=22)  # H's null space: ranks above 6 are arbitrary
+    Y, G = random_psd(D, seed=23), random_psd(D, seed=24)
+    S_root, S_inverse_root = square_roots(S)
+    G_root, G_inverse_root = square_roots(G)
+    read_values, U = reference_eigen(S_root, H)
+    write_values, V = reference_eigen(G_root, Y)
+    decompositions = {"unembed": read_decomposition(S, H), "embed": write_decomposition(Y, G)}
+    torch.testing.assert_close(decompositions["unembed"].sigma[:6], read_values[:6])
+    torch.testing.assert_close(decompositions["embed"].sigma, write_values)
+    unembed = Channel("unembed", 1, None, "unembed", 3, 1)
+    embed = Channel("embed", -1, None, "embed", 0, 0)
+    cases = [
+        ("unembed", "in", unembed, S_inverse_root @ U, read_values, 6),
+        ("embed", "out", embed, G_inverse_root @ V, write_values, D - 1),
+    ]
+    for group, role, channel, directions, values, top in cases:
+        for k in range(1, top + 1):
+            compression = Compression(decompositions, 1.0, k, 0.0)
+            assert compression.rank(channel, role) == k
+            side = decompositions[group].sides[role]
+            torch.testing.assert_close(span_projector(side.directions[:, :k]), span_projector(directions[:, :k]))
+            torch.testing.assert_close(
+                span_projector(compression.basis(channel, role)), span_projector(directions[:, :k])
+            )
+            if role == "in":
+                reference = S_inverse_root @ U[:, :k] @ U[:, :k].T @ S_root
+            else:
+                reference = G_root @ V[:, :k] @ V[:, :k].T @ G_inverse_root
+            torch.testing.assert_close(compression.projection(group, role), reference)
+            energy = float(values[:k].square().sum() / decompositions[group].sigma.square().sum())
+            assert compression.energy(channel, role) == pytest.approx(energy, rel=1e-9)
