@@ -29,7 +29,8 @@ from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.data import load_slice
 from circuit_atlas.ingest.model_adapter import load_model
-from circuit_atlas.ingest.pipeline import effect_sample, ingest
+from circuit_atlas.ingest.pipeline import ingest
+from circuit_atlas.ingest.slice_scorer import effect_sample
 from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.path_patching import head_edge_effects
 from circuit_atlas.reference.seeds import PARTIAL_ATTENTION, final_checkpoints, mechanisms

@@ -24,7 +24,8 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, channel_fidelity, compression_losses
 from circuit_atlas.ingest.interventions import Interventions
 from circuit_atlas.ingest.model_adapter import load_model
-from circuit_atlas.ingest.pipeline import effect_sample, load_slices
+from circuit_atlas.ingest.pipeline import load_slices
+from circuit_atlas.ingest.slice_scorer import effect_sample
 from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.ingest.structural import structural_scores
 from circuit_atlas.reference import default_reference_dir

@@ -16,7 +16,8 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.data import load_slice
 from circuit_atlas.ingest.fingerprints import attention_scores, probe_tokens
 from circuit_atlas.ingest.model_adapter import load_model, site
-from circuit_atlas.ingest.pipeline import effect_sample, ingest
+from circuit_atlas.ingest.pipeline import ingest
+from circuit_atlas.ingest.slice_scorer import effect_sample
 from circuit_atlas.reference.attention_only import HOOK_Z, NATIVE_CONFIG, AttentionOnly, AttentionOnlyRecipe
 
 RECIPE = AttentionOnlyRecipe()

@@ -1,0 +1,139 @@
+"""The artifact's tables built from one checkpoint's scores, row by row in the columns that
+:data:`.artifact.TABLES` lists (``matches`` and ``examples`` come from their own modules)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .artifact import frame
+from .channels import ChannelLayout
+from .compression import Compression
+from .fingerprints import PATTERN_SCORES
+from .slice_scorer import ScoredSlice
+from .structural import StructuralScores
+
+
+def _edge_rows(layout: ChannelLayout, matrices: dict[str, torch.Tensor], extra: dict | None = None) -> list[dict]:
+    """One row per (reader role, writer) pair that can feed, with each matrix's entry."""
+    mask = layout.feeds_mask
+    cpu = {name: m.cpu() for name, m in matrices.items()}
+    rows = []
+    for i, j in mask.nonzero().tolist():
+        reader, writer = layout.readers[i], layout.writers[j]
+        rows.append(
+            {
+                **(extra or {}),
+                "writer": writer.name,
+                "reader": reader.channel.name,
+                "role": reader.role,
+                **{name: float(m[i, j]) for name, m in cpu.items()},
+            }
+        )
+    return rows
+
+
+def artifact_tables(
+    layout: ChannelLayout,
+    compression: Compression,
+    structural: StructuralScores,
+    scored: dict[str, ScoredSlice],
+    per_channel: dict[str, float | None],
+    prints: dict[str, list[float]],
+    pattern_scores: dict[str, torch.Tensor],
+    ingest_slice: str,
+) -> dict[str, pd.DataFrame]:
+    """Every table of the artifact but ``matches`` and ``examples``, in the schema of :mod:`.artifact`."""
+    channels = layout.channels
+    ingest = scored[ingest_slice]
+
+    def pattern(c, score: str) -> float | None:
+        return float(pattern_scores[score][c.layer, c.head]) if c.kind == "attn_head" else None
+
+    blocks = frame(
+        "blocks",
+        (
+            {
+                "name": c.name,
+                "order": c.order,
+                "kind": c.kind,
+                "layer": c.layer,
+                "head": c.head,
+                "fidelity": per_channel[c.name],
+                "fingerprint": prints[c.name],
+                **{s: pattern(c, s) for s in PATTERN_SCORES},
+            }
+            for c in channels
+        ),
+    )
+    subspaces = frame(
+        "subspaces",
+        (
+            {
+                "block": c.name,
+                "role": role,
+                "rank": compression.rank(c, role),
+                "energy": compression.energy(c, role),
+                "basis_key": f"{c.name}/{role}",
+                "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
+            }
+            for c in channels
+            for role in c.roles
+        ),
+    )
+    edges = frame(
+        "edges",
+        _edge_rows(
+            layout,
+            {
+                "weight": structural.weight,
+                "strength": structural.strength,
+                "flow": structural.flow,
+                "attribution": ingest.scores.attribution,
+                "attribution_signed": ingest.scores.attribution_signed,
+                "patched": ingest.patched,
+            },
+        ),
+    )
+    slice_edges = frame(
+        "slice_edges",
+        [
+            row
+            for name, slice_ in scored.items()
+            for row in _edge_rows(
+                layout,
+                {
+                    "attribution": slice_.scores.attribution,
+                    "attribution_signed": slice_.scores.attribution_signed,
+                    "patched": slice_.patched,
+                },
+                {"slice": name},
+            )
+        ],
+    )
+    activity = frame(
+        "activity",
+        (
+            {
+                "slice": name,
+                "block": c.name,
+                "attribution": slice_.scores.activity[c.name],
+                "attribution_signed": slice_.scores.activity_signed[c.name],
+                "ablation": slice_.ablation[c.name],
+                "ablation_se": slice_.ablation_se[c.name],
+                "effect_rank": slice_.curve[c.name][0],
+                "faithfulness": slice_.curve[c.name][1],
+                "in_circuit": c.name in slice_.circuit.members,
+                "mean_norm": slice_.scores.mean_norm[c.name],
+            }
+            for name, slice_ in scored.items()
+            for c in channels
+        ),
+    )
+    return {
+        "blocks": blocks.astype({"head": "Int64"}),
+        "subspaces": subspaces,
+        "edges": edges,
+        "slice_edges": slice_edges,
+        "activity": activity,
+    }
