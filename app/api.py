@@ -118,12 +118,12 @@ def resolve_device(choice: str = "auto") -> str:
 
 def _check_token_files(data: Sequence[str]) -> None:
     """Read every ``.npy``/``.pt`` slice once before the model loads, so an unreadable one fails fast."""
-    from circuit_atlas.ingest.data import _read_token_file
+    from circuit_atlas.ingest.data import read_token_file
 
     for argument in data:
         path = Path(argument.rpartition("=")[2]).expanduser()
         if path.suffix in (".npy", ".pt") and path.is_file():
-            _read_token_file(path)
+            read_token_file(path)
 
 
 def ingest_model(

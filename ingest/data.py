@@ -141,7 +141,7 @@ def synthetic_tokens(kind: str, d_vocab: int, n_seq: int, seq_len: int, seed: in
     raise UserError(f"Unknown built-in slice {kind!r}; built-ins are {', '.join(SYNTHETIC)}.")
 
 
-def _read_token_file(path: Path) -> Tensor:
+def read_token_file(path: Path) -> Tensor:
     """The tensor in a ``.npy`` or ``.pt`` file; :class:`UserError` for anything else (objects,
     pickles, damaged or foreign files)."""
     what = "a NumPy .npy array of integer token ids" if path.suffix == ".npy" else "a torch tensor of token ids"
@@ -365,7 +365,7 @@ def load_slice(argument: str, spec: ModelSpec, tokenizer, seq_len: int, n_seq: i
     if path.suffix in (".jsonl", ".parquet"):
         return validated(_TaskReader(path, tokenizer).read(name, _task_rows(path)), spec)
     if path.suffix in (".npy", ".pt"):
-        ids = _read_token_file(path)
+        ids = read_token_file(path)
         if ids.is_floating_point() or ids.dtype == torch.bool:
             raise UserError(f"{path} holds {ids.dtype} values; token ids must be integers.")
     elif path.suffix == ".txt":

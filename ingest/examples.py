@@ -21,8 +21,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-RANKINGS = ("effect", "input")
-
 
 class TopTokens:
     """The ``k`` tokens of largest score per channel, with their value, sequence and position."""
