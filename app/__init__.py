@@ -14,12 +14,7 @@ The import package is assembled from the repository's top-level folders: ``app/`
 ``circuit_atlas.schema`` and ``circuit_atlas.queries``. Nothing heavy is imported until used.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("circuit-atlas")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from .version import __version__
 
 __all__ = ["Catalog", "IngestConfig", "__version__", "ingest_model", "open_catalog"]
 

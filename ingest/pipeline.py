@@ -18,8 +18,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from circuit_atlas import __version__
 from circuit_atlas.errors import UserError
+from circuit_atlas.version import __version__
 
 from .artifact import frame, is_complete, read_manifest, write_artifact
 from .artifact_tables import artifact_tables
