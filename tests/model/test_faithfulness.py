@@ -11,12 +11,13 @@ from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
-from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
+from circuit_atlas.ingest.data import DataSlice, load_slice, synthetic_tokens
 from circuit_atlas.ingest.faithfulness import curve_losses, effect_order, faithfulness, kept_variant
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
+from circuit_atlas.ingest.slice_scorer import effect_sample
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 # At 0.2 nats on repeated sequences the circuit is the embeddings, the previous-token head, both
@@ -62,19 +63,21 @@ def test_the_induction_circuit_keeps_the_behaviour_and_random_circuits_do_not(re
 
 
 def test_an_ingest_stores_ranks_and_the_faithfulness_curve(reference_checkpoints, tmp_path):
-    [path] = ingest(
-        str(reference_checkpoints[-1]),
-        [],
-        ["repeated", "random"],
-        tmp_path,
-        IngestConfig(n_seq=48),
-        progress=False,
-        echo=lambda _: None,
-    )
+    """Ranks follow the effects, and the stored curve on repeated sequences is what hooks written in
+    the test give for each prefix of the channels by effect, on the ingest's own held-out prompts."""
+    config = IngestConfig(n_seq=48)
+    final = reference_checkpoints[-1]
+    [path] = ingest(str(final), [], ["repeated", "random"], tmp_path, config, progress=False, echo=lambda _: None)
     activity = read_artifact(path).tables["activity"]
     for name, rows in activity.groupby("slice"):  # repeated, random and their union
         rows = rows.sort_values("effect_rank")
         assert rows["effect_rank"].tolist() == list(range(1, len(rows) + 1)), name
         assert rows["ablation"].is_monotonic_decreasing, name
-        assert rows["faithfulness"].iloc[-1] == pytest.approx(1.0), name  # every channel runs: the clean model
     assert set(activity["slice"]) == {"repeated", "random", "repeated+random"}
+    model = load_model(str(final))
+    data = load_slice("repeated", model.spec, None, model.spec.n_ctx, config.n_seq, config.seed)
+    tokens = effect_sample(data.split(config.holdout, config.seed)[1], config).tokens
+    rows = activity[activity["slice"] == "repeated"].sort_values("effect_rank")
+    for k in (1, 3, 5):
+        expected = plain_faithfulness(model, tokens, set(rows["block"].iloc[:k]))
+        assert rows["faithfulness"].iloc[k - 1] == pytest.approx(expected, abs=1e-4), k
