@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import native_model, random_gpt2, random_llama, random_neox
+from builders import native_model, random_gpt2, random_llama, random_neox, task_slice
 
 from circuit_atlas.ingest import attribution
 from circuit_atlas.ingest.attribution import pull_back, slice_scores
@@ -35,38 +35,41 @@ def setup(request, tmp_path_factory):
     return model, compression, moments, tokens[:5]
 
 
-def dense_scores(model, compression, moments, layout, tokens):
-    """Per sequence [b, R, W] edge sums and [b, W + 1] channel effects, from whole tensors."""
+def dense_scores(model, compression, moments, layout, data: DataSlice):
+    """Per sequence [b, R, W] edge sums and [b, W + 1] channel effects, and per channel the mean
+    output norm over real tokens [W + 1] (the unembedding: its input), from whole tensors."""
     spec, w = model.spec, model.weights
-    L, sites = spec.n_layers, {}
+    L = spec.n_layers
+    tokens, real = data.tokens, data.mask.float()
     grad_names = [site(r, l) for l in range(L) for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")]
     grad_names += [site("final_x"), site("embed")]
     value_names = [site(s, l) for l in range(L) for s in ("z", "attn_x", "resid_pre", mlp_input_residual(spec))]
     value_names += [site("pos_embed"), site("resid_final")]
-    logits, acts = model.run_capturing(tokens, grad_names + value_names)
+    logits, acts = model.run_capturing(tokens, grad_names + value_names, attention_mask=data.mask)
     grads = dict(
         zip(
             grad_names,
-            torch.autograd.grad(
-                sequence_losses(logits, tokens, DataSlice.of_tokens("t", "t", tokens).targets()).sum(),
-                [acts[n] for n in grad_names],
-            ),
+            torch.autograd.grad(sequence_losses(logits, tokens, data.targets()).sum(), [acts[n] for n in grad_names]),
         )
     )
     b, p, d = acts[site("embed")].shape
     centred = torch.zeros(b, p, len(layout.writers), d)
+    outputs = torch.zeros_like(centred)
     joins = torch.zeros_like(centred)
     for j, c in enumerate(layout.writers):
         if c.kind == "attn_head":
-            z = acts[site("z", c.layer)][:, :, c.head] - moments.z_mean[c.layer, c.head].float()
-            centred[:, :, j] = z @ w.W_O[c.layer, c.head]
+            z = acts[site("z", c.layer)][:, :, c.head]
+            outputs[:, :, j] = z @ w.W_O[c.layer, c.head]
+            centred[:, :, j] = (z - moments.z_mean[c.layer, c.head].float()) @ w.W_O[c.layer, c.head]
             joins[:, :, j] = grads[site("attn_out", c.layer)]
         elif c.kind == "mlp":
-            centred[:, :, j] = acts[site("mlp_out", c.layer)] - moments.y_mlp_mean[c.layer].float()
+            outputs[:, :, j] = acts[site("mlp_out", c.layer)]
+            centred[:, :, j] = outputs[:, :, j] - moments.y_mlp_mean[c.layer].float()
             joins[:, :, j] = grads[site("mlp_out", c.layer)]
         else:
             mean = moments.embed_mean if c.kind == "embed" else moments.pos_mean
-            centred[:, :, j] = acts[site(c.kind)] - mean.float()
+            outputs[:, :, j] = acts[site(c.kind)].expand(b, p, d)
+            centred[:, :, j] = outputs[:, :, j] - mean.float()
             joins[:, :, j] = grads[site("embed")]
     projected = torch.zeros(b, p, len(layout.readers), d)
     for i, r in enumerate(layout.readers):
@@ -93,7 +96,9 @@ def dense_scores(model, compression, moments, layout, tokens):
         ],
         1,
     )
-    return torch.einsum("bprd,bpwd->brw", projected, centred).detach(), effects.detach(), sites
+    norms = torch.cat([outputs.norm(dim=-1), x.norm(dim=-1)[..., None]], 2)  # [b, p, W + 1]
+    mean_norm = (norms * real[..., None]).sum((0, 1)) / real.sum()
+    return torch.einsum("bprd,bpwd->brw", projected, centred).detach(), effects.detach(), mean_norm.detach()
 
 
 @pytest.mark.parametrize("per_block", [10**6, 24, 5], ids=["one block", "two sequences", "positions"])
@@ -105,7 +110,7 @@ def test_blocked_scores_equal_the_dense_ones(setup, per_block, monkeypatch):
     scores = slice_scores(
         model, compression, moments, layout, DataSlice.of_tokens("t", "t", tokens), batch_tokens=36, progress=False
     )
-    edges, effects, _ = dense_scores(model, compression, moments, layout, tokens)
+    edges, effects, _ = dense_scores(model, compression, moments, layout, DataSlice.of_tokens("t", "t", tokens))
     mask = layout.feeds_mask.double()
     torch.testing.assert_close(scores.attribution, edges.double().abs().mean(0) * mask, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(scores.attribution_signed, edges.double().mean(0) * mask, rtol=1e-4, atol=1e-7)
@@ -128,3 +133,48 @@ def test_pull_back_is_the_gradient_through_the_normalisation(normalization):
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     (expected,) = torch.autograd.grad((x * g).sum(), residual)
     torch.testing.assert_close(pull_back(g, x.detach(), residual.detach(), normalization), expected)
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_blocked_scores_equal_the_dense_ones_on_a_padded_position_minus_one_task_slice(attention, tmp_path):
+    """Beyond next-token data: a task slice scored at each prompt's last real token (the logit
+    difference of its answer), right-padded, on a causal and a bidirectional model, in blocks of a few
+    positions. Every stored quantity against the dense computation: edge attributions (absolute and
+    signed), channel activity (absolute and signed), each prompt's signed effects, mean output norms."""
+    files = native_model(
+        tmp_path,
+        n_layers=2,
+        d_model=32,
+        n_ctx=16,
+        d_head=8,
+        n_heads=4,
+        d_vocab=20,
+        d_mlp=64,
+        act_fn="gelu",
+        normalization_type="LN",
+        attention_dir=attention,
+    )
+    model = load_model(str(files.config), str(files.weights))
+    generator = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(0, 20, (n,), generator=generator).tolist() for n in (12, 7, 10, 5, 12, 9)]
+    data = task_slice("task", prompts)
+    moments = accumulate_moments(model, [data], progress=False)
+    compression = Compression(decompose(moments, model.weights), 0.8, None, 1e-3)
+    layout = ChannelLayout(model.spec)
+    scores = slice_scores(model, compression, moments, layout, data, batch_tokens=30, progress=False)
+    edges, effects, mean_norm = dense_scores(model, compression, moments, layout, data)
+    mask = layout.feeds_mask.double()
+    close = {"rtol": 1e-4, "atol": 1e-7}
+    torch.testing.assert_close(scores.attribution, edges.double().abs().mean(0) * mask, **close)
+    torch.testing.assert_close(scores.attribution_signed, edges.double().mean(0) * mask, **close)
+    names = [c.name for c in [*layout.writers, layout.unembed]]
+
+    def column(values: dict) -> torch.Tensor:
+        return torch.tensor([values[n] for n in names], dtype=torch.float64)
+
+    torch.testing.assert_close(column(scores.activity), effects.double().abs().mean(0), **close)
+    torch.testing.assert_close(column(scores.activity_signed), effects.double().mean(0), **close)
+    torch.testing.assert_close(scores.sequence_effects.double(), effects.double(), **close)
+    torch.testing.assert_close(column(scores.mean_norm), mean_norm.double(), rtol=1e-5, atol=1e-6)
+    assert data.metric == "logit_diff" and (data.mask.sum(1) < data.tokens.shape[1]).any()  # padded, last token
+    assert effects.abs().max() > 0 and (effects.sum(0) != effects.abs().sum(0)).any()  # signs that differ
