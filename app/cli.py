@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import click
@@ -19,7 +19,7 @@ from . import api
 from .connection import server_version
 from .errors import UserError
 from .formatting import FORMATS, render
-from .ingest.config import ABLATIONS, IMPORTANCES, IngestConfig
+from .ingest.config import IngestConfig
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 
 
@@ -258,6 +258,25 @@ def with_options(options):
     return decorate
 
 
+def setting_options(command):
+    """One option per :class:`IngestConfig` setting (``--n-seq`` for ``n_seq``), with the setting's
+    default, type and help (``ingest/config.py``): no default is written twice."""
+    types = {"int": int, "float": float, "str": str}
+    for setting in reversed(fields(IngestConfig)):
+        kind = types[setting.type.split(" | ")[0]]
+        choices = setting.metadata.get("choices")
+        command = click.option(
+            "--" + setting.name.replace("_", "-"),
+            setting.name,
+            type=click.Choice(choices) if choices else kind,
+            default=setting.default,
+            show_default=setting.default is not None,
+            metavar=setting.metadata.get("metavar"),
+            help=setting.metadata["help"],
+        )(command)
+    return command
+
+
 @cli.command("ingest")
 @click.argument("model")
 @click.option(
@@ -294,89 +313,8 @@ def with_options(options):
     "or weights file's name]",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seq-len", type=int, help="Tokens per sequence  [default: min(context, 128)]")
-@click.option("--n-seq", default=256, show_default=True, help="Sequences per built-in slice.")
-@click.option("--holdout", default=0.2, show_default=True, help="Share of each slice held out for fidelity.")
-@click.option(
-    "--fidelity",
-    default=0.95,
-    show_default=True,
-    help="Target loss recovered (all channels compressed at once) when searching the rank fraction.",
-)
-@click.option("--energy", type=float, help="Fix the rank fraction instead of searching it.")
-@click.option("--max-rank", type=int, help="Cap on every subspace's rank.")
-@click.option(
-    "--floor",
-    default=1e-3,
-    show_default=True,
-    help="Rank 0 below this share of the largest importance of the same kind.",
-)
-@click.option(
-    "--importance",
-    type=click.Choice(IMPORTANCES),
-    default="fisher",
-    show_default=True,
-    help="What weighs a direction: the loss's Fisher, or the data's activations alone (models flat on their data).",
-)
-@click.option("--batch-tokens", default=4096, show_default=True, help="Tokens per batch.")
-@click.option(
-    "--statistics-tokens",
-    default=65536,
-    show_default=True,
-    help="Moments from at most this many fitting tokens (spread over them).",
-)
-@click.option(
-    "--effect-tokens",
-    default=2048,
-    show_default=True,
-    help="Held-out tokens per slice for the rank search, fidelity and exact ablation.",
-)
-@click.option(
-    "--effect-prompts",
-    default=64,
-    show_default=True,
-    help="At least this many held-out prompts per slice for them (all if fewer), however long the prompts are.",
-)
-@click.option(
-    "--examples", default=8, show_default=True, help="Top tokens kept per channel, slice and ranking (0: none)."
-)
-@click.option("--example-context", default=16, show_default=True, help="Tokens before an example kept with it.")
-@click.option(
-    "--situations",
-    default=0,
-    show_default=True,
-    help="Discover up to this many situations in the data, each scored as a slice (0: none).",
-)
-@click.option(
-    "--ablation",
-    type=click.Choice(ABLATIONS),
-    default=ABLATIONS[0],
-    show_default=True,
-    help="What an ablated channel's output becomes: the baseline prompts' mean at its position, their mean, "
-    "another baseline prompt's (resample), the prompt's own counterfactual prompt's (task slices with "
-    "counterfactual_tokens or counterfactual_text), or zero.",
-)
-@click.option(
-    "--baseline",
-    metavar="SLICE",
-    help="The --data slice whose prompts give every baseline (default: each slice its own), e.g. random.",
-)
-@click.option(
-    "--patched-edges",
-    default=64,
-    show_default=True,
-    help="Edges whose exact effect is measured by patching: every edge if the model has no more, else this "
-    "many largest by attribution on each slice and as many by flow (0: none).",
-)
-@click.option(
-    "--circuit-faithfulness",
-    default=0.9,
-    show_default=True,
-    help="The share of each slice's behaviour its stored circuit by faithfulness must keep (the smallest set "
-    "found: query faithful_circuit).",
-)
+@setting_options
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
-@click.option("--seed", default=0, show_default=True, help="Seed for data and sampled labels.")
 @with_options(prune_options)
 @connection_options
 def ingest_command(
@@ -390,56 +328,16 @@ def ingest_command(
     name: str | None,
     label: str | None,
     device: str,
-    seq_len: int | None,
-    n_seq: int,
-    holdout: float,
-    fidelity: float,
-    energy: float | None,
-    max_rank: int | None,
-    floor: float,
-    importance: str,
-    batch_tokens: int,
-    statistics_tokens: int,
-    effect_tokens: int,
-    effect_prompts: int,
-    examples: int,
-    example_context: int,
-    situations: int,
-    ablation: str,
-    baseline: str | None,
-    patched_edges: int,
-    circuit_faithfulness: float,
     force: bool,
-    seed: int,
     top_k: int,
     min_attribution: float,
+    **settings,
 ) -> None:
     """Compress MODEL's channels on the data, score their edges, write artifacts (and load them).
 
     A checkpoint whose artifact under --out is already complete for the same settings and data is
     skipped (unless --force), so an interrupted run resumes where it stopped."""
-    config = IngestConfig(
-        seq_len=seq_len,
-        n_seq=n_seq,
-        holdout=holdout,
-        fidelity=fidelity,
-        energy=energy,
-        max_rank=max_rank,
-        floor=floor,
-        importance=importance,
-        batch_tokens=batch_tokens,
-        seed=seed,
-        statistics_tokens=statistics_tokens,
-        effect_tokens=effect_tokens,
-        effect_prompts=effect_prompts,
-        examples=examples,
-        example_context=example_context,
-        situations=situations,
-        ablation=ablation,
-        baseline=baseline,
-        patched_edges=patched_edges,
-        circuit_faithfulness=circuit_faithfulness,
-    )
+    config = IngestConfig(**settings)
     options = dict(
         checkpoints=checkpoints, weights=weights, name=name, label=label, device=device, echo=click.echo, force=force
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from circuit_atlas.errors import UserError
 
@@ -15,29 +15,62 @@ IMPORTANCES = ("fisher", "activation")
 ABLATIONS = ("position", "mean", "resample", "counterfactual", "zero")
 
 
+def setting(default, help: str, **cli):
+    """A setting: its default and the help text the CLI shows for it (``cli``: what else the CLI's
+    option needs, ``choices`` or ``metavar``). ``circuit-atlas ingest`` derives one option per setting
+    from these, so each default and help text is written once, here."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class IngestConfig:
-    seq_len: int | None = None  # default: min(context, 128)
-    n_seq: int = 256  # sequences per built-in slice
-    holdout: float = 0.2  # share of each slice's sequences held out at random (rank search, fidelity, exact ablation)
-    fidelity: float = 0.95  # target loss recovered when the fraction is searched
-    energy: float | None = None  # fixed rank fraction instead of the search
-    max_rank: int | None = None
-    floor: float = 1e-3  # a role below this share of its group's largest importance has rank 0
-    importance: str = "fisher"  # what weighs a direction: "fisher" (the loss's) or "activation" (the data's alone)
-    batch_tokens: int = 4096
-    seed: int = 0
-    match_threshold: float = 0.8  # MATCHES between neighbouring checkpoints at or above this
-    statistics_tokens: int = 65536  # moments from at most this many fitting tokens, spread over them
-    effect_tokens: int = 2048  # per slice: held-out tokens of the rank search, fidelity and exact ablation
-    effect_prompts: int = 64  # per slice: at least this many held-out prompts (all if fewer), whatever their length
-    examples: int = 8  # per channel, slice and ranking: top tokens kept as examples (0: none)
-    example_context: int = 16  # tokens before an example kept with it
-    situations: int = 0  # discover up to this many situations in the ingest data (0: none)
-    ablation: str = ABLATIONS[0]  # an ablated channel's output becomes the baseline's (ingest/baselines.py)
-    baseline: str | None = None  # the slice whose prompts every baseline comes from (default: each slice its own)
-    patched_edges: int = 64  # edges patched: all if no more, else this many top by attribution and by flow
-    circuit_faithfulness: float = 0.9  # per slice: the faithfulness its stored circuit must reach (smallest found)
+    seq_len: int | None = setting(None, "Tokens per sequence  [default: min(context, 128)]")
+    n_seq: int = setting(256, "Sequences per built-in slice.")
+    holdout: float = setting(0.2, "Share of each slice's prompts held out at random (rank search, fidelity, effects).")
+    fidelity: float = setting(
+        0.95, "Target loss recovered (all channels compressed at once) when searching the rank fraction."
+    )
+    energy: float | None = setting(None, "Fix the rank fraction instead of searching it.")
+    max_rank: int | None = setting(None, "Cap on every subspace's rank.")
+    floor: float = setting(1e-3, "Rank 0 below this share of the largest importance of the same kind.")
+    importance: str = setting(
+        "fisher",
+        "What weighs a direction: the loss's Fisher, or the data's activations alone (models flat on their data).",
+        choices=IMPORTANCES,
+    )
+    batch_tokens: int = setting(4096, "Tokens per batch.")
+    seed: int = setting(0, "Seed for data and sampled labels.")
+    match_threshold: float = setting(0.8, "MATCHES between neighbouring checkpoints at or above this similarity.")
+    statistics_tokens: int = setting(65536, "Moments from at most this many fitting tokens (spread over them).")
+    effect_tokens: int = setting(2048, "Held-out tokens per slice for the rank search, fidelity and exact ablation.")
+    effect_prompts: int = setting(
+        64, "At least this many held-out prompts per slice for them (all if fewer), however long the prompts are."
+    )
+    examples: int = setting(8, "Top tokens kept per channel, slice and ranking (0: none).")
+    example_context: int = setting(16, "Tokens before an example kept with it.")
+    situations: int = setting(0, "Discover up to this many situations in the data, each scored as a slice (0: none).")
+    ablation: str = setting(
+        ABLATIONS[0],
+        "What an ablated channel's output becomes: the baseline prompts' mean at its position, their mean, another "
+        "baseline prompt's (resample), the prompt's own counterfactual prompt's (task slices with "
+        "counterfactual_tokens or counterfactual_text), or zero.",
+        choices=ABLATIONS,
+    )
+    baseline: str | None = setting(
+        None,
+        "The --data slice whose prompts give every baseline (default: each slice its own), e.g. random.",
+        metavar="SLICE",
+    )
+    patched_edges: int = setting(
+        64,
+        "Edges whose exact effect is measured by patching: every edge if the model has no more, else this many "
+        "largest by attribution on each slice and as many by flow (0: none).",
+    )
+    circuit_faithfulness: float = setting(
+        0.9,
+        "The share of each slice's behaviour its stored circuit by faithfulness must keep (the smallest set found: "
+        "query faithful_circuit).",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
