@@ -1,13 +1,23 @@
 """Fidelity on the trained reference model: the default search reaches the 0.95 target with all
 channels compressed at once, and compression really is lossy below it."""
 
+import pytest
 import torch
 
 from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
-from circuit_atlas.ingest.fidelity import FRACTION_GRID, choose_fraction, variant_losses
+from circuit_atlas.ingest.fidelity import (
+    FRACTION_GRID,
+    ablation_effects,
+    ablation_errors,
+    ablation_losses,
+    channel_fidelity,
+    choose_fraction,
+    compression_losses,
+    variant_losses,
+)
 from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.statistics import accumulate_moments
@@ -38,3 +48,41 @@ def test_searched_fraction_recovers_the_target_with_every_channel_compressed(ref
         assert 1 - (lower - report.loss_clean) / (report.loss_ablated - report.loss_clean) < 0.95
     # Compression at the chosen fraction drops dimensions somewhere.
     assert report.mean_ranks["ov"] < model.spec.d_head or report.mean_ranks["mlp_out"] < model.spec.d_model
+
+
+def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference_checkpoints):
+    """From the losses of single variants run one at a time: a channel's fidelity is
+    1 - (L_compressed - L_clean) / (L_ablated - L_clean) of its own compression and ablation, its
+    effect the mean of L_ablated - L_clean (positive where it helps) and the effect's standard
+    error their standard deviation over sqrt(prompts); the rank search's loss recovered is the same
+    ratio with every channel compressed and every channel ablated."""
+    model = load_model(str(reference_checkpoints[-1]))
+    layout = ChannelLayout(model.spec)
+    vocab, length = model.spec.d_vocab, model.spec.n_ctx
+    fit = DataSlice.of_tokens("fit", "fit", synthetic_tokens("repeated", vocab, 64, length, 3))
+    sample = DataSlice.of_tokens("s", "s", synthetic_tokens("repeated", vocab, 12, length, 4))
+    moments = accumulate_moments(model, [fit], progress=False)
+    decompositions = decompose(moments, model.weights)
+    baselines = {"s": Baseline.measure(model, sample, "position")}
+    interventions = Interventions(model, Compression(decompositions, 0.7, None, 1e-3), baselines)
+    names = [c.name for c in layout.channels]
+    clean, ablated = ablation_losses(interventions, sample, 4096, progress=False)
+    fidelity = channel_fidelity(names, clean, compression_losses(interventions, sample, 4096, False), ablated)
+    effects, errors = ablation_effects(names, clean, ablated), ablation_errors(names, clean, ablated)
+
+    def alone(variant: Variant) -> torch.Tensor:
+        return variant_losses(interventions, [variant], sample, 4096)[0]
+
+    reference = alone(Variant())
+    for channel in layout.channels:
+        compressed, removed = alone(Variant.compressing(channel)), alone(Variant.ablating(channel))
+        expected = 1 - (compressed.mean() - reference.mean()) / (removed.mean() - reference.mean())
+        assert fidelity[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
+        assert effects[channel.name] == pytest.approx(float((removed - reference).mean()), abs=1e-6), channel.name
+        spread = float((removed - reference).std() / len(reference) ** 0.5)
+        assert errors[channel.name] == pytest.approx(spread, rel=1e-4, abs=1e-9), channel.name
+    assert max(effects.values()) > 0.5 and min(fidelity.values()) < 0.99  # real effects, real losses
+    _compression, report = choose_fraction(model, decompositions, baselines, layout, [sample], None, 0.7, None, 1e-3)
+    recovered = 1 - (report.loss_compressed - report.loss_clean) / (report.loss_ablated - report.loss_clean)
+    assert report.loss_recovered == pytest.approx(recovered, abs=1e-9)
+    assert report.loss_compressed == pytest.approx(float(alone(Variant.compressing(*layout.channels)).mean()))
