@@ -47,7 +47,7 @@ TESTS = {
         "tests/model/test_held_out.py",
         "tests/model/test_sampled_estimators.py",
         "tests/model/test_keyvalue.py",
-        "tests/model/test_baselines.py",
+        "tests/model/test_situations.py",
     ],
     "situations": ["tests/model/test_situations.py"],
 }

@@ -143,3 +143,20 @@ def test_its_saturated_slices_are_flagged_for_flat_gradients(ingested):
         assert entry["flat_gradients"] is True, entry["name"]
     warned = [line for line in printed if "flat gradients" in line]
     assert len(warned) == len(artifact.manifest["slices"]) == 3, printed
+
+
+def test_the_union_combines_the_slices_effects_and_errors_weighted_by_prompts(ingested):
+    """The ingest data (task and trivial together) is a slice of its own: each channel's effect is
+    the slices' effects weighted by their shares of the prompts, and its standard error that of a
+    weighted sum of independent estimates, sqrt(sum (w_s se_s)^2)."""
+    artifact, _ = ingested
+    entries = {s["name"]: s for s in artifact.manifest["slices"]}
+    parts = ["task", "trivial"]
+    total = sum(entries[p]["n_sequences"] for p in parts)
+    weights = {p: entries[p]["n_sequences"] / total for p in parts}
+    activity = artifact.tables["activity"].set_index(["slice", "block"])
+    for block in artifact.tables["blocks"]["name"]:
+        effect = sum(weights[p] * activity.loc[(p, block), "ablation"] for p in parts)
+        error = sum((weights[p] * activity.loc[(p, block), "ablation_se"]) ** 2 for p in parts) ** 0.5
+        assert activity.loc[("task+trivial", block), "ablation"] == pytest.approx(effect, abs=1e-9), block
+        assert activity.loc[("task+trivial", block), "ablation_se"] == pytest.approx(error, rel=1e-9), block

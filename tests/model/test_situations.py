@@ -107,3 +107,48 @@ def test_a_situations_prompts_are_recorded_and_scored_as_the_same_prompts_given_
     given = read_artifact(path).tables["activity"]
     given = given[given.slice == "same"].set_index("block")["ablation"]
     pd.testing.assert_series_equal(found.sort_index(), given.sort_index(), check_names=False, atol=1e-6)
+
+
+def planted_effects(sizes: dict[str, int], seed: int = 0) -> tuple[list[DataSlice], list[torch.Tensor]]:
+    """Slices of random tokens whose per-prompt effects [prompts, 4 channels] are planted: each slice's
+    prompts are helped (negative effect) by one channel of their own, plus a little noise; a slice
+    named ``lone`` holds one prompt helped by the last channel."""
+    generator = torch.Generator().manual_seed(seed)
+    slices, effects = [], []
+    for channel, (name, n) in enumerate(sizes.items()):
+        tokens = torch.randint(0, 32, (n, 8), generator=generator)
+        slices.append(DataSlice.of_tokens(name, name, tokens))
+        planted = 0.01 * torch.randn(n, 4, generator=generator)
+        planted[:, 3 if name == "lone" else channel] -= 1.0
+        effects.append(planted)
+    return slices, effects
+
+
+def test_situations_come_largest_first_without_one_prompt_ones_with_their_provenance_and_helpers():
+    """Planted clusters of 30 (from slice a), 12 (from b) and 1 prompt: two situations, the larger
+    first, the one-prompt cluster left out (a slice needs a fitting and a held-out prompt); each
+    records its prompts as (slice, index) in slice order, and its description names the channel that
+    helps it most first."""
+    slices, effects = planted_effects({"a": 30, "b": 12, "lone": 1})
+    channels = ["c0", "c1", "c2", "c3"]
+    situations, silhouette = discover(slices, effects, channels, max_situations=4, seed=0)
+    assert silhouette > 0.9 and [s.name for s in situations] == ["situation-1", "situation-2"]
+    assert [s.n_sequences for s in situations] == [30, 12]
+    assert [list(s.origin) for s in situations] == [[("a", i) for i in range(30)], [("b", i) for i in range(12)]]
+    for situation, helper in zip(situations, ("c0", "c1")):
+        assert situation.discovered
+        assert situation.description.split("channels that help most: ")[1].startswith(f"{helper} -1.00"), (
+            situation.description
+        )
+        assert torch.equal(situation.tokens, slices[0 if helper == "c0" else 1].tokens)
+
+
+def test_prompts_that_use_the_channels_alike_are_one_situation_whatever_their_size():
+    """Effects of one direction at sizes from 0.5 to 2 nats: the usage (each prompt's effects at unit
+    norm) is one point, so there is one situation and none is returned."""
+    slices, _ = planted_effects({"a": 20, "b": 20})
+    direction = torch.tensor([-1.0, -0.5, 0.2, 0.0])
+    scales = torch.linspace(0.5, 2.0, 40)[:, None]
+    effects = [scales[:20] * direction, scales[20:] * direction]
+    situations, silhouette = discover(slices, effects, ["c0", "c1", "c2", "c3"], max_situations=4, seed=0)
+    assert situations == [], silhouette
