@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 from builders import native_model, random_gpt2, random_llama, random_neox, task_slice
+from dense import dense_scores
 
 from circuit_atlas.ingest import attribution
 from circuit_atlas.ingest.attribution import pull_back, slice_scores
 from circuit_atlas.ingest.channels import HEAD_READ_ROLES, ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.data import DataSlice
-from circuit_atlas.ingest.metrics import sequence_losses
-from circuit_atlas.ingest.model_adapter import load_model, site
-from circuit_atlas.ingest.statistics import accumulate_moments, mlp_input_residual
+from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.ingest.transformer import normalize
 
 NO_NORM = dict(n_layers=2, d_model=32, n_ctx=16, d_head=8, n_heads=4, d_vocab=20, d_mlp=64, normalization_type=None)
@@ -33,72 +33,6 @@ def setup(request, tmp_path_factory):
     moments = accumulate_moments(model, [DataSlice.of_tokens("fit", "fit", tokens)], progress=False)
     compression = Compression(decompose(moments, model.weights), 0.8, None, 1e-3)
     return model, compression, moments, tokens[:5]
-
-
-def dense_scores(model, compression, moments, layout, data: DataSlice):
-    """Per sequence [b, R, W] edge sums and [b, W + 1] channel effects, and per channel the mean
-    output norm over real tokens [W + 1] (the unembedding: its input), from whole tensors."""
-    spec, w = model.spec, model.weights
-    L = spec.n_layers
-    tokens, real = data.tokens, data.mask.float()
-    grad_names = [site(r, l) for l in range(L) for r in ("q", "k", "v", "mlp_x", "attn_out", "mlp_out")]
-    grad_names += [site("final_x"), site("embed")]
-    value_names = [site(s, l) for l in range(L) for s in ("z", "attn_x", "resid_pre", mlp_input_residual(spec))]
-    value_names += [site("pos_embed"), site("resid_final")]
-    logits, acts = model.run_capturing(tokens, grad_names + value_names, attention_mask=data.mask)
-    grads = dict(
-        zip(
-            grad_names,
-            torch.autograd.grad(sequence_losses(logits, tokens, data.targets()).sum(), [acts[n] for n in grad_names]),
-        )
-    )
-    b, p, d = acts[site("embed")].shape
-    centred = torch.zeros(b, p, len(layout.writers), d)
-    outputs = torch.zeros_like(centred)
-    joins = torch.zeros_like(centred)
-    for j, c in enumerate(layout.writers):
-        if c.kind == "attn_head":
-            z = acts[site("z", c.layer)][:, :, c.head]
-            outputs[:, :, j] = z @ w.W_O[c.layer, c.head]
-            centred[:, :, j] = (z - moments.z_mean[c.layer, c.head].float()) @ w.W_O[c.layer, c.head]
-            joins[:, :, j] = grads[site("attn_out", c.layer)]
-        elif c.kind == "mlp":
-            outputs[:, :, j] = acts[site("mlp_out", c.layer)]
-            centred[:, :, j] = outputs[:, :, j] - moments.y_mlp_mean[c.layer].float()
-            joins[:, :, j] = grads[site("mlp_out", c.layer)]
-        else:
-            mean = moments.embed_mean if c.kind == "embed" else moments.pos_mean
-            outputs[:, :, j] = acts[site(c.kind)].expand(b, p, d)
-            centred[:, :, j] = outputs[:, :, j] - mean.float()
-            joins[:, :, j] = grads[site("embed")]
-    projected = torch.zeros(b, p, len(layout.readers), d)
-    for i, r in enumerate(layout.readers):
-        c, basis = r.channel, compression.basis(r.channel, r.role).float()
-        if c.kind == "attn_head":
-            weight = {"q": w.W_Q, "k": w.W_K, "v": w.W_V}[r.role][c.layer, c.head]
-            g = grads[site(r.role, c.layer)][:, :, c.head] @ weight.T
-            g = pull_back(g, acts[site("attn_x", c.layer)], acts[site("resid_pre", c.layer)], spec.normalization)
-        elif c.kind == "mlp":
-            g = pull_back(
-                grads[site("mlp_x", c.layer)],
-                acts[site("mlp_x", c.layer)],
-                acts[site(mlp_input_residual(spec), c.layer)],
-                spec.normalization,
-            )
-        else:
-            g = pull_back(grads[site("final_x")], acts[site("final_x")], acts[site("resid_final")], spec.normalization)
-        projected[:, :, i] = g @ basis @ basis.T
-    x = acts[site("final_x")]
-    effects = torch.cat(
-        [
-            (joins * centred).sum((1, 3)),
-            (grads[site("final_x")] * (x - moments.final_mean.float())).sum((1, 2))[:, None],
-        ],
-        1,
-    )
-    norms = torch.cat([outputs.norm(dim=-1), x.norm(dim=-1)[..., None]], 2)  # [b, p, W + 1]
-    mean_norm = (norms * real[..., None]).sum((0, 1)) / real.sum()
-    return torch.einsum("bprd,bpwd->brw", projected, centred).detach(), effects.detach(), mean_norm.detach()
 
 
 @pytest.mark.parametrize("per_block", [10**6, 24, 5], ids=["one block", "two sequences", "positions"])

@@ -5,14 +5,20 @@ finds them, and the induction heads' strongest tokens are repeats, where they he
 import itertools
 from pathlib import Path
 
+import pytest
 import torch
-from builders import ingest_reference
+from builders import ingest_reference, native_model, task_slice
+from dense import dense_scores
 from transformers import GPTNeoXForCausalLM
 
+from circuit_atlas.ingest.attribution import slice_scores
+from circuit_atlas.ingest.channels import ChannelLayout
+from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.data import load_slice
 from circuit_atlas.ingest.examples import TopTokens, context_window
 from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.reference.seeds import mechanisms
 
 
@@ -137,3 +143,43 @@ def test_effect_examples_are_each_heads_largest_first_order_effects(reference_ch
         assert (rows.groupby("block")["rank"].max() == 4).all()
         assert (rows["tokens"].map(len) <= 5 + 2).all() and (rows["focus"] <= 5).all()
     assert set(examples["slice"]) == {"repeated", "random"}
+
+
+def test_each_ranking_keeps_a_channels_top_tokens_with_their_dense_values(tmp_path):
+    """On a right-padded task slice of a small model, each channel's stored examples are, by the
+    dense computation of tests/dense.py: at their token, the value stored (``effect``: the signed
+    gᵀ(y - E y); ``input``: the norm of the read-subspace input), ranked by magnitude, and no real
+    token outside them larger (to float rounding: ties may fall either way on another machine)."""
+    files = native_model(
+        tmp_path, n_layers=2, d_model=32, n_ctx=16, d_head=8, n_heads=4, d_vocab=20, d_mlp=64, act_fn="gelu"
+    )
+    model = load_model(str(files.config), str(files.weights))
+    generator = torch.Generator().manual_seed(8)
+    data = task_slice("task", [torch.randint(0, 20, (n,), generator=generator).tolist() for n in (12, 7, 10, 5, 12)])
+    moments = accumulate_moments(model, [data], progress=False)
+    compression = Compression(decompose(moments, model.weights), 0.8, None, 1e-3)
+    layout = ChannelLayout(model.spec)
+    k = 4
+    scores = slice_scores(model, compression, moments, layout, data, progress=False, edges=False, examples=k)
+    *_, effects, inputs = dense_scores(model, compression, moments, layout, data, per_token=True)
+    orders = {
+        "effect": ([c.name for c in (*layout.writers, layout.unembed)], effects, torch.abs),
+        "input": ([c.name for c in layout.channels if c.read_roles], inputs, lambda v: v),
+    }
+    for ranking, (names, dense, magnitude) in orders.items():
+        kept = {}
+        for name, rank, sequence, position, value in scores.examples[ranking]:
+            kept.setdefault(name, []).append((rank, sequence, position, value))
+        for j, name in enumerate(names):
+            rows = sorted(kept[name])
+            assert [rank for rank, *_ in rows] == list(range(1, k + 1)), (ranking, name)
+            values = dense[..., j].double()
+            for _, sequence, position, value in rows:
+                assert data.mask[sequence, position], (ranking, name)
+                assert value == pytest.approx(float(values[sequence, position]), rel=1e-4, abs=1e-6), (ranking, name)
+            sizes = [float(magnitude(torch.tensor(value))) for *_, value in rows]
+            tolerance = 1e-5 * max(sizes[0], 1e-12)
+            assert all(a >= b - tolerance for a, b in itertools.pairwise(sizes)), (ranking, name, sizes)
+            chosen = {(sequence, position) for _, sequence, position, _ in rows}
+            left_out = [float(magnitude(values[s, p])) for s, p in data.mask.nonzero().tolist() if (s, p) not in chosen]
+            assert max(left_out) <= sizes[-1] + tolerance, (ranking, name)
