@@ -43,12 +43,13 @@ def candidate_edges(layout: ChannelLayout, scores: Sequence[Tensor], count: int)
     """The (reader row, writer column) pairs to patch: every feeding pair when there are at most
     ``count``, else the union of each score matrix's ``count`` largest (ties in row, column order),
     in row, column order."""
-    pairs = layout.feeds_mask.nonzero().tolist()
+    mask = layout.feeds_mask
+    pairs = mask.nonzero().tolist()  # row-major: the order in which boolean indexing reads the mask
     if len(pairs) <= count:
         return [tuple(p) for p in pairs]
     chosen: set[tuple[int, int]] = set()
     for score in scores:
-        values = torch.stack([score[i, j] for i, j in pairs]).double()
+        values = score.cpu()[mask].double()
         order = torch.sort(-values, stable=True).indices[:count]
         chosen.update(tuple(pairs[k]) for k in order.tolist())
     return sorted(chosen)

@@ -55,7 +55,12 @@ def faithfulness(losses: Tensor) -> list[float | None]:
     none, clean = float(losses[0]), float(losses[-1])
     if abs(none - clean) < NO_BEHAVIOUR:
         return [None] * len(losses)
-    return [(none - float(loss)) / (none - clean) + 0.0 for loss in losses]  # + 0.0: never -0.0
+    return [kept_share(none, clean, float(loss)) for loss in losses]
+
+
+def kept_share(none: float, clean: float, loss: float) -> float:
+    """F = (L_none - L_S) / (L_none - L_all) of a set whose mean loss is ``loss`` (never -0.0)."""
+    return (none - loss) / (none - clean) + 0.0
 
 
 def kept_variant(channels: Sequence[Channel], kept: Sequence[Channel]) -> Variant:
@@ -129,7 +134,7 @@ def smallest_faithful(
         dropped = False
         for channel in reversed(list(kept)):
             rest = [c for c in kept if c != channel]
-            value = (none - loss_of(rest)) / (none - clean) + 0.0
+            value = kept_share(none, clean, loss_of(rest))
             if value >= target:
                 kept, reached, dropped = rest, value, True
     members = tuple(c.name for c in sorted(kept, key=lambda c: c.order))
