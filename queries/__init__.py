@@ -29,8 +29,12 @@ import json
 import math
 import numbers
 import re
+import warnings
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
+from typing import TypeVar
 
 import neo4j
 
@@ -40,6 +44,11 @@ HEADER_FIELDS = ("name", "description", "returns", "params")
 STYLESHEET = "circuit-atlas.grass"
 TYPES = ("string", "integer", "float", "boolean", "list", "map")
 INT64 = (-(2**63), 2**63 - 1)
+#: The first statement of every read transaction: the publish lock, shared (see :func:`read_transaction`).
+#: Without the PublishLock node (a catalog never migrated) it matches nothing and locks nothing.
+READ_LOCK = "MATCH (lock:PublishLock {id: 'catalog'}) CALL apoc.lock.read.nodes([lock])"
+T = TypeVar("T")
+_WITHOUT_APOC: weakref.WeakSet[neo4j.Driver] = weakref.WeakSet()  # drivers whose server lacks apoc.lock
 _NUMBER = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 _SPEC = re.compile(
     rf"(?P<type>{'|'.join(TYPES)})(?: of \w+)?"
@@ -266,11 +275,43 @@ def style_command() -> str:
     return ":style " + " ".join(stylesheet().split())
 
 
+def read_transaction(driver: neo4j.Driver, database: str, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+    """Run ``work`` in one read transaction (it cannot write) that sees every checkpoint as one version.
+
+    The transaction first takes the catalog's publish lock shared (:data:`READ_LOCK`); each publish
+    transaction takes it exclusively before it changes anything (``load/lock_catalog.cypher``), so a
+    read runs wholly before or wholly after any publish, never across a reload half applied. Neo4j's
+    own isolation (read committed) would let a query that traverses while a reload commits see part
+    of the old checkpoint and part of the new. The lock needs APOC core (:data:`READ_LOCK`); on a
+    server without it the read runs unlocked and a warning says so once per driver.
+    """
+    if driver not in _WITHOUT_APOC:
+        try:
+            with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
+                return session.execute_read(lambda tx: work(_locked(tx)))
+        except neo4j.exceptions.ClientError as error:
+            if error.code != "Neo.ClientError.Procedure.ProcedureNotFound" or "apoc.lock" not in str(error.message):
+                raise
+            _WITHOUT_APOC.add(driver)
+            warnings.warn(
+                "This Neo4j server has no APOC core (apoc.lock.read.nodes): queries are not isolated from "
+                "reloads and may see a checkpoint half replaced while it is loaded again. Install APOC "
+                "(docker/compose.yaml and `circuit-atlas neo4j` do) to isolate them.",
+                stacklevel=2,
+            )
+    with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
+        return session.execute_read(work)
+
+
+def _locked(tx: neo4j.ManagedTransaction) -> neo4j.ManagedTransaction:
+    tx.run(READ_LOCK).consume()
+    return tx
+
+
 def run(driver: neo4j.Driver, database: str, query: Query, params: dict) -> list[dict]:
-    """Run ``query`` in a read transaction (it cannot write) and return its rows."""
+    """Run ``query`` in a read transaction isolated from reloads (:func:`read_transaction`) and return its rows."""
     try:
-        with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
-            return session.execute_read(lambda tx: [record.data() for record in tx.run(query.text, params)])
+        return read_transaction(driver, database, lambda tx: [record.data() for record in tx.run(query.text, params)])
     except neo4j.exceptions.ClientError as error:
         raise UserError(
             f"Query {query.name} failed with {params}: {error.message} "

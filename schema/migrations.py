@@ -3,8 +3,8 @@
 A migration is a file ``V<NNN>__<name>.cypher`` in this package, statements each ending in ``;``:
 either DDL (constraints and indexes, all ``IF NOT EXISTS`` with fixed names, or ``DROP ... IF
 EXISTS``) or idempotent data
-updates (``MATCH ... SET n:Label``, or a backfill that sets a property only where it is null),
-never both in one file. ``migrate`` applies the
+updates (``MATCH ... SET n:Label``, a backfill that sets a property only where it is null, or
+the ``MERGE`` of one node by a constant id), never both in one file. ``migrate`` applies the
 pending ones in version order, each in its own transaction, then records
 ``(:SchemaMigration {version, name, checksum, applied_at})`` in a second transaction (Neo4j
 refuses schema changes and writes in one). Because every statement is idempotent, a crash

@@ -19,6 +19,7 @@ from empty_database import empty_database
 from snapshots import count, graph_snapshot
 from synthetic_artifacts import Channel, Checkpoint, Edge, write
 
+from circuit_atlas import queries
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.loader import checkpoint_rows, load_artifact, write_checkpoint
 from circuit_atlas.schema.migrations import migrate
@@ -198,3 +199,132 @@ def test_a_load_killed_half_way_leaves_the_published_version_and_the_next_load_c
     load_artifact(neo4j_driver, db, artifacts[2], echo=lambda _: None)
     assert count(neo4j_driver, db, "(:Checkpoint {status: 'staging'})") == 0
     assert graph_snapshot(neo4j_driver, db) == sequential
+
+
+@pytest.fixture(scope="module")
+def second_version(tmp_path_factory) -> Path:
+    """t@step-01000 once more, with 3 heads a layer where the first version has 2 (other blocks and edges)."""
+    return write(checkpoint("t", 1000, 500, heads=3), tmp_path_factory.mktemp("second_version"))
+
+
+def _blocks_and_edges(tx, checkpoint_id: str) -> tuple[int, int]:
+    """Two reads a query could make one after the other: the checkpoint's blocks, then its edges."""
+    blocks = tx.run(
+        "MATCH (:Checkpoint {id: $c})-[:HAS_BLOCK]->(b:Block) RETURN count(b) AS n", c=checkpoint_id
+    ).single()["n"]
+    edges = tx.run(
+        "MATCH (:Checkpoint {id: $c})-[:HAS_BLOCK]->(:Block)-[:HAS_SUBSPACE]->()-[f:FEEDS]->() RETURN count(f) AS n",
+        c=checkpoint_id,
+    ).single()["n"]
+    return blocks, edges
+
+
+def test_a_read_transaction_sees_the_version_it_started_with_while_that_checkpoint_is_reloaded(
+    artifacts, second_version, neo4j_driver, neo4j_settings
+):
+    """A reload that publishes between two reads of one transaction waits for it to end (reads take the
+    publish lock shared, the publish takes it exclusively); under Neo4j's read-committed isolation alone
+    the second read would see the new version."""
+    db, checkpoint_id = neo4j_settings.database, "t@step-01000"
+    _load_one_by_one(neo4j_driver, db, artifacts[:2])
+    old = queries.read_transaction(neo4j_driver, db, lambda tx: _blocks_and_edges(tx, checkpoint_id))
+    reload = threading.Thread(target=load_artifact, args=(neo4j_driver, db, second_version), kwargs={"echo": print})
+    timeline = {}
+
+    def two_reads_with_a_reload_between(tx):
+        first = _blocks_and_edges(tx, checkpoint_id)
+        reload.start()
+        reload.join(timeout=5)  # a load of this size publishes in well under a second when nothing holds it
+        timeline["reload alive after 5 s"] = reload.is_alive()
+        return first, _blocks_and_edges(tx, checkpoint_id)
+
+    first, second = queries.read_transaction(neo4j_driver, db, two_reads_with_a_reload_between)
+    reload.join()
+    assert first == second == old
+    assert timeline["reload alive after 5 s"], "the publish did not wait for the read transaction"
+    new = queries.read_transaction(neo4j_driver, db, lambda tx: _blocks_and_edges(tx, checkpoint_id))
+    assert new[0] == len(NAMES) + 2 and new != old
+
+
+def _answers(driver, database: str, checkpoint_id: str) -> tuple:
+    """The library's answers that a partly replaced checkpoint got wrong, each from its own query: every
+    block with its ranks, every edge, and the components."""
+    library = queries.library()
+
+    def rows(name: str, **params) -> list[str]:
+        result = queries.run(driver, database, library[name], {"checkpoint": checkpoint_id, **params})
+        return sorted(repr(sorted(row.items())) for row in result)
+
+    return (
+        rows("checkpoint_channels"),
+        rows("top_edges", by="weight", limit=1000),
+        rows("components", slice=None, by="weight", min_share=0.5, min_effect=None),
+    )
+
+
+def test_queries_during_reloads_see_the_old_or_the_new_checkpoint(
+    artifacts, second_version, neo4j_driver, neo4j_settings
+):
+    """The issue's trial: queries run while one checkpoint is reloaded again and again, its two versions
+    in turn; every answer is the whole of one version."""
+    db, checkpoint_id = neo4j_settings.database, "t@step-01000"
+    _load_one_by_one(neo4j_driver, db, [artifacts[0], second_version])
+    answer_second = _answers(neo4j_driver, db, checkpoint_id)
+    load_artifact(neo4j_driver, db, artifacts[1], echo=lambda _: None)
+    answer_first = _answers(neo4j_driver, db, checkpoint_id)
+    assert answer_first != answer_second
+    done, errors = threading.Event(), []
+
+    def reload_in_turn():
+        try:
+            for i in range(8):
+                load_artifact(neo4j_driver, db, (second_version, artifacts[1])[i % 2], echo=lambda _: None)
+        except BaseException as error:  # reported by the test
+            errors.append(error)
+        finally:
+            done.set()
+
+    reloads = threading.Thread(target=reload_in_turn)
+    reloads.start()
+    answers = []
+    while not done.is_set():
+        answers.append(_answers(neo4j_driver, db, checkpoint_id))
+    reloads.join()
+    assert errors == []
+    assert len(answers) >= 8
+    # each query ran in its own transaction: each answer is one version's (the three may differ)
+    wrong = [
+        (i, answer[i])
+        for answer in answers
+        for i in range(len(answer))
+        if answer[i] not in (answer_first[i], answer_second[i])
+    ]
+    assert wrong == [], f"{len(wrong)} of {3 * len(answers)} answers mixed two versions"
+
+
+def test_a_load_killed_inside_its_publish_transaction_leaves_the_published_version(
+    artifacts, second_version, sequential, neo4j_driver, neo4j_settings, cli_env
+):
+    """Killed after the publish transaction deleted the old blocks and adopted the new ones, before it
+    commits: the server rolls it back, the catalog holds the old version (the staged one waits for the
+    next load to collect it), and that next load publishes the new version whole."""
+    db = neo4j_settings.database
+    _load_one_by_one(neo4j_driver, db, artifacts)
+    process = subprocess.Popen(
+        [sys.executable, SLOW_LOADER, "0", "--pause-in-publish", "load", str(second_version)],
+        env={**os.environ, **cli_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "publishing", "the load did not reach its publish transaction"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    nodes, relationships = graph_snapshot(neo4j_driver, db)
+    assert [line for line in nodes if "staging" not in line] == sequential[0]
+    assert [line for line in relationships if "staging" not in line] == sequential[1]
+
+    load_artifact(neo4j_driver, db, second_version, echo=lambda _: None)
+    assert count(neo4j_driver, db, "(:Checkpoint {status: 'staging'})") == 0
+    assert count(neo4j_driver, db, "(:Checkpoint {id: 't@step-01000'})-[:HAS_BLOCK]->()") == len(NAMES) + 2

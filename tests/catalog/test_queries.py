@@ -1,6 +1,7 @@
 """Each query of the library against a hand-made catalog whose answers are known."""
 
 import random
+import warnings
 from collections import Counter
 
 import pytest
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 
 from circuit_atlas import queries
 from circuit_atlas.cli import cli
+from circuit_atlas.connection import open_driver
 
 LIBRARY = queries.library()
 
@@ -356,3 +358,22 @@ def test_faithful_circuit_returns_the_stored_circuit_with_its_faithfulness(catal
     assert (row["channels"], row["effects"], row["size"]) == (["A", "B", "C"], [1.0, 0.8, 0.6], 3)
     assert row["faithfulness"] == pytest.approx(2.4 / 2.43) and row["target"] == 0.9 and row["reason"] is None
     assert catalog("faithful_circuit", checkpoint="m@1", slice="no-such-slice") == []
+
+
+def test_reads_on_a_server_without_apoc_run_unlocked_and_say_so_once(catalog, neo4j_settings, monkeypatch):
+    """The lock statement names a procedure this server lacks, as one without APOC core lacks apoc.lock:
+    the query still answers, with one warning per driver (a driver of its own, so the session's keeps
+    its lock)."""
+    expected = catalog("top_edges", checkpoint="m@1", by="weight", limit=3)
+    monkeypatch.setattr(queries, "READ_LOCK", "MATCH (lock:PublishLock {id: 'catalog'}) CALL apoc.lock.absent([lock])")
+    driver = open_driver(neo4j_settings)
+    try:
+        top_edges = queries.library()["top_edges"]
+        params = top_edges.check({"checkpoint": "m@1", "by": "weight", "limit": 3})
+        with pytest.warns(UserWarning, match="no APOC core"):
+            assert queries.run(driver, neo4j_settings.database, top_edges, params) == expected != []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert queries.run(driver, neo4j_settings.database, top_edges, params) == expected
+    finally:
+        driver.close()

@@ -31,10 +31,15 @@ def is_null_backfill(statement: str) -> bool:
     return match is not None and re.search(rf"SET {match.group(1)}\.{match.group(2)} = ", statement) is not None
 
 
+def is_singleton_merge(statement: str) -> bool:
+    """MERGE of one node by a constant id: running it twice finds the node the first run made."""
+    return re.fullmatch(r"MERGE \(\w+:\w+ \{id: '[\w-]+'\}\)", statement) is not None
+
+
 def kind_of(statement: str) -> str:
     if is_idempotent_ddl(statement):
         return "ddl"
-    if is_label_update(statement) or is_null_backfill(statement):
+    if is_label_update(statement) or is_null_backfill(statement) or is_singleton_merge(statement):
         return "data"
     return statement
 
