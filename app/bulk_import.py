@@ -59,7 +59,13 @@ def _neo4j_type(values: Iterable) -> str | None:
     return "string"
 
 
+#: Between the elements of an array cell: the unit separator, which no stored text holds (the manifest's
+#: names are printable, :func:`circuit_atlas.ingest.artifact.read_manifest`), where ``;`` split names.
+ARRAY_DELIMITER = "\x1f"
+
+
 def _cell(value, kind: str | None) -> str:
+    """One CSV cell; empty for null (the loader stores no empty list either: :func:`circuit_atlas.loader._clean`)."""
     if value is None:
         return ""
     if kind == "boolean":
@@ -67,7 +73,7 @@ def _cell(value, kind: str | None) -> str:
     if kind == "double":
         return repr(float(value)) if math.isfinite(value) else str(value)
     if kind in ("double[]", "long[]", "string[]"):
-        return ";".join(repr(float(x)) if kind == "double[]" else str(x) for x in value)
+        return ARRAY_DELIMITER.join(repr(float(x)) if kind == "double[]" else str(x) for x in value)
     return str(value)
 
 
@@ -191,7 +197,7 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     checkpoints = [{**rows.checkpoint, "status": "complete"} for rows in all_rows]
     files.nodes_file("checkpoints.csv", "Checkpoint", checkpoints, lambda _: "Checkpoint")
     blocks = [{**b, "checkpoint_id": rows.checkpoint_id} for rows in all_rows for b in rows.blocks]
-    files.nodes_file("blocks.csv", "Block", blocks, lambda b: f"Block;{KIND_LABELS[b['kind']]}")
+    files.nodes_file("blocks.csv", "Block", blocks, lambda b: f"Block{ARRAY_DELIMITER}{KIND_LABELS[b['kind']]}")
     subspaces = [s for rows in all_rows for s in rows.subspaces]
     files.nodes_file("subspaces.csv", "Subspace", subspaces, lambda _: "Subspace")
     examples = [e for rows in all_rows for e in rows.examples]
@@ -270,7 +276,7 @@ def bulk_import(
             DATABASE,
             "--overwrite-destination=true",
             "--multiline-fields=true",
-            "--array-delimiter=;",
+            f"--array-delimiter=U+{ord(ARRAY_DELIMITER):04X}",
             *files.arguments,
         )
     finally:

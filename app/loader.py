@@ -122,9 +122,10 @@ def _chunks(rows: Sequence[dict], size: int = BATCH_ROWS) -> Iterator[list[dict]
 
 
 def _clean(value):
-    """pandas/numpy values as plain Python; NaN and NA as None (Neo4j does not store nulls)."""
+    """pandas/numpy values as plain Python; NaN, NA and an empty list as None (Neo4j stores no nulls, and
+    the bulk import cannot write an empty array, so a property without elements is absent on both paths)."""
     if isinstance(value, (np.ndarray, list, tuple)):
-        return [v.item() if isinstance(v, np.generic) else v for v in value]
+        return [v.item() if isinstance(v, np.generic) else v for v in value] or None
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if isinstance(value, np.generic) else value

@@ -311,6 +311,14 @@ def _manifest_shape_errors(manifest: dict) -> list[str]:
     if not isinstance(manifest["fidelity"], dict) or not {"loss_recovered", "fraction"} <= set(manifest["fidelity"]):
         errors.append("no fidelity {loss_recovered, fraction}")
         return errors
+    features = manifest["fingerprint_features"]
+    if (
+        not isinstance(features, list)
+        or not features
+        or not all(isinstance(f, str) and f.isprintable() and f for f in features)
+    ):
+        # the bulk import's CSV cannot tell an empty name or a control character from its delimiters
+        errors.append(f"fingerprint_features {features!r:.60}, not a list of non-empty printable names")
     fields = {  # what the loader reads, by where it is: (value, its kinds, may it be null)
         "checkpoint.tokens_seen": (checkpoint.get("tokens_seen"), (int,), True),
         "checkpoint.loss": (checkpoint.get("loss"), (int, float), True),

@@ -265,6 +265,11 @@ CASES: dict[str, Case] = {
         "checkpoint.tokens_seen '10', not int",
         _manifest_edit(lambda m: m["checkpoint"].update(tokens_seen="10")),
     ),
+    "load: an empty fingerprint feature name": Case(
+        ("load", "{artifact}"),
+        "fingerprint_features ['prev_token', ''",
+        _manifest_edit(lambda m: m.update(fingerprint_features=["prev_token", ""])),
+    ),
     "load: the second of two artifacts damaged": Case(
         ("load", "{tmp}/two"), "does not match its hash", _second_artifact_damaged
     ),

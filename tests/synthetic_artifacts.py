@@ -262,7 +262,8 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
         "config_hash": "synthetic",
         "data": list(c.effects),
         "fidelity": {"loss_recovered": 0.97, "fraction": 0.99},
-        "fingerprint_features": [f"feature_{i}" for i in range(len(c.channels[0].fingerprint))],
+        # names with the ";" that the bulk import once split arrays at
+        "fingerprint_features": [f"feature;{i}" for i in range(len(c.channels[0].fingerprint))],
         "code_version": "synthetic",
         "device": "cpu",
         "started": 0.0,
