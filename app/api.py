@@ -84,7 +84,7 @@ def open_catalog(
     ``NEO4J_URI`` or the default local server folder."""
     _require(where, (str, Path, type(None)), "where", "a Bolt URI or the folder of a local server")
     if where is None or "://" in str(where):
-        return Catalog(resolve_settings(where and str(where), user, password, database))
+        return Catalog(resolve_settings(None if where is None else str(where), user, password, database))
     folder = Path(where).expanduser()
     local = LocalServer(folder, Distribution.in_cache()).settings()
     if local is None:
@@ -138,7 +138,7 @@ def ingest_model(
     device: str = "auto",
     progress: bool = True,
     echo: Callable[[str], None] = print,
-    on_artifact: Callable[[Path], None] | None = None,
+    on_artifact: Callable[[Path], object] | None = None,
     force: bool = False,
     label: str | None = None,
 ) -> list[Path]:

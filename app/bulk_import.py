@@ -81,7 +81,8 @@ class _Files:
     """CSV files for the importer under ``folder``, with the ``--nodes``/``--relationships`` arguments."""
 
     def __init__(self, folder: Path):
-        self.folder, self.arguments, self.nodes, self.relationships = folder, [], 0, 0
+        self.folder, self.nodes, self.relationships = folder, 0, 0
+        self.arguments: list[str] = []
 
     def nodes_file(self, name: str, space: str, rows: list[dict], labels: Callable[[dict], str]) -> None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -145,7 +146,9 @@ class _Files:
 
 def _graph(all_rows: list[CheckpointRows]) -> dict:
     """What the loader's statements would leave for these checkpoints loaded in this order."""
-    models, slices, runs = {}, {}, {}
+    models: dict[str, dict] = {}
+    slices: dict[str, dict] = {}
+    runs: dict[str, dict] = {}
     for rows in all_rows:
         models.setdefault(rows.model["id"], {}).update(rows.model)  # SET m += $model
         for s in rows.slices:
@@ -173,7 +176,8 @@ def _matches(all_rows: list[CheckpointRows]) -> list[tuple[str, str, dict]]:
 
 def _analogous(all_rows: list[CheckpointRows]) -> list[tuple[str, str, dict]]:
     """ANALOGOUS as the loader makes them: each checkpoint against the ones published before it."""
-    found, published = {}, []  # published: (fingerprint features, block)
+    found: dict[tuple[str, str], dict] = {}
+    published: list[tuple[object, Fingerprinted]] = []  # (fingerprint features, block)
     for rows in all_rows:
         features = rows.checkpoint["fingerprint_features"]
         mine = [
@@ -209,7 +213,7 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     files.relationships_file(
         "has_checkpoint.csv", "HAS_CHECKPOINT", ("Model", "Checkpoint"), pairs(checkpoints, "model_id", "id")
     )
-    produced = [(rows.run["id"], rows.checkpoint_id, {}) for rows in all_rows]
+    produced: list[tuple[str, str, dict]] = [(rows.run["id"], rows.checkpoint_id, {}) for rows in all_rows]
     files.relationships_file("produced.csv", "PRODUCED", ("IngestRun", "Checkpoint"), produced)
     files.relationships_file(
         "has_block.csv", "HAS_BLOCK", ("Checkpoint", "Block"), pairs(blocks, "checkpoint_id", "id")
@@ -217,7 +221,7 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     files.relationships_file(
         "has_subspace.csv", "HAS_SUBSPACE", ("Block", "Subspace"), pairs(subspaces, "block_id", "id")
     )
-    has_example = [(e["block_id"], e["properties"]["id"], {}) for e in examples]
+    has_example: list[tuple[str, str, dict]] = [(e["block_id"], e["properties"]["id"], {}) for e in examples]
     files.relationships_file("has_example.csv", "HAS_EXAMPLE", ("Block", "Example"), has_example)
     active = [(a["block_id"], a["slice_id"], a["properties"]) for rows in all_rows for a in rows.activity]
     files.relationships_file("active_on.csv", "ACTIVE_ON", ("Block", "DataSlice"), active)
@@ -256,7 +260,8 @@ def bulk_import(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
-        files, all_rows = _Files(folder), []
+        files = _Files(folder)
+        all_rows: list[CheckpointRows] = []
         with files.edge_files() as write_edges:
             for artifact_path in paths:
                 artifact = read_artifact(artifact_path)

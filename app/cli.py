@@ -11,6 +11,7 @@ import functools
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import click
 import neo4j
@@ -197,6 +198,8 @@ def neo4j_status(server_dir: Path) -> None:
     if pid is None:
         click.echo(f"Neo4j in {server.directory} is not running.")
         raise SystemExit(3)
+    if settings is None:
+        raise UserError(f"Neo4j is running (pid {pid}) but {server.settings_file} is missing.")
     click.echo(f"Neo4j is running (pid {pid}), data in {server.directory}")
     click.echo(f"  Bolt:     {settings.bolt_uri}")
     click.echo(f"  Browser:  {settings.browser_url}")
@@ -338,7 +341,7 @@ def ingest_command(
     A checkpoint whose artifact under --out is already complete for the same settings and data is
     skipped (unless --force), so an interrupted run resumes where it stopped."""
     config = IngestConfig(**settings)
-    options = dict(
+    options: dict[str, Any] = dict(
         checkpoints=checkpoints, weights=weights, name=name, label=label, device=device, echo=click.echo, force=force
     )
     if not load:
@@ -512,8 +515,8 @@ def reference_train(
     if attn_only:
         from circuit_atlas.reference.attention_only import NATIVE_CONFIG, AttentionOnlyRecipe, train_attention_only
 
-        recipe = AttentionOnlyRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads or 4)
-        files = train_attention_only(recipe, out, echo=click.echo, retrain=retrain)
+        attn_recipe = AttentionOnlyRecipe(seed=seed, steps=steps, n_layers=layers, n_heads=heads or 4)
+        files = train_attention_only(attn_recipe, out, echo=click.echo, retrain=retrain)
         root = files[0].parent
         click.echo(
             f"{len(files)} checkpoints in {root}; ground truth in {root / 'head_scores.json'}. Ingest with: "

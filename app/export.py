@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .circuits import Circuit, Edge
 from .errors import UserError
 from .ingest.paths import unwritable
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 KIND_COLOURS = {
     "embed": "#8DCC93",
@@ -29,7 +33,7 @@ ROW_OF_KIND = {"pos_embed": 1}
 ROLE_ORDER = ("q", "k", "v", "in")
 FORMATS = (".json", ".svg", ".png")
 # SVG text stays text (searchable, editable), and element ids do not change from run to run.
-SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "circuit-atlas"}
+SVG_SETTINGS: dict[RcKeyType, str] = {"svg.fonttype": "none", "svg.hashsalt": "circuit-atlas"}
 
 
 def position(channel) -> tuple[int, int]:

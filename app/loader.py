@@ -116,7 +116,7 @@ class CheckpointRows:
         return LoadSummary(self.checkpoint_id, len(self.blocks), len(self.subspaces), len(self.feeds), len(self.flows))
 
 
-def _chunks(rows: Sequence[dict], size: int = BATCH_ROWS) -> Iterator[list[dict]]:
+def _chunks(rows: Sequence[dict | list], size: int = BATCH_ROWS) -> Iterator[list[dict | list]]:
     for start in range(0, len(rows), size):
         yield list(rows[start : start + size])
 

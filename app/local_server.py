@@ -421,13 +421,16 @@ class LocalServer:
         """Block until a Bolt session with the stored password runs ``RETURN 1``."""
         import neo4j  # the driver is only needed once a server runs
 
+        password = self.password()
+        if password is None:
+            raise UserError(f"{self.directory} holds no password file; restore {self.password_file}.")
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.pid() is None and self.pid_file.exists():
                 raise UserError(f"Neo4j stopped while starting.\n{self._log_tail()}")
             try:
-                with neo4j.GraphDatabase.driver(settings.bolt_uri, auth=(USER, self.password())) as driver:
+                with neo4j.GraphDatabase.driver(settings.bolt_uri, auth=(USER, password)) as driver:
                     driver.verify_connectivity()
                 return
             except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired, OSError) as error:

@@ -123,8 +123,8 @@ MUTANTS = [
     Mutant("faithfulness", "if value >= target:\n                kept, reached, dropped = rest, value, True",
            "if value >= target - 0.2:\n                kept, reached, dropped = rest, value, True",
            "pruning that drops needed channels"),
-    Mutant("faithfulness", "k = next(k for k, value in enumerate(curve) if value >= target)",
-           "k = next(k for k, value in enumerate(curve) if value >= target) - 1", "prefix one short of the target"),
+    Mutant("faithfulness", "k = next(k for k, f in enumerate(curve) if f is not None and f >= target)",
+           "k = next(k for k, f in enumerate(curve) if f is not None and f >= target) - 1", "prefix one short of the target"),
     # edge patching
     Mutant("edge_patching", "delta = (base[:, :, channel.head] - own[:, :, channel.head]) @ W_O",
            "delta = (own[:, :, channel.head] - base[:, :, channel.head]) @ W_O", "head writer's change with the wrong sign"),
@@ -135,8 +135,8 @@ MUTANTS = [
     Mutant("edge_patching", "order = torch.sort(-values, stable=True).indices[:count]",
            "order = torch.sort(values, stable=True).indices[:count]", "the smallest edges patched, not the largest"),
     # slice scorer
-    Mutant("slice_scorer", "else sum((weights[s] * parts[s].ablation_se[c]) ** 2 for s in weights) ** 0.5",
-           "else sum(weights[s] * parts[s].ablation_se[c] ** 2 for s in weights) ** 0.5", "union's error weights not squared"),
+    Mutant("slice_scorer", "known = [weights[s] * error for s in weights",
+           "known = [weights[s] ** 0.5 * error for s in weights", "union's error weights not squared"),
     Mutant("slice_scorer", "return held_out.spread(max(1, by_tokens, config.effect_prompts))",
            "return held_out.spread(max(1, by_tokens))", "the prompt floor ignored"),
     Mutant("slice_scorer", "max(self.scores.activity.values()) < FLAT_SHARE * largest",

@@ -220,8 +220,9 @@ def remove_abandoned(folder: Path) -> list[Path]:
     removed = []
     for entry in folder.iterdir() if folder.is_dir() else ():
         match = TEMPORARY.match(entry.name)
-        mine = match and match["host"] in (None, socket.gethostname())
-        if mine and entry.is_dir() and int(match["pid"]) != os.getpid() and process_is_gone(int(match["pid"])):
+        if match is None or match["host"] not in (None, socket.gethostname()):
+            continue  # not a temporary folder, or another host's
+        if entry.is_dir() and int(match["pid"]) != os.getpid() and process_is_gone(int(match["pid"])):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

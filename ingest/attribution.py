@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,7 +38,7 @@ from .compression import Compression, psd_roots
 from .data import DataSlice
 from .examples import TopTokens
 from .metrics import sequence_losses
-from .model_adapter import LoadedModel, Weights, layer_sites, site
+from .model_adapter import LoadedModel, Placement, Weights, layer_sites, site
 from .statistics import Moments, mlp_input_residual
 
 #: Bytes of block tensors (writer outputs and one stage's projected gradients) per device type.
@@ -58,13 +59,19 @@ class SliceScores:
     examples: dict[str, list[tuple]] = field(default_factory=dict)  # ranking -> TopTokens.rows (named slices only)
     sequence_effects: Tensor | None = None  # [n_sequences, writers + 1]: signed first-order effect per sequence
 
+    def per_sequence_effects(self) -> Tensor:
+        """``sequence_effects``, which every slice's scores have but a union's."""
+        if self.sequence_effects is None:
+            raise ValueError("the scores of a union of slices keep no per-sequence effects")
+        return self.sequence_effects
+
     @staticmethod
     def combined(scores: list[SliceScores]) -> SliceScores:
         """The scores of the union of the slices (per-sequence means weighted by sequences, the
         per-token norms by tokens)."""
         n, tokens = sum(s.n_sequences for s in scores), sum(s.n_tokens for s in scores)
 
-        def mean(values: list, per_token: bool = False) -> object:
+        def mean(values: list, per_token: bool = False) -> Any:  # a Tensor or a float, as the values
             weights = [s.n_tokens / tokens if per_token else s.n_sequences / n for s in scores]
             return sum(v * w for v, w in zip(values, weights))
 
@@ -139,11 +146,9 @@ class _Readers:
     """
 
     def __init__(self, layout: ChannelLayout, compression: Compression, weights: Weights, device: torch.device):
-        spec, f32, f64 = (
-            layout.spec,
-            {"device": device, "dtype": torch.float32},
-            {"device": device, "dtype": torch.float64},
-        )
+        spec = layout.spec
+        f32: Placement = {"device": device, "dtype": torch.float32}
+        f64: Placement = {"device": device, "dtype": torch.float64}
         L, H, d = spec.n_layers, spec.n_heads, spec.d_model
         roles = {"q": (weights.W_Q, weights.b_Q), "k": (weights.W_K, weights.b_K), "v": (weights.W_V, weights.b_V)}
         W = torch.stack([roles[r][0] for r in HEAD_READ_ROLES], dim=2).flatten(1, 2).to(**f64)  # [L, 3H, d, dh]
@@ -196,7 +201,7 @@ def slice_scores(
     top ``examples`` tokens per channel of each ranking of :mod:`.examples`."""
     spec, w, device = model.spec, model.weights, model.device
     L = spec.n_layers
-    f32 = {"device": device, "dtype": torch.float32}
+    f32: Placement = {"device": device, "dtype": torch.float32}
     readers = _Readers(layout, compression, w, device)
     W_O = w.W_O.to(**f32)
     z_mean, mlp_mean, final_mean = (
@@ -206,8 +211,8 @@ def slice_scores(
     )
     writer_means = _writer_means(layout, moments, W_O, f32)
     embeds = [
-        (layout.writer_column(layout.by_name[name]), name, mean.to(**f32))
-        for name, mean in (("embed", moments.embed_mean), ("pos_embed", moments.pos_mean))
+        (layout.writer_column(layout.by_name[name]), name, moments.embedding(name)[1].to(**f32))
+        for name in ("embed", "pos_embed")
         if name in layout.by_name
     ]
     n_writers, n_readers = len(layout.writers), len(layout.readers)
@@ -383,7 +388,7 @@ class _Block:
         return value[:, self.positions] if value.shape[0] == 1 else value[self.rows, self.positions]
 
 
-def _writer_means(layout: ChannelLayout, moments: Moments, W_O: Tensor, f32: dict) -> Tensor:
+def _writer_means(layout: ChannelLayout, moments: Moments, W_O: Tensor, f32: Placement) -> Tensor:
     """E[y] of every writer [W, d] (to turn centred outputs back into outputs for their norms)."""
     means = torch.zeros(len(layout.writers), layout.spec.d_model, **f32)
     for j, c in enumerate(layout.writers):
@@ -392,5 +397,5 @@ def _writer_means(layout: ChannelLayout, moments: Moments, W_O: Tensor, f32: dic
         elif c.kind == "mlp":
             means[j] = moments.y_mlp_mean[c.layer].to(**f32)
         else:
-            means[j] = (moments.embed_mean if c.kind == "embed" else moments.pos_mean).to(**f32)
+            means[j] = moments.embedding(c.kind)[1].to(**f32)
     return means

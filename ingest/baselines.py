@@ -91,6 +91,7 @@ class Baseline:
         mean = {name: value.float() for name, value in sums.items()}
         if kind == "zero":
             mean = {name: torch.zeros_like(value) for name, value in mean.items()}
+        permutation: Tensor | None
         if kind == "resample":
             permutation = torch.randperm(data.n_sequences, generator=torch.Generator().manual_seed(seed))
         else:  # counterfactual: each prompt its own; the others take no prompt's outputs
@@ -126,6 +127,8 @@ class Baseline:
                 table = torch.cat([table, mean.expand(width - table.shape[0], *mean.shape)])
             return table.unsqueeze(0)
         if self.permutation is not None:  # resample, counterfactual
+            if self.real is None:
+                raise ValueError(f"the {self.kind} baseline has a permutation but no real-token mask")
             source = self.permutation[prompts.to(self.permutation.device) % len(self.permutation)]
             table, real = self.prompts[name][source, :width], self.real[source, :width]
             if table.shape[1] < width:

@@ -80,7 +80,7 @@ def mlp_name(layer: int) -> str:
 def model_channels(spec: ModelSpec) -> list[Channel]:
     """Every channel of the model, in channel order."""
     mlp_offset = 0 if spec.parallel_attn_mlp else 1
-    specs = [("embed", -1, None, "embed", 0)]
+    specs: list[tuple[str, int, int | None, str, int]] = [("embed", -1, None, "embed", 0)]
     if spec.positional == "standard":
         specs.append(("pos_embed", -1, None, "pos_embed", 0))
     for layer in range(spec.n_layers):

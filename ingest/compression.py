@@ -207,6 +207,8 @@ def select_ranks(sigma: Tensor, fraction: float, max_rank: int | None, floor: fl
 def channel_index(channel: Channel) -> tuple[int, ...]:
     """Where a channel sits in its groups' batch dimensions."""
     if channel.kind == "attn_head":
+        if channel.head is None:
+            raise ValueError(f"{channel.name} is an attention head without a head index")
         return (channel.layer, channel.head)
     if channel.kind == "mlp":
         return (channel.layer,)
@@ -262,6 +264,8 @@ class Compression:
     def projection(self, group: str, role: str) -> Tensor:
         """The rank-k projector of every channel of ``group`` for ``role`` [..., m, m]."""
         side = self.decompositions[group].sides[role]
+        if side.project_in is None or side.project_out is None:
+            raise ValueError(f"{group} {role} has no projection: another side of its map truncates it")
         k = self.ranks[group]
         keep = (torch.arange(side.project_in.shape[-1], device=k.device) < k.unsqueeze(-1)).to(side.project_in)
         return (side.project_in * keep.unsqueeze(-2)) @ side.project_out.mT

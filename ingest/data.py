@@ -27,6 +27,7 @@ import pickle
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -234,7 +235,7 @@ class _TaskReader:
     def __init__(self, path: Path, tokenizer):
         self.path, self.tokenizer = path, tokenizer
 
-    def fail(self, number: int, message: str):
+    def fail(self, number: int, message: str) -> NoReturn:
         raise UserError(f"{self.path} prompt {number}: {message}")
 
     def ids(self, number: int, row: dict) -> list[int]:
@@ -344,7 +345,9 @@ class _TaskReader:
                 for field, value in zip(fields, entry):
                     field[i, j] = value
         rule = f"position {relative.pop()}" if len(relative) == 1 else "positions listed per prompt"
-        return DataSlice(name, description, tokens, mask, metric, *fields, scored=rule, corrupted=corrupted)
+        return DataSlice(
+            name, description, tokens, mask, metric, fields[0], fields[1], fields[2], scored=rule, corrupted=corrupted
+        )
 
 
 def load_slice(argument: str, spec: ModelSpec, tokenizer, seq_len: int, n_seq: int, seed: int) -> DataSlice:

@@ -127,7 +127,7 @@ def smallest_faithful(
             f"under {MIN_BEHAVIOUR}"
         )
         return FaithfulCircuit(target, (), None, reason)
-    k = next(k for k, value in enumerate(curve) if value >= target)  # at the latest the whole model: F = 1
+    k = next(k for k, f in enumerate(curve) if f is not None and f >= target)  # at the latest the whole model: F = 1
     kept, reached = list(order[:k]), curve[k]
     dropped = True
     while dropped:  # until no member can be dropped: then dropping any one falls short of the target

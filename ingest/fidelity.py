@@ -139,6 +139,8 @@ def choose_fraction(
         return loss_recovered(loss_clean, losses[f], loss_ablated)
 
     if fraction is None:
+        if target is None:
+            raise ValueError("give the fraction, or the target loss recovered that chooses it")
         low, high = 0, len(FRACTION_GRID) - 1
         while low < high:
             middle = (low + high) // 2

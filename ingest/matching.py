@@ -50,8 +50,10 @@ def matches(
     threshold: float,
 ) -> pd.DataFrame:
     """The ``matches`` table: channels at least ``threshold`` similar to themselves in ``previous``."""
+    if previous is None:
+        return frame("matches", [])
     rows = []
-    for c in channels if previous is not None else []:
+    for c in channels:
         keys = [f"{c.name}/{role}" for role in c.roles if f"{c.name}/{role}" in previous.bases]
         values = [v for v in (subspace_similarity(bases[k], previous.bases[k]) for k in keys) if v is not None]
         if not values or sum(values) / len(values) < threshold:

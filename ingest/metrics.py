@@ -47,10 +47,18 @@ class Targets:
     counterfactuals: Tensor | None = None
 
 
+def _required(value: Tensor | None, field: str, targets: Targets) -> Tensor:
+    """A field of the targets that a positional metric scores with (None only for the others)."""
+    if value is None:
+        raise ValueError(f"the metric {targets.metric} needs the targets' {field}")
+    return value
+
+
 def _scored_logits(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
     """The logits at every scored position [b, m, V] (float32) and which exist [b, m]."""
-    valid = targets.positions >= 0
-    index = targets.positions.clamp_min(0).to(logits.device)
+    positions = _required(targets.positions, "positions", targets)
+    valid = positions >= 0
+    index = positions.clamp_min(0).to(logits.device)
     picked = torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     return picked.float(), valid.to(logits.device)
 
@@ -76,9 +84,9 @@ def sequence_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> Tensor:
         predicted, labels, valid = _next_token(logits, tokens, targets.mask)
         return _masked_mean(_cross_entropy(predicted, labels.clamp_min(0)), valid)
     scored, valid = _scored_logits(logits, targets)
-    answers = targets.answers.clamp_min(0).to(logits.device)
+    answers = _required(targets.answers, "answers", targets).clamp_min(0).to(logits.device)
     if targets.metric == "logit_diff":
-        counterfactuals = targets.counterfactuals.clamp_min(0).to(logits.device)
+        counterfactuals = _required(targets.counterfactuals, "counterfactuals", targets).clamp_min(0).to(logits.device)
         difference = scored.gather(-1, answers.unsqueeze(-1)) - scored.gather(-1, counterfactuals.unsqueeze(-1))
         return -_masked_mean(difference.squeeze(-1), valid)
     return _masked_mean(_cross_entropy(scored, answers), valid)

@@ -33,6 +33,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from safetensors import SafetensorError
@@ -111,6 +112,13 @@ class ModelSpec:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class Placement(TypedDict):
+    """A tensor's device and dtype, as keywords: ``tensor.to(**f32)``, ``torch.zeros(n, **f32)``."""
+
+    device: torch.device
+    dtype: torch.dtype
 
 
 @dataclass

@@ -231,7 +231,7 @@ def expected_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     grouped = "_" if cfg["n_key_value_heads"] else ""
     affine = NORMS[cfg["normalization_type"]][1]
     final_affine = ("w",) if cfg["final_rms"] and affine else affine
-    shapes = {"embed.W_E": (cfg["d_vocab"], d)}
+    shapes: dict[str, tuple[int, ...]] = {"embed.W_E": (cfg["d_vocab"], d)}
     if cfg["positional_embedding_type"] == "standard":
         shapes["pos_embed.W_pos"] = (cfg["n_ctx"], d)
     for l in range(L):

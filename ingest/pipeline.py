@@ -198,10 +198,10 @@ def ingest_checkpoint(
         clean, ablated = per_prompt(scored, slices)
         compressed = compression_losses(scorer.interventions, held_out, config.batch_tokens, progress)
         per_channel = channel_fidelity(scorer.names, clean, compressed, ablated)
-    situations = []
+    situations: list[DataSlice] = []
     if config.situations:
         with profile("situations"):
-            effects = [scored[s.name].scores.sequence_effects for s in slices]
+            effects = [scored[s.name].scores.per_sequence_effects() for s in slices]
             effect_names = [c.name for c in (*layout.writers, layout.unembed)]
             situations, silhouette = discover(
                 slices, effects, effect_names, config.situations, config.seed, model.tokenizer
@@ -278,7 +278,7 @@ def ingest(
     model_name: str | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
-    on_artifact: Callable[[Path], None] | None = None,
+    on_artifact: Callable[[Path], object] | None = None,
     profile: Profile = no_profile,
     force: bool = False,
     label: str | None = None,
@@ -299,7 +299,9 @@ def ingest(
     if isinstance(model, LoadedModel):
         if checkpoints:
             raise UserError("A loaded model is one checkpoint: give no --checkpoint with it.")
-        sources = [(model, CheckpointSource(model.spec.source, None, "main", 0, None, None))]
+        sources: list[tuple[LoadedModel | None, CheckpointSource]] = [
+            (model, CheckpointSource(model.spec.source, None, "main", 0, None, None))
+        ]
     else:
         sources = [(None, c) for c in resolve_checkpoints(model, checkpoints)]
     if label is not None:

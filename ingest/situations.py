@@ -68,21 +68,23 @@ def joined(slices: Sequence[DataSlice]) -> DataSlice:
             f"Ingest the slices of each metric separately, or give --situations 0."
         )
 
-    def stacked(name: str, fill: int) -> Tensor | None:
-        """The slices' ``name`` tensors [n, columns] right-padded with ``fill`` and stacked (None if one lacks it)."""
-        parts = [getattr(s, name) for s in slices]
-        if any(p is None for p in parts):
-            return None
+    def padded(parts: list[Tensor], fill: int) -> Tensor:
+        """Tensors [n, columns] right-padded with ``fill`` and stacked."""
         columns = max(p.shape[1] for p in parts)
         return torch.cat([torch.nn.functional.pad(p, (0, columns - p.shape[1]), value=fill) for p in parts])
+
+    def stacked(name: str, fill: int) -> Tensor | None:
+        """The slices' optional ``name`` tensors, padded and stacked (None if one lacks it)."""
+        parts = [getattr(s, name) for s in slices]
+        return None if any(p is None for p in parts) else padded(parts, fill)
 
     first = slices[0]
     return replace(
         first,
         name="+".join(s.name for s in slices),
         description="the named slices",
-        tokens=stacked("tokens", PAD),
-        mask=stacked("mask", False),
+        tokens=padded([s.tokens for s in slices], PAD),
+        mask=padded([s.mask for s in slices], False),
         positions=stacked("positions", -1),
         answers=stacked("answers", -1),
         counterfactuals=stacked("counterfactuals", -1),
@@ -101,8 +103,8 @@ def discover(
     """The situations of ``slices`` from their per-prompt effects [prompts, channels] (in slice order),
     largest first, and the silhouette that chose them (none when the data holds one situation)."""
     data = joined(slices)
-    effects = torch.cat(list(effects)).double().numpy()
-    usage = usage_vectors(torch.from_numpy(effects))
+    prompt_effects = torch.cat(list(effects)).double().numpy()
+    usage = usage_vectors(torch.from_numpy(prompt_effects))
     labels, score = cluster(usage, max_situations, seed)
     clusters = sorted((np.flatnonzero(labels == c) for c in set(labels)), key=lambda m: (-len(m), m[0]))
     clusters = [members for members in clusters if len(members) >= 2]  # a slice needs a fitting and a held-out prompt
@@ -113,7 +115,7 @@ def discover(
     found = []
     for rank, members in enumerate(clusters, 1):
         situation = data.rows(torch.from_numpy(members))
-        description = _description(situation, data, effects[members], members, sources, channels, tokenizer)
+        description = _description(situation, data, prompt_effects[members], members, sources, channels, tokenizer)
         found.append(
             replace(
                 situation,

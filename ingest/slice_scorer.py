@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -193,15 +194,14 @@ class SliceScorer:
         """The union of the named slices: their scores weighted by prompts (independent samples: the
         variances of the effects add, weighted), and its own faithfulness over all their samples."""
         effects = {c: sum(weights[s] * parts[s].ablation[c] for s in weights) for c in self.names}
-        se = {
-            c: None
-            if any(parts[s].ablation_se[c] is None for s in weights)
-            else sum((weights[s] * parts[s].ablation_se[c]) ** 2 for s in weights) ** 0.5
-            for c in self.names
-        }
+        se: dict[str, float | None] = {}
+        for c in self.names:
+            known = [weights[s] * error for s in weights if (error := parts[s].ablation_se[c]) is not None]
+            se[c] = sum(x**2 for x in known) ** 0.5 if len(known) == len(weights) else None
         curve, circuit = self._faithfulness(name, effects, weights)
         scores = SliceScores.combined([parts[s].scores for s in weights])
-        patched = sum(weights[s] * parts[s].patched for s in weights)
+        # A Tensor: the union has parts, so sum never returns its start, 0.
+        patched = cast(Tensor, sum(weights[s] * parts[s].patched for s in weights))
         return ScoredSlice(effects, se, curve, circuit, scores, patched)
 
     def _attribution(self, data: DataSlice) -> SliceScores:
@@ -234,7 +234,7 @@ class SliceScorer:
             chunks = losses.split([p.n_sequences for p in parts], 1)
             return sum(w * chunk.mean(1) for w, chunk in zip(weights.values(), chunks))
 
-        def loss_of(kept: list[Channel]) -> float:
+        def loss_of(kept: Sequence[Channel]) -> float:
             variant = kept_variant(channels, kept)
             return float(weighted(variant_losses(self.interventions, [variant], parts, config.batch_tokens))[0])
 
@@ -247,7 +247,11 @@ class SliceScorer:
 
 def per_prompt(scored: dict[str, ScoredSlice], slices: Sequence[DataSlice]) -> tuple[Tensor, Tensor]:
     """The named slices' clean [prompts] and per-channel ablated [channels, prompts] losses, side by side."""
-    return (
-        torch.cat([scored[s.name].clean for s in slices]),
-        torch.cat([scored[s.name].ablated for s in slices], 1),
-    )
+    clean, ablated = [], []
+    for s in slices:
+        part = scored[s.name]
+        if part.clean is None or part.ablated is None:
+            raise ValueError(f"{s.name} is scored as a union of slices: it has no per-prompt losses")
+        clean.append(part.clean)
+        ablated.append(part.ablated)
+    return torch.cat(clean), torch.cat(ablated, 1)

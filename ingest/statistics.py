@@ -92,6 +92,14 @@ class Moments:
         """False for an attention-only model (its MLP moments are empty)."""
         return len(self.S_mlp) > 0
 
+    def embedding(self, kind: str) -> tuple[Tensor, Tensor]:
+        """E[y yᵀ] and E[y] of the ``embed`` or the ``pos_embed`` channel (a model with a W_pos table)."""
+        if kind == "embed":
+            return self.Y_embed, self.embed_mean
+        if self.Y_pos is None or self.pos_mean is None:
+            raise ValueError("the moments hold no positional embedding: the model has no W_pos table")
+        return self.Y_pos, self.pos_mean
+
     def tensors(self) -> dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .channels import Channel, ChannelLayout
 from .compression import Compression, psd_roots
+from .model_adapter import Placement
 from .statistics import Moments
 
 
@@ -54,7 +55,7 @@ def output_moment(channel: Channel, moments: Moments) -> Tensor:
     """E[y yᵀ] [d, d] of a writer that is not a head."""
     if channel.kind == "mlp":
         return moments.Y_mlp[channel.layer]
-    return moments.Y_embed if channel.kind == "embed" else moments.Y_pos
+    return moments.embedding(channel.kind)[0]
 
 
 @dataclass
@@ -84,7 +85,7 @@ def structural_scores(
     float32 (a reader stage against only the writers before it)."""
     readers, writers = layout.readers, layout.writers
     device = moments.qq.device
-    f32 = {"device": device, "dtype": torch.float32}
+    f32: Placement = {"device": device, "dtype": torch.float32}
     write_bases = [compression.basis(c, "out").to(**f32) for c in writers]
     write_importance = [
         compression.singular_values(c, "out")[: b.shape[1]].to(**f32) for c, b in zip(writers, write_bases)

@@ -88,6 +88,7 @@ class Param:
         if not match:
             raise ValueError(f"${name}: unknown type ({spec}); types are {', '.join(TYPES)} or 'a' | 'b'")
         kind = match["type"]
+        bounds: tuple[float, ...]
         if match["op"]:
             op, bounds = match["op"], (float(match["bound"]),)
         elif match["low"]:

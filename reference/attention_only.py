@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -101,6 +102,10 @@ class _Params(nn.Module):
         for name, shape in shapes.items():
             self.register_parameter(name, nn.Parameter(torch.empty(shape)))
 
+    if TYPE_CHECKING:  # every attribute it has is one of those parameters
+
+        def __getattr__(self, name: str) -> Tensor: ...
+
 
 class AttentionOnly(nn.Module):
     """HookedTransformer's forward without MLPs, in plain PyTorch, on unprocessed weights::
@@ -154,8 +159,8 @@ class AttentionOnly(nn.Module):
         r = self.embed.W_E[tokens] + self.pos_embed.W_pos[:n]
         causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         for l, block in enumerate(self.blocks):
-            a = block.attn
-            x = self._norm(r, block.ln1.w, block.ln1.b)
+            ln1, a = cast(_Params, block.ln1), cast(_Params, block.attn)  # a plain Module's children are untyped
+            x = self._norm(r, ln1.w, ln1.b)
             q, k, v = (
                 torch.einsum("bpd,hde->bphe", x, W) + bias
                 for W, bias in ((a.W_Q, a.b_Q), (a.W_K, a.b_K), (a.W_V, a.b_V))

@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -56,7 +57,22 @@ class InductionRecipe:
         return f"induction{shape}-s{self.seed}"
 
 
-def induction_batch(recipe: InductionRecipe, generator: torch.Generator) -> torch.Tensor:
+class SegmentTask(Protocol):
+    """What :func:`induction_batch` reads of a recipe (the induction and the attention-only one)."""
+
+    @property
+    def d_vocab(self) -> int: ...
+    @property
+    def seq_len(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def min_segment(self) -> int: ...
+    @property
+    def max_segment(self) -> int: ...
+
+
+def induction_batch(recipe: SegmentTask, generator: torch.Generator) -> torch.Tensor:
     """Random tokens with one segment per sequence repeated at a random later offset."""
     n, length = recipe.batch_size, recipe.seq_len
     tokens = torch.randint(0, recipe.d_vocab, (n, length), generator=generator)

@@ -35,11 +35,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
 from circuit_atlas.ingest.model_adapter import CHECKPOINT_SIDECAR
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+#: What :func:`train_cached` trains: a recipe (a dataclass), the model it builds, one batch of it.
+RecipeT = TypeVar("RecipeT", bound="DataclassInstance")
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+BatchT = TypeVar("BatchT")
 
 #: Trained checkpoints shipped with the package, one folder per recipe, laid out as the cache.
 SHIPPED = Path(__file__).parent / "checkpoints"
@@ -57,7 +66,7 @@ def gpt_neox(recipe) -> torch.nn.Module:
         num_attention_heads=recipe.n_heads,
         intermediate_size=recipe.d_mlp,
         max_position_embeddings=recipe.seq_len,
-        rotary_pct=1.0,
+        rotary_pct=1.0,  # type: ignore[call-arg]  # the 4.x name: transformers 5 takes it, undeclared
         use_parallel_residual=False,
         hidden_dropout=0.0,
         attention_dropout=0.0,
@@ -111,16 +120,16 @@ def save_checkpoint(model, folder: Path, recipe, step: int, loss: float) -> None
 
 
 def train_cached(
-    recipe,
+    recipe: RecipeT,
     out: Path,
-    build_model: Callable[[object], torch.nn.Module],
-    batch: Callable[[object, torch.Generator], object],
-    loss: Callable[[torch.nn.Module, object], torch.Tensor],
+    build_model: Callable[[RecipeT], ModelT],
+    batch: Callable[[RecipeT, torch.Generator], BatchT],
+    loss: Callable[[ModelT, BatchT], torch.Tensor],
     ground_truth: Callable[[Path], object],
     progress: bool = True,
     echo: Callable[[str], None] = print,
     retrain: bool = False,
-    save: Callable[[torch.nn.Module, Path, object, int, float], None] = save_checkpoint,
+    save: Callable[[ModelT, Path, RecipeT, int, float], None] = save_checkpoint,
     checkpoints: Callable[[Path], list[Path]] = checkpoint_dirs,
 ) -> list[Path]:
     """Train (or reuse, or copy the shipped) ``recipe`` under ``out/<folder_name>``; returns its

@@ -146,17 +146,20 @@ def migrate(driver: neo4j.Driver, database: str) -> list[Migration]:
                 for statement in migration.statements:
                     tx.run(statement).consume()
                 tx.commit()
-            session.execute_write(
-                lambda tx, m=migration: tx.run(
-                    "MERGE (h:SchemaMigration {version: $version}) "
-                    "SET h.name = $name, h.checksum = $checksum, h.applied_at = datetime()",
-                    version=m.version,
-                    name=m.name,
-                    checksum=m.checksum,
-                ).consume()
-            )
+            session.execute_write(_record_applied, migration)
         applied.append(migration)
     return applied
+
+
+def _record_applied(tx: neo4j.ManagedTransaction, migration: Migration) -> None:
+    """Add ``migration`` to the schema's history of applied migrations."""
+    tx.run(
+        "MERGE (h:SchemaMigration {version: $version}) "
+        "SET h.name = $name, h.checksum = $checksum, h.applied_at = datetime()",
+        version=migration.version,
+        name=migration.name,
+        checksum=migration.checksum,
+    ).consume()
 
 
 def require_current_schema(driver: neo4j.Driver, database: str) -> None:
