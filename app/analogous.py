@@ -5,11 +5,16 @@ each block is linked to the :data:`TOP_K` most similar blocks of the same kind i
 checkpoint that share at least one distinguishing feature with it and whose fingerprint similarity
 (:func:`circuit_atlas.ingest.fingerprints.similarity`, 1 / (1 + ||a - b||^2)) is at least
 :data:`MIN_SIMILARITY`, in both directions; a pair found from both sides is one link.
+The embedding, the positional embedding and the unembedding (:data:`STRUCTURAL_KINDS`) are one
+block per model and one role in every model: the two checkpoints' blocks of such a kind are linked
+whatever their similarity, named by their shared features or, without any, by the kind
+(``kind_unembed``).
 The rule depends only on the two checkpoints, so the links do not depend on the order in which
-checkpoints are loaded. A link points from the block with the smaller id to the other (queries
-read it undirected) and carries its ``similarity`` and ``features``: the distinguishing features
-both channels express (same sign, magnitude at least :data:`SHARED_FEATURE` in both; the kind is
-not one), strongest shared first.
+checkpoints are loaded. Each linked pair is one relationship, stored from the block with the
+smaller id to the other whichever checkpoint was published first; it means the same both ways,
+so queries read it undirected (``-[:ANALOGOUS]-``). It carries its ``similarity`` and
+``features``: the distinguishing features both channels express (same sign, magnitude at least
+:data:`SHARED_FEATURE` in both; the kind is not one), strongest shared first.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ TOP_K = 3
 MIN_SIMILARITY = 0.5
 #: Least magnitude, in both channels, of a feature named on a link.
 SHARED_FEATURE = 0.1
+#: Kinds of which a model has one block, with one role in every model: linked whatever the similarity.
+STRUCTURAL_KINDS = ("embed", "pos_embed", "unembed")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,11 @@ def analogous_links(blocks: Sequence[Fingerprinted], new_checkpoint: str, featur
             if not there:
                 continue
             sim = similarity([block.fingerprint for block in here], [block.fingerprint for block in there])
+            if kind in STRUCTURAL_KINDS and len(here) == len(there) == 1:
+                source, target = sorted((here[0].block_id, there[0].block_id))
+                shared = shared_features(here[0].fingerprint, there[0].fingerprint, features)
+                links[source, target] = {"similarity": float(sim[0, 0]), "features": shared or [f"kind_{kind}"]}
+                continue
             for readers, candidates, scores in ((here, there, sim), (there, here, sim.T)):
                 for reader, row in zip(readers, scores):
                     kept = 0

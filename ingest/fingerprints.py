@@ -10,6 +10,12 @@ position i in the repeat, with segment length s, the mean attention on
 and ``attention_entropy``, the entropy of the pattern over the i + 1 visible keys divided by
 log(i + 1). These scores are ground truth that does not come from the compression.
 
+A head may work at some positions only (a model trained on short sequences, or one whose heads
+use absolute positions), so the probes come in windows: segment lengths s0, s0/2, s0/4, ... down
+to :data:`MIN_SEGMENT` (s0 = min(n_ctx, 64, 2 d_vocab) / 2), whose repeats put the queries at
+positions [s, 2s). Each head's score for a target is the one of the window where it lifts that
+target most (below); the entropy is the longest window's.
+
 The fingerprint (:data:`FEATURES`) is built so that channels of models of different widths,
 depths, vocabularies and probe lengths compare, and so that a feature is 0 for a channel without
 the behaviour it names (what every channel shares adds nothing to a distance):
@@ -54,9 +60,23 @@ FEATURES = (
 )
 
 
-def probe_tokens(d_vocab: int, n_ctx: int, n_seq: int = 32, seed: int = 20240611) -> Tensor:
-    """``n_seq`` sequences: a segment of distinct random tokens, then its exact repeat."""
-    segment = min(n_ctx, 64, 2 * d_vocab) // 2
+#: The shortest probe segment of the windows (queries at positions 4 to 7).
+MIN_SEGMENT = 4
+
+
+def probe_segments(d_vocab: int, n_ctx: int) -> list[int]:
+    """The windows' segment lengths, longest first: s0 = min(n_ctx, 64, 2 d_vocab) // 2, then halved
+    down to :data:`MIN_SEGMENT` (s0 alone when it is shorter)."""
+    segments = [min(n_ctx, 64, 2 * d_vocab) // 2]
+    while segments[-1] // 2 >= MIN_SEGMENT:
+        segments.append(segments[-1] // 2)
+    return segments
+
+
+def probe_tokens(d_vocab: int, n_ctx: int, n_seq: int = 32, seed: int = 20240611, segment: int | None = None) -> Tensor:
+    """``n_seq`` sequences: a segment of distinct random tokens (``segment`` long, by default the
+    longest window's), then its exact repeat."""
+    segment = segment or probe_segments(d_vocab, n_ctx)[0]
     generator = torch.Generator().manual_seed(seed)
     first = torch.stack([torch.randperm(d_vocab, generator=generator)[:segment] for _ in range(n_seq)])
     return torch.cat([first, first], dim=1)
@@ -96,10 +116,29 @@ def chance_attention(probe_length: int) -> float:
     return float((1.0 / torch.arange(s + 1, 2 * s + 1, dtype=torch.float64)).mean())
 
 
-def lift(score: float, chance: float) -> float:
+def lift(score: Tensor, chance: float) -> Tensor:
     """How much more than chance a head attends to a target, on a log scale from 0 (no more than
     chance) to 1 (all of its attention): log(score / chance) / log(1 / chance), clipped to [0, 1]."""
-    return min(max(math.log(max(score, 1e-12) / chance) / math.log(1.0 / chance), 0.0), 1.0)
+    return (torch.log(score.clamp_min(1e-12) / chance) / math.log(1.0 / chance)).clamp(0.0, 1.0)
+
+
+def windowed_head_scores(model: LoadedModel, n_seq: int = 32, seed: int = 20240611) -> tuple[dict, dict]:
+    """Per head [n_layers, n_heads], over the probe windows (:func:`probe_segments`): the lift of each
+    of :data:`TARGETS` in the window where it is largest, and :data:`PATTERN_SCORES` with each
+    target's score taken in that same window (the entropy in the longest)."""
+    spec = model.spec
+    windows = []
+    for segment in probe_segments(spec.d_vocab, spec.n_ctx):
+        scores = attention_scores(model, probe_tokens(spec.d_vocab, spec.n_ctx, n_seq, seed, segment))
+        chance = chance_attention(2 * segment)
+        windows.append((scores, {t: lift(scores[t], chance) for t in TARGETS}))
+    lifts, best_scores = {}, {"attention_entropy": windows[0][0]["attention_entropy"]}
+    for t in TARGETS:
+        by_window = torch.stack([window_lifts[t] for _, window_lifts in windows])  # [window, layer, head]
+        best = by_window.argmax(0, keepdim=True)  # the first (longest) window among equals
+        lifts[t] = by_window.gather(0, best)[0]
+        best_scores[t] = torch.stack([scores[t] for scores, _ in windows]).gather(0, best)[0]
+    return lifts, {name: best_scores[name] for name in PATTERN_SCORES}
 
 
 def similarity(a: ArrayLike, b: ArrayLike) -> np.ndarray:
@@ -111,20 +150,17 @@ def similarity(a: ArrayLike, b: ArrayLike) -> np.ndarray:
 
 
 def fingerprints(
-    channels: list[Channel],
-    scores: dict[str, Tensor],
-    chance: float,
-    activity: dict[str, dict[str, float]],
+    channels: list[Channel], head_lifts: dict[str, Tensor], activity: dict[str, dict[str, float]]
 ) -> dict[str, list[float]]:
-    """The :data:`FEATURES` vector per channel name from the heads' pattern ``scores`` (``chance``:
-    the score of a uniform pattern) and ``activity[probe][channel]`` on the ``random`` and
+    """The :data:`FEATURES` vector per channel name from the heads' lifts per target
+    (:func:`windowed_head_scores`) and ``activity[probe][channel]`` on the ``random`` and
     ``repeated`` probes. A feature is 0 for a channel without that behaviour (attention at chance,
     equal activity on both probes), so a distance weighs what distinguishes channels."""
     largest = max(activity["repeated"].values()) or 1.0
     result = {}
     for c in channels:
         is_head = c.kind == "attn_head"
-        lifts = [lift(float(scores[t][c.layer, c.head]), chance) if is_head else 0.0 for t in TARGETS]
+        lifts = [float(head_lifts[t][c.layer, c.head]) if is_head else 0.0 for t in TARGETS]
         repeated, random = activity["repeated"][c.name], activity["random"][c.name]
         specificity = (repeated - random) / (repeated + random) if repeated + random > 0 else 0.0
         result[c.name] = [*lifts, specificity, repeated / largest, *(1.0 if c.kind == k else 0.0 for k in KINDS)]
@@ -150,24 +186,23 @@ def probe_slice(model: LoadedModel, kind: str, tokens: Tensor) -> DataSlice:
 def channel_fingerprints(
     model: LoadedModel, compression: Compression, moments: Moments, layout: ChannelLayout, batch_tokens: int
 ) -> tuple[dict[str, list[float]], dict[str, Tensor]]:
-    """Every channel's fingerprint, and the attention-pattern scores per head (on repeat probes)."""
+    """Every channel's fingerprint, and the attention-pattern scores per head (on repeat probes, each
+    target's in the window where the head shows it most)."""
     spec = model.spec
-    probe = probe_tokens(spec.d_vocab, spec.n_ctx)
-    pattern_scores = attention_scores(model, probe)
+    probe_length = 2 * probe_segments(spec.d_vocab, spec.n_ctx)[0]
+    head_lifts, pattern_scores = windowed_head_scores(model)
     probes = {
         kind: slice_scores(
             model,
             compression,
             moments,
             layout,
-            probe_slice(model, kind, synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe.shape[1], 7)),
+            probe_slice(model, kind, synthetic_tokens(kind, spec.d_vocab, PROBE_SEQUENCES, probe_length, 7)),
             batch_tokens,
             progress=False,
             edges=False,
         )
         for kind in ("random", "repeated")
     }
-    prints = fingerprints(
-        layout.channels, pattern_scores, chance_attention(probe.shape[1]), {k: v.activity for k, v in probes.items()}
-    )
+    prints = fingerprints(layout.channels, head_lifts, {k: v.activity for k, v in probes.items()})
     return prints, pattern_scores
