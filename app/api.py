@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import neo4j
 import pandas as pd
@@ -35,6 +35,7 @@ from .circuits import Circuit, fetch_circuit
 from .connection import Neo4jSettings, open_driver
 from .errors import UserError
 from .local_server import Distribution, LocalServer, default_server_dir
+from .pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
 
 if TYPE_CHECKING:
     import networkx
@@ -280,8 +281,8 @@ class Catalog:
     def load(
         self,
         path: str | Path,
-        top_k: int | None = 16,
-        min_attribution: float = 0.0,
+        top_k: int | None = TOP_K,
+        min_attribution: float = MIN_ATTRIBUTION,
         echo: Callable[[str], None] = print,
     ) -> list[LoadSummary]:
         """Load the artifact at ``path`` (or every artifact below it, by model and step); returns summaries.
@@ -291,7 +292,7 @@ class Catalog:
         """
         from circuit_atlas.ingest.artifact import find_artifacts, read_artifact, read_manifest
 
-        from .loader import check_pruning, load_artifact
+        from .loader import load_artifact
 
         _require(path, (str, Path), "path", "an artifact folder or a folder of artifacts")
         check_pruning(top_k, min_attribution)
@@ -314,38 +315,26 @@ class Catalog:
         out: str | Path,
         config: IngestConfig | None = None,
         *,
-        checkpoints: Sequence[str] = (),
-        weights: str | Path | None = None,
-        name: str | None = None,
-        device: str = "auto",
-        top_k: int | None = 16,
-        min_attribution: float = 0.0,
-        progress: bool = True,
+        top_k: int | None = TOP_K,
+        min_attribution: float = MIN_ATTRIBUTION,
         echo: Callable[[str], None] = print,
-        force: bool = False,
-        label: str | None = None,
+        **options: Any,
     ) -> list[Path]:
-        """:func:`ingest_model`, loading each checkpoint's artifact as soon as it is written (or found
-        complete, when a run resumes)."""
-        from .loader import check_pruning, load_artifact
+        """:func:`ingest_model` (``options`` are its keywords: ``checkpoints``, ``weights``, ``name``,
+        ``device``, ``progress``, ``force``, ``label``), loading each checkpoint's artifact as soon as it
+        is written (or found complete, when a run resumes), pruned by ``top_k`` and ``min_attribution``
+        as :meth:`load` prunes."""
+        from .loader import load_artifact
 
+        if "on_artifact" in options:
+            raise UserError("Catalog.ingest loads each artifact itself; call ca.ingest_model for on_artifact.")
         check_pruning(top_k, min_attribution)
         self.require_current_schema()  # fail before the compute, not after it
-        return ingest_model(
-            model,
-            data,
-            out,
-            config,
-            checkpoints=checkpoints,
-            weights=weights,
-            name=name,
-            device=device,
-            progress=progress,
-            echo=echo,
-            force=force,
-            label=label,
-            on_artifact=lambda path: load_artifact(self.driver, self.database, path, top_k, min_attribution, echo),
-        )
+
+        def load(path: Path) -> LoadSummary:
+            return load_artifact(self.driver, self.database, path, top_k, min_attribution, echo)
+
+        return ingest_model(model, data, out, config, echo=echo, on_artifact=load, **options)
 
     # --- reading --------------------------------------------------------------------------------
 

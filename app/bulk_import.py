@@ -27,8 +27,9 @@ from circuit_atlas.ingest.channels import KIND_LABELS
 
 from .analogous import Fingerprinted, analogous_links
 from .errors import UserError
-from .loader import FEEDS_PROPERTIES, FLOWS_ON_PROPERTIES, CheckpointRows, check_pruning, checkpoint_rows
+from .loader import FEEDS_PROPERTIES, FLOWS_ON_PROPERTIES, CheckpointRows, checkpoint_rows
 from .local_server import LocalServer
+from .pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
 
 DATABASE = "neo4j"
 
@@ -232,8 +233,8 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
 def bulk_import(
     server: LocalServer,
     path: Path,
-    top_k: int | None = 16,
-    min_attribution: float = 0.0,
+    top_k: int | None = TOP_K,
+    min_attribution: float = MIN_ATTRIBUTION,
     replace: bool = False,
     echo: Callable[[str], None] = print,
 ) -> ImportSummary:

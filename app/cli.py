@@ -22,6 +22,7 @@ from .errors import UserError
 from .formatting import FORMATS, render
 from .ingest.config import IngestConfig
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
+from .pruning import MIN_ATTRIBUTION, TOP_K
 
 
 class OneLineUsageError(click.ClickException):
@@ -239,13 +240,13 @@ prune_options = [
     click.option(
         "--top-k",
         type=int,
-        default=16,
+        default=TOP_K,
         show_default=True,
         help="Load at most this many edges per reader subspace, by attribution.",
     ),
     click.option(
         "--min-attribution",
-        default=0.0,
+        default=MIN_ATTRIBUTION,
         show_default=True,
         help="Load only edges with at least this attribution (loss units).",
     ),

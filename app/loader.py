@@ -54,6 +54,7 @@ from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import Artifact, read_artifact
 from circuit_atlas.ingest.channels import KIND_LABELS
 from circuit_atlas.processes import owner_is_gone, this_process
+from circuit_atlas.pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
 from circuit_atlas.queries import load_statements
 from circuit_atlas.schema.migrations import require_current_schema
 
@@ -142,16 +143,6 @@ def _row_lists(frame: pd.DataFrame) -> list[list]:
     return frame.to_numpy(dtype=object).tolist()
 
 
-def check_pruning(top_k: int | None, min_attribution: float) -> None:
-    """:class:`UserError` unless ``top_k`` is None or at least 1 and ``min_attribution`` a finite number >= 0."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise UserError(f"--top-k must be a whole number of edges, at least 1; got {top_k!r}.")
-    if isinstance(min_attribution, bool) or not isinstance(min_attribution, (int, float)):
-        raise UserError(f"--min-attribution must be a number >= 0 (nats); got {min_attribution!r}.")
-    if not math.isfinite(min_attribution) or min_attribution < 0:
-        raise UserError(f"--min-attribution must be a finite number >= 0 (nats); got {min_attribution!r}.")
-
-
 EDGE_KEY = ["writer", "reader", "role"]
 
 
@@ -192,7 +183,10 @@ def staging_id(checkpoint_id: str) -> str:
 
 
 def checkpoint_rows(
-    artifact: Artifact, top_k: int | None = 16, min_attribution: float = 0.0, node_checkpoint_id: str | None = None
+    artifact: Artifact,
+    top_k: int | None = TOP_K,
+    min_attribution: float = MIN_ATTRIBUTION,
+    node_checkpoint_id: str | None = None,
 ) -> CheckpointRows:
     """The rows one artifact writes (edges pruned by ``top_k`` and ``min_attribution``), with node ids
     under ``node_checkpoint_id`` (default: a fresh staging id; the published checkpoint id for a bulk
@@ -418,8 +412,8 @@ def load_artifact(
     driver: neo4j.Driver,
     database: str,
     path: Path,
-    top_k: int | None = 16,
-    min_attribution: float = 0.0,
+    top_k: int | None = TOP_K,
+    min_attribution: float = MIN_ATTRIBUTION,
     echo: Callable[[str], None] = print,
 ) -> LoadSummary:
     """Write one artifact into the catalog (see module docstring)."""
