@@ -17,7 +17,9 @@ given takes (the one default: the CLI, the API and the export read it from here)
 ``Catalog.rows``, which the CLI calls), and :meth:`Query.from_text` reads a ``-p key=value`` text
 by its declared type, so a bad value is one clear error instead of a wrong answer.
 
-User values reach a query only as parameters; the library never formats text into Cypher.
+User values reach a query only as parameters; the library never formats text into Cypher. The
+rules several queries apply (what a circuit member is, an edge's effect in a circuit, a component's
+least edge) are written once in :mod:`.rules`, and every query applies them in that text.
 Beside the queries lies the stylesheet that Neo4j Browser draws the catalog with, and in ``load/``
 the loader's write statements, under the same header convention (they are not part of the
 read-only library that ``circuit-atlas query`` runs).

@@ -10,6 +10,7 @@ import pytest
 from circuit_atlas import queries
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.channels import KIND_LABELS
+from circuit_atlas.queries import rules
 
 LIBRARY = queries.library()
 REPO = Path(__file__).resolve().parents[2]
@@ -196,3 +197,28 @@ def test_a_declared_default_is_what_a_parameter_not_given_takes():
     assert "$min_attribution (a finite number >= 0, default 0.02)" in circuit.signature()
     with pytest.raises(ValueError, match="default -1 is not a finite number >= 0"):
         queries.Param.parse("x", "float >= 0, default -1")
+
+
+@pytest.mark.parametrize("rule", sorted(rules.RULES))
+def test_every_query_applies_a_shared_rule_in_its_one_written_form(rule):
+    """The rules of ``queries/rules.py``: each applied by several queries, always as written there."""
+    applied = {name for name, query in LIBRARY.items() if re.search(rules.RULES[rule].finder, query.body)}
+    assert len(applied) >= 3, applied
+    misused = {name: rules.RULES[rule].misuses(LIBRARY[name].text) for name in applied}
+    assert not any(misused.values()), misused
+
+
+@pytest.mark.parametrize(
+    ("rule", "drifted"),
+    [
+        ("circuit member", "WHERE a.ablation > $min_effect"),
+        ("circuit member", "WHERE $min_effect <= a.ablation"),
+        ("circuit member", "WHERE a.attribution >= $min_effect"),
+        ("circuit member", "WHERE a.ablation >= coalesce($min_effect, 0)"),
+        ("edge effect", "ORDER BY coalesce(f.attribution, f.patched)"),
+        ("edge effect", "WHERE coalesce(f.patched, g.attribution) >= $min_attribution"),
+        ("least share", "RETURN $min_share * max(f.attribution) AS least_score"),
+    ],
+)
+def test_a_rule_written_another_way_is_found(rule, drifted):
+    assert rules.RULES[rule].misuses(drifted)
