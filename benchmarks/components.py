@@ -1,6 +1,6 @@
 """Time the three connected-components queries on synthetic channel graphs of real model sizes.
 
-    python benchmarks/components.py [--neo4j-dir DIR | NEO4J_URI=... NEO4J_PASSWORD=...]
+    python benchmarks/components.py [--catalog DIR_OR_BOLT_URI]   (NEO4J_PASSWORD for a Bolt URI)
 
 Per size it loads one synthetic checkpoint ``components-benchmark@<channels>`` through an
 artifact and the loader, as an ingest would (attention heads and MLPs by layer, each reader
@@ -27,8 +27,8 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-artifact builder
 import synthetic_artifacts
 
+import circuit_atlas as ca
 from circuit_atlas import queries
-from circuit_atlas.cli import Connection, connection_options
 from circuit_atlas.errors import UserError
 
 # (layers, heads per layer): GPT-2 small, GPT-2 medium, GPT-2 XL.
@@ -87,10 +87,15 @@ def timed(driver, database: str, query: queries.Query, params: dict, repeats: in
 @click.option("--min-effect", default=0.25, show_default=True, help="Ablation effect a channel needs on the slice.")
 @click.option("--repeats", default=3, show_default=True, help="Runs per variant; the median is reported.")
 @click.option("--seed", default=0, show_default=True)
-@connection_options
-def main(connection: Connection, fan_in: int, min_share: float, min_effect: float, repeats: int, seed: int) -> None:
+@click.option(
+    "--catalog",
+    "where",
+    envvar="NEO4J_URI",
+    help="A Bolt URI or a local server's folder  [env NEO4J_URI; default: the default local server]",
+)
+def main(where: str | None, fan_in: int, min_share: float, min_effect: float, repeats: int, seed: int) -> None:
     library = queries.library()
-    with connection.open() as catalog, tempfile.TemporaryDirectory() as artifacts:
+    with ca.open_catalog(where) as catalog, tempfile.TemporaryDirectory() as artifacts:
         driver, db = catalog.driver, catalog.database
         click.echo(
             f"fan-in {fan_in}, min share {min_share}, min effect on the slice {min_effect}, "

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from synthetic_artifacts import rehash
 
 from circuit_atlas.ingest.artifact import schema
 
@@ -29,22 +30,13 @@ class Case:
     prepare: Callable[[Path, object, str], None] | None = None  # (tmp, driver, database)
 
 
-def _rehash(artifact: Path, name: str) -> None:
-    """Update the manifest's hash of ``name``, as a hand edit of the artifact would."""
-    from circuit_atlas.ingest.artifact import _sha256
-
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    manifest["files"][name] = _sha256(artifact / name)
-    (artifact / "manifest.json").write_text(json.dumps(manifest))
-
-
 def _edit_table(table: str, edit: Callable[[pd.DataFrame], pd.DataFrame]):
     def prepare(tmp: Path, driver, database: str) -> None:
         artifact = tmp / "artifact"
         frame = pd.read_parquet(artifact / f"{table}.parquet")
         edited = edit(frame)
         edited.to_parquet(artifact / f"{table}.parquet", index=False, schema=schema(table) if table else None)
-        _rehash(artifact, f"{table}.parquet")
+        rehash(artifact, f"{table}.parquet")
 
     return prepare
 
@@ -58,7 +50,7 @@ def _set_column(table: str, column: str, value: float):
         index = frame.schema.get_field_index(column)
         values = pa.array([value] * len(frame), type=pa.float64(), from_pandas=False)
         pq.write_table(frame.set_column(index, frame.schema.field(index), values), path)
-        _rehash(tmp / "artifact", f"{table}.parquet")
+        rehash(tmp / "artifact", f"{table}.parquet")
 
     return prepare
 
@@ -69,7 +61,7 @@ def _drop_column(table: str, column: str):
         pd.read_parquet(artifact / f"{table}.parquet").drop(columns=[column]).to_parquet(
             artifact / f"{table}.parquet", index=False
         )
-        _rehash(artifact, f"{table}.parquet")
+        rehash(artifact, f"{table}.parquet")
 
     return prepare
 
@@ -226,7 +218,7 @@ CASES: dict[str, Case] = {
         "is not readable Parquet",
         lambda tmp, driver, db: (
             (tmp / "artifact" / "edges.parquet").write_bytes(b"PAR1 damaged PAR1"),
-            _rehash(tmp / "artifact", "edges.parquet"),
+            rehash(tmp / "artifact", "edges.parquet"),
         ),
     ),
     "load: a missing column": Case(

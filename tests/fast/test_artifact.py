@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from hand_made_catalog import CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION
-from synthetic_artifacts import Checkpoint, write
+from synthetic_artifacts import Checkpoint, rehash, write
 
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import (
@@ -71,11 +71,7 @@ def test_an_older_format_is_refused_with_the_fix(tmp_path):
 def test_a_table_that_does_not_fit_the_schema_is_refused_on_read(tmp_path):
     path = write(CHECKPOINT, tmp_path)
     pd.DataFrame({"block": ["A"]}).to_parquet(path / "matches.parquet")
-    manifest = json.loads((path / "manifest.json").read_text())
-    from circuit_atlas.ingest.artifact import _sha256
-
-    manifest["files"]["matches.parquet"] = _sha256(path / "matches.parquet")
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    rehash(path, "matches.parquet")
     with pytest.raises(UserError, match="not those of artifact format"):
         read_artifact(path)
 
@@ -113,12 +109,8 @@ def test_an_artifact_with_a_hidden_name_is_found(tmp_path):
 
 def _rewrite(path, table, frame_):
     """Replace one table of an artifact and update its hash, as a hand edit would."""
-    from circuit_atlas.ingest.artifact import _sha256
-
     frame_.to_parquet(path / f"{table}.parquet", index=False, schema=schema(table))
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["files"][f"{table}.parquet"] = _sha256(path / f"{table}.parquet")
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    rehash(path, f"{table}.parquet")
 
 
 @pytest.mark.parametrize(
