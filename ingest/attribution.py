@@ -199,32 +199,13 @@ def slice_scores(
     """Stream the prompts of ``data`` once and score every edge (unless ``edges`` is False) and channel
     on its metric (padded positions carry no gradient, and are left out of the norms), and keep the
     top ``examples`` tokens per channel of each ranking of :mod:`.examples`."""
-    spec, w, device = model.spec, model.weights, model.device
+    spec, device = model.spec, model.device
     L = spec.n_layers
     f32: Placement = {"device": device, "dtype": torch.float32}
-    readers = _Readers(layout, compression, w, device)
-    W_O = w.W_O.to(**f32)
-    z_mean, mlp_mean, final_mean = (
-        moments.z_mean.to(**f32),
-        moments.y_mlp_mean.to(**f32),
-        moments.final_mean.to(**f32),
-    )
-    writer_means = _writer_means(layout, moments, W_O, f32)
-    embeds = [
-        (layout.writer_column(layout.by_name[name]), name, moments.embedding(name)[1].to(**f32))
-        for name in ("embed", "pos_embed")
-        if name in layout.by_name
-    ]
+    readers = _Readers(layout, compression, model.weights, device)
+    channel_effects = _ChannelEffects(layout, moments, model.weights.W_O.to(**f32), f32)
+    edge_contraction = _EdgeContraction(layout, readers)
     n_writers, n_readers = len(layout.writers), len(layout.readers)
-    head_rows = [layout.head_reader_rows(l) for l in range(L)]  # q, k, v per head
-    head_columns = [layout.head_writer_columns(l) for l in range(L)]
-    mlp_rows = [layout.reader_row(mlp, "in") for mlp in layout.mlps]  # by layer, or none
-    mlp_columns = [layout.writer_column(mlp) for mlp in layout.mlps]
-    # The writers feeding a reader stage are a prefix of the columns (channel order is stage order).
-    head_prefix = [layout.writers_before(layout.heads(l)[0].stage) for l in range(L)]
-    mlp_prefix = [layout.writers_before(mlp.stage) for mlp in layout.mlps]
-    unembed_row = layout.reader_row(layout.unembed, "in")
-
     mlp_reads = mlp_input_residual(spec)
     grad_sites = [*layer_sites(spec, "q", "k", "v", "mlp_x", "attn_out", "mlp_out"), site("final_x"), site("embed")]
     value_sites = layer_sites(spec, "z", "attn_x", "resid_pre", mlp_reads)
@@ -263,35 +244,8 @@ def slice_scores(
             for rows, positions in _blocks(b, p, per_block):
                 act, grad = _Block(acts, rows, positions), _Block(grads, rows, positions)
                 keep = real[rows, positions]  # [c, t]: real tokens
-
-                # Every writer's output against its mean [c, t, W, d], in writer columns.
-                embed_grad = grad(site("embed"))
-                c, t, d = embed_grad.shape
-                centred = torch.empty(c, t, n_writers, d, **f32)
-                token_effects = torch.empty(c, t, n_writers + 1, **f32)  # per token, writers then the unembedding
-                for column, name, mean in embeds:
-                    centred[:, :, column] = act(site(name)) - mean
-                    token_effects[:, :, column] = (embed_grad * centred[:, :, column]).sum(-1)
-                for l, heads in enumerate(head_columns):
-                    centred[:, :, heads] = torch.einsum("bphe,hed->bphd", act(site("z", l)) - z_mean[l], W_O[l])
-                    token_effects[:, :, heads] = (grad(site("attn_out", l)).unsqueeze(2) * centred[:, :, heads]).sum(-1)
-                    norm_sum[heads] += (
-                        ((centred[:, :, heads] + writer_means[heads]).norm(dim=-1) * keep[..., None])
-                        .sum((0, 1))
-                        .double()
-                    )
-                for l, mlp in enumerate(mlp_columns):
-                    centred[:, :, mlp] = act(site("mlp_out", l)) - mlp_mean[l]
-                    token_effects[:, :, mlp] = (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum(-1)
-                    norm_sum[mlp] += ((centred[:, :, mlp] + writer_means[mlp]).norm(dim=-1) * keep).sum().double()
-                for column, _, _ in embeds:
-                    norm_sum[column] += (
-                        ((centred[:, :, column] + writer_means[column]).norm(dim=-1) * keep).sum().double()
-                    )
-                x, x_grad = act(site("final_x")), grad(site("final_x"))
-                token_effects[:, :, n_writers] = (x_grad * (x - final_mean)).sum(-1)
+                centred, token_effects = channel_effects(act, grad, keep, norm_sum)
                 effects[rows] += token_effects.sum(1)
-                norm_sum[n_writers] += (x.norm(dim=-1) * keep).sum().double()
                 if examples:
                     where = (
                         torch.arange(n_seq + rows.start, n_seq + rows.stop, device=device),
@@ -301,30 +255,8 @@ def slice_scores(
                     top["effect"].update(token_effects.abs(), token_effects, *where)
                     norms = _input_norms(readers, act, *input_columns, len(input_order))
                     top["input"].update(norms, norms, *where)
-                if not edges:
-                    continue
-
-                # Each reader stage's projected gradients P_B g_B against the writers before it.
-                for l in range(L):
-                    head_grads = torch.stack([grad(site(r, l)) for r in HEAD_READ_ROLES], dim=3).flatten(2, 3)
-                    head_values = torch.stack([act(site(r, l)) for r in HEAD_READ_ROLES], dim=3).flatten(2, 3)
-                    sigma = normalization_scale(act(site("attn_x", l)), act(site("resid_pre", l)), spec.normalization)
-                    stacked = readers.head_gradients(l, head_grads, head_values, sigma, spec.normalization)
-                    edge_sums[rows, head_rows[l], : head_prefix[l]] += _per_sequence(
-                        stacked, centred[:, :, : head_prefix[l]]
-                    )
-                for l, basis in enumerate(readers.mlps):
-                    g_r = pull_back(
-                        grad(site("mlp_x", l)), act(site("mlp_x", l)), act(site(mlp_reads, l)), spec.normalization
-                    )
-                    projected_mlp = ((g_r @ basis) @ basis.T).unsqueeze(2)
-                    edge_sums[rows, mlp_rows[l], : mlp_prefix[l]] += _per_sequence(
-                        projected_mlp, centred[:, :, : mlp_prefix[l]]
-                    ).squeeze(1)
-                g_r = pull_back(x_grad, x, act(site("resid_final")), spec.normalization)
-                basis = readers.unembed
-                projected_final = ((g_r @ basis) @ basis.T).unsqueeze(2)
-                edge_sums[rows, unembed_row] += _per_sequence(projected_final, centred).squeeze(1)
+                if edges:
+                    edge_contraction(act, grad, centred, edge_sums, rows)
             abs_sum += edge_sums.double().abs().sum(0)
             signed_sum += edge_sums.double().sum(0)
             activity += effects.double().abs().sum(0)
@@ -386,6 +318,90 @@ class _Block:
     def __call__(self, name: str) -> Tensor:
         value = self.captured[name]
         return value[:, self.positions] if value.shape[0] == 1 else value[self.rows, self.positions]
+
+
+class _ChannelEffects:
+    """Per block of tokens: every writer's output against its mean, y_c - E y_c [c, t, W, d] (writer
+    columns), and every channel's first-order effect per token, g_cᵀ(y_c - E y_c) [c, t, W + 1] (the
+    unembedding last, on its input); adds each channel's output norm over real tokens to ``norm_sum``."""
+
+    def __init__(self, layout: ChannelLayout, moments: Moments, W_O: Tensor, f32: Placement):
+        L = layout.spec.n_layers
+        self.n_writers, self.W_O, self.f32 = len(layout.writers), W_O, f32
+        self.z_mean, self.mlp_mean, self.final_mean = (
+            moments.z_mean.to(**f32),
+            moments.y_mlp_mean.to(**f32),
+            moments.final_mean.to(**f32),
+        )
+        self.writer_means = _writer_means(layout, moments, W_O, f32)
+        self.embeds = [
+            (layout.writer_column(layout.by_name[name]), name, moments.embedding(name)[1].to(**f32))
+            for name in ("embed", "pos_embed")
+            if name in layout.by_name
+        ]
+        self.head_columns = [layout.head_writer_columns(l) for l in range(L)]
+        self.mlp_columns = [layout.writer_column(mlp) for mlp in layout.mlps]
+
+    def __call__(self, act: _Block, grad: _Block, keep: Tensor, norm_sum: Tensor) -> tuple[Tensor, Tensor]:
+        """(centred outputs, per-token effects) of the block; ``keep`` [c, t] marks its real tokens."""
+        n_writers, writer_means = self.n_writers, self.writer_means
+        embed_grad = grad(site("embed"))
+        c, t, d = embed_grad.shape
+        centred = torch.empty(c, t, n_writers, d, **self.f32)
+        token_effects = torch.empty(c, t, n_writers + 1, **self.f32)
+        for column, name, mean in self.embeds:
+            centred[:, :, column] = act(site(name)) - mean
+            token_effects[:, :, column] = (embed_grad * centred[:, :, column]).sum(-1)
+        for l, heads in enumerate(self.head_columns):
+            centred[:, :, heads] = torch.einsum("bphe,hed->bphd", act(site("z", l)) - self.z_mean[l], self.W_O[l])
+            token_effects[:, :, heads] = (grad(site("attn_out", l)).unsqueeze(2) * centred[:, :, heads]).sum(-1)
+            norm_sum[heads] += (
+                ((centred[:, :, heads] + writer_means[heads]).norm(dim=-1) * keep[..., None]).sum((0, 1)).double()
+            )
+        for l, mlp in enumerate(self.mlp_columns):
+            centred[:, :, mlp] = act(site("mlp_out", l)) - self.mlp_mean[l]
+            token_effects[:, :, mlp] = (grad(site("mlp_out", l)) * centred[:, :, mlp]).sum(-1)
+            norm_sum[mlp] += ((centred[:, :, mlp] + writer_means[mlp]).norm(dim=-1) * keep).sum().double()
+        for column, _, _ in self.embeds:
+            norm_sum[column] += ((centred[:, :, column] + writer_means[column]).norm(dim=-1) * keep).sum().double()
+        x, x_grad = act(site("final_x")), grad(site("final_x"))
+        token_effects[:, :, n_writers] = (x_grad * (x - self.final_mean)).sum(-1)
+        norm_sum[n_writers] += (x.norm(dim=-1) * keep).sum().double()
+        return centred, token_effects
+
+
+class _EdgeContraction:
+    """Per block of tokens: Σ_pos of each reader stage's projected gradients P_B g_B against the centred
+    outputs of the writers before it (a prefix of the writer columns: channel order is stage order),
+    added to ``edge_sums[rows]`` [c, R, W]."""
+
+    def __init__(self, layout: ChannelLayout, readers: _Readers):
+        spec = layout.spec
+        self.readers, self.normalization, self.mlp_reads = readers, spec.normalization, mlp_input_residual(spec)
+        self.head_rows = [layout.head_reader_rows(l) for l in range(spec.n_layers)]  # q, k, v per head
+        self.mlp_rows = [layout.reader_row(mlp, "in") for mlp in layout.mlps]  # by layer, or none
+        self.head_prefix = [layout.writers_before(layout.heads(l)[0].stage) for l in range(spec.n_layers)]
+        self.mlp_prefix = [layout.writers_before(mlp.stage) for mlp in layout.mlps]
+        self.unembed_row = layout.reader_row(layout.unembed, "in")
+
+    def __call__(self, act: _Block, grad: _Block, centred: Tensor, edge_sums: Tensor, rows: slice) -> None:
+        readers, normalization = self.readers, self.normalization
+        for l, (head_rows, prefix) in enumerate(zip(self.head_rows, self.head_prefix)):
+            head_grads = torch.stack([grad(site(r, l)) for r in HEAD_READ_ROLES], dim=3).flatten(2, 3)
+            head_values = torch.stack([act(site(r, l)) for r in HEAD_READ_ROLES], dim=3).flatten(2, 3)
+            sigma = normalization_scale(act(site("attn_x", l)), act(site("resid_pre", l)), normalization)
+            stacked = readers.head_gradients(l, head_grads, head_values, sigma, normalization)
+            edge_sums[rows, head_rows, :prefix] += _per_sequence(stacked, centred[:, :, :prefix])
+        for l, basis in enumerate(readers.mlps):
+            g_r = pull_back(grad(site("mlp_x", l)), act(site("mlp_x", l)), act(site(self.mlp_reads, l)), normalization)
+            projected_mlp = ((g_r @ basis) @ basis.T).unsqueeze(2)
+            edge_sums[rows, self.mlp_rows[l], : self.mlp_prefix[l]] += _per_sequence(
+                projected_mlp, centred[:, :, : self.mlp_prefix[l]]
+            ).squeeze(1)
+        x = act(site("final_x"))
+        g_r = pull_back(grad(site("final_x")), x, act(site("resid_final")), normalization)
+        projected_final = ((g_r @ readers.unembed) @ readers.unembed.T).unsqueeze(2)
+        edge_sums[rows, self.unembed_row] += _per_sequence(projected_final, centred).squeeze(1)
 
 
 def _writer_means(layout: ChannelLayout, moments: Moments, W_O: Tensor, f32: Placement) -> Tensor:

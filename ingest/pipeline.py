@@ -5,25 +5,21 @@ fraction by fidelity) -> structural edge scores -> every slice through the slice
 pass, exact ablation, faithfulness and the circuit by it, edge patching; then the named slices'
 union: :mod:`.slice_scorer`) -> per-channel fidelity -> situations, each through the scorer ->
 fingerprints -> matches with the previous checkpoint -> the artifact's tables
-(:mod:`.artifact_tables`) -> artifact. Nothing here touches Neo4j.
+(:mod:`.artifact_tables`) and manifest (:mod:`.manifest`) -> artifact. Nothing here touches Neo4j.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from circuit_atlas.errors import UserError
-from circuit_atlas.version import __version__
 
 from .artifact import frame, is_complete, read_manifest, write_artifact
 from .artifact_tables import artifact_tables
-from .baselines import Baseline
 from .channels import ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import activation_weighted, decompose
@@ -31,7 +27,8 @@ from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .examples import example_rows
 from .fidelity import channel_fidelity, choose_fraction, compression_losses
-from .fingerprints import FEATURES, channel_fingerprints
+from .fingerprints import channel_fingerprints
+from .manifest import IngestData, artifact_path, checkpoint_manifest
 from .matching import PreviousCheckpoint, matches
 from .model_adapter import LoadedModel, load_model, model_name_of
 from .paths import unwritable
@@ -43,73 +40,6 @@ from .structural import structural_scores
 
 def no_profile(stage: str) -> AbstractContextManager:
     return nullcontext()
-
-
-@dataclass(frozen=True)
-class IngestData:
-    """The ingest data: the one slice, or the union of several (a slice of its own in the catalog,
-    whose scores are the slices' combined by prompt counts)."""
-
-    slices: list[DataSlice]
-
-    @property
-    def name(self) -> str:
-        return self.slices[0].name if len(self.slices) == 1 else "+".join(s.name for s in self.slices)
-
-    def entry(self) -> dict:
-        """Its manifest entry (a slice's own when there is one slice)."""
-        if len(self.slices) == 1:
-            return slice_entry(self.slices[0])
-        digest = hashlib.sha256("".join(s.content_hash for s in self.slices).encode()).hexdigest()
-        metrics, rules = {s.metric for s in self.slices}, {s.scored for s in self.slices}
-        return {
-            "id": f"{self.name}:{digest[:12]}",
-            "name": self.name,
-            "description": "the ingest data: " + "; ".join(f"{s.name} ({s.description})" for s in self.slices),
-            "n_tokens": sum(s.n_tokens for s in self.slices),
-            "n_sequences": sum(s.n_sequences for s in self.slices),
-            "metric": metrics.pop() if len(metrics) == 1 else "mixed",
-            "scored": rules.pop() if len(rules) == 1 else "as each slice",
-            "ablation": "as each slice",  # its effects are the slices' own, weighted
-        }
-
-    def weights(self) -> dict[str, float]:
-        """Each slice's share of the prompts."""
-        total = sum(s.n_sequences for s in self.slices)
-        return {s.name: s.n_sequences / total for s in self.slices}
-
-
-def slice_entry(data: DataSlice, baseline: Baseline | None = None) -> dict:
-    """A slice's manifest entry; ``baseline``: what its channels were ablated to."""
-    return (
-        {
-            "id": data.id,
-            "name": data.name,
-            "description": data.description,
-            "n_tokens": data.n_tokens,
-            "n_sequences": data.n_sequences,
-            "metric": data.metric,
-            "scored": data.scored,
-            "discovered": data.discovered,
-        }
-        | ({"ablation": baseline.describe()} if baseline else {})
-        | ({"prompts": [list(prompt) for prompt in data.origin]} if data.origin else {})
-    )
-
-
-def run_digest(config: IngestConfig, data_args: list[str]) -> str:
-    """What makes two ingests of one checkpoint the same: the settings, the ``--data`` arguments,
-    and the content of each data file (a file rewritten in place is other data, not a resume)."""
-    contents = []
-    for argument in data_args:
-        path = Path(argument.rpartition("=")[2]).expanduser()
-        contents.append(hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
-    identity = [config.digest(), list(data_args)] + ([contents] if any(contents) else [])
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
-
-
-def artifact_path(out_root: Path, model_name: str, label: str, config: IngestConfig, data_args: list[str]) -> Path:
-    return Path(out_root) / f"{model_name.replace('/', '--')}__{label}__{run_digest(config, data_args)[:8]}"
 
 
 def load_slices(model: LoadedModel, data_args: list[str], config: IngestConfig) -> list[DataSlice]:
@@ -234,32 +164,9 @@ def ingest_checkpoint(
         per_slice = {slice_name: s.scores for slice_name, s in scored.items()}
         examples = example_rows([*slices, *situations], per_slice, config.example_context, model.tokenizer)
         tables["examples"] = frame("examples", examples)
-    manifest = {
-        "model": {**spec.as_dict(), "name": name},
-        "checkpoint": {
-            "label": checkpoint.label,
-            "step": checkpoint.step,
-            "tokens_seen": checkpoint.tokens_seen,
-            "loss": report.loss_clean,
-            "source": checkpoint.source,
-            "revision": checkpoint.revision,
-        },
-        "slices": [
-            entry | scored[entry["name"]].manifest_entry()
-            for entry in [slice_entry(s, scored[s.name].baseline) for s in [*slices, *situations]]
-            + ([union.entry()] if len(slices) > 1 else [])
-        ],
-        "ingest_slice": union.name,
-        "config": asdict(config),
-        "config_hash": config.digest(),
-        "data": list(data_args),
-        "fidelity": report.as_dict(),
-        "fingerprint_features": list(FEATURES),
-        "code_version": __version__,
-        "device": str(model.device),
-        "started": started,
-        "finished": time.time(),
-    }
+    manifest = checkpoint_manifest(
+        name, spec, checkpoint, config, data_args, report, scored, [*slices, *situations], union, model.device, started
+    )
     with profile("artifact"):
         path = write_artifact(
             artifact_path(out_root, name, checkpoint.label, config, data_args), manifest, tables, bases
