@@ -73,7 +73,7 @@ def artifact_tables(
                 "block": c.name,
                 "role": role,
                 "rank": compression.rank(c, role),
-                "energy": compression.energy(c, role),
+                "energy": compression.coverage(c, role),
                 "basis_key": f"{c.name}/{role}",
                 "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
             }

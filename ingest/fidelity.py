@@ -5,9 +5,10 @@ prompts of their slice's metric (:mod:`.metrics`, a loss), "compressed"
 channels replaced by their truncated maps and "ablated" ones by their slice's baseline
 (:mod:`.interventions`, :mod:`.baselines`).
 
-- **Rank fraction**: the smallest fraction of :data:`FRACTION_GRID` whose compression of every
-  channel at once recovers at least the target of the loss (recovery grows with the fraction, so
-  the grid is bisected: about four passes), or a fixed fraction.
+- **Rank fraction** (the share of Σσ² every rank covers, :mod:`.compression`): the smallest of
+  :data:`RANK_FRACTION_GRID` whose compression of every channel at once recovers at least the target
+  of the loss (recovery grows with the rank fraction, so the grid is bisected: about four passes),
+  or a fixed one.
 - **Per-channel effects** on an evaluation sample of each slice: the loss with each channel alone
   ablated (:func:`ablation_losses`) and alone compressed (:func:`compression_losses`), each
   channel a variant of batched passes. They give each channel's exact ablation effect on a slice,
@@ -38,7 +39,7 @@ from .interventions import Interventions, Variant, VariantMasks
 from .metrics import sequence_losses
 from .model_adapter import LoadedModel
 
-FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
+RANK_FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
 
 def variant_losses(
@@ -92,7 +93,7 @@ def loss_recovered(clean: float, compressed: float, ablated: float) -> float | N
 
 @dataclass
 class FidelityReport:
-    fraction: float
+    fraction: float  # the rank fraction (its field name is the manifest's key)
     target: float | None
     loss_clean: float
     loss_compressed: float
@@ -109,19 +110,19 @@ def mean_ranks(compression: Compression) -> dict[str, float]:
     return {group: float(ranks.double().mean()) for group, ranks in compression.ranks.items()}
 
 
-def choose_fraction(
+def choose_rank_fraction(
     model: LoadedModel,
     decompositions: dict[str, Decomposition],
     baselines: dict[str, Baseline],
     layout: ChannelLayout,
     sample: Sequence[DataSlice],
     target: float | None,
-    fraction: float | None,
+    rank_fraction: float | None,
     max_rank: int | None,
     floor: float,
     batch_tokens: int = 4096,
 ) -> tuple[Compression, FidelityReport]:
-    """The compression at a fixed ``fraction``, or at the smallest grid fraction reaching ``target``."""
+    """The compression at a fixed ``rank_fraction``, or at the smallest grid rank fraction reaching ``target``."""
     everything = layout.channels
     means_only = Interventions(model, Compression(decompositions, 1.0, max_rank, floor), baselines)
     clean, ablated = variant_losses(means_only, [Variant(), Variant.ablating(*everything)], sample, batch_tokens).mean(
@@ -138,25 +139,25 @@ def choose_fraction(
             )
         return loss_recovered(loss_clean, losses[f], loss_ablated)
 
-    if fraction is None:
+    if rank_fraction is None:
         if target is None:
-            raise ValueError("give the fraction, or the target loss recovered that chooses it")
-        low, high = 0, len(FRACTION_GRID) - 1
+            raise ValueError("give the rank fraction, or the target loss recovered that chooses it")
+        low, high = 0, len(RANK_FRACTION_GRID) - 1
         while low < high:
             middle = (low + high) // 2
-            value = recovered(FRACTION_GRID[middle])
+            value = recovered(RANK_FRACTION_GRID[middle])
             if value is not None and value >= target:
                 high = middle
             else:
                 low = middle + 1
-        fraction = FRACTION_GRID[low]
-    compression = Compression(decompositions, fraction, max_rank, floor)
-    value = recovered(fraction)
+        rank_fraction = RANK_FRACTION_GRID[low]
+    compression = Compression(decompositions, rank_fraction, max_rank, floor)
+    value = recovered(rank_fraction)
     report = FidelityReport(
-        fraction,
+        rank_fraction,
         target,
         loss_clean,
-        losses[fraction],
+        losses[rank_fraction],
         loss_ablated,
         value,
         mean_ranks(compression),

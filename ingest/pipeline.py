@@ -30,7 +30,7 @@ from .compression import activation_weighted, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .examples import example_rows
-from .fidelity import channel_fidelity, choose_fraction, compression_losses
+from .fidelity import channel_fidelity, choose_rank_fraction, compression_losses
 from .fingerprints import FEATURES, channel_fingerprints
 from .matching import PreviousCheckpoint, matches
 from .model_adapter import LoadedModel, load_model, model_name_of
@@ -172,14 +172,14 @@ def ingest_checkpoint(
         decompositions = decompose(weighted, model.weights)
     with profile("rank search"):
         target = None if config.energy is not None else config.fidelity
-        compression, report = choose_fraction(
+        compression, report = choose_rank_fraction(
             model,
             decompositions,
             samples.baselines,
             layout,
             held_out,
             target,
-            config.energy,
+            config.energy,  # a fixed rank fraction, or None to search it
             config.max_rank,
             config.floor,
             config.batch_tokens,
