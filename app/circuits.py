@@ -25,7 +25,7 @@ class Channel:
     layer: int
     head: int | None
     effect: float  # nats of slice loss its mean ablation adds
-    fidelity: float | None
+    fidelity: float | None  # loss recovered with it alone compressed (its Block's; None: ablation moves nothing)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from circuit_atlas.ingest.fidelity import (
     ablation_effects,
     ablation_errors,
     ablation_losses,
-    channel_fidelity,
+    channel_recovery,
     choose_rank_fraction,
     compression_losses,
     variant_losses,
@@ -52,8 +52,8 @@ def test_searched_rank_fraction_recovers_the_target_with_every_channel_compresse
     assert report.mean_ranks["ov"] < model.spec.d_head or report.mean_ranks["mlp_out"] < model.spec.d_model
 
 
-def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference_checkpoints):
-    """From the losses of single variants run one at a time: a channel's fidelity is
+def test_channel_recovery_effects_and_errors_are_their_definitions(reference_checkpoints):
+    """From the losses of single variants run one at a time: a channel's recovery is
     1 - (L_compressed - L_clean) / (L_ablated - L_clean) of its own compression and ablation, its
     effect the mean of L_ablated - L_clean (positive where it helps) and the effect's standard
     error their standard deviation over sqrt(prompts); the rank search's loss recovered is the same
@@ -69,7 +69,7 @@ def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference
     interventions = Interventions(model, Compression(decompositions, 0.7, None, 1e-3), baselines)
     names = [c.name for c in layout.channels]
     clean, ablated = ablation_losses(interventions, sample, 4096, progress=False)
-    fidelity = channel_fidelity(names, clean, compression_losses(interventions, sample, 4096, False), ablated)
+    recovery = channel_recovery(names, clean, compression_losses(interventions, sample, 4096, False), ablated)
     effects, errors = ablation_effects(names, clean, ablated), ablation_errors(names, clean, ablated)
 
     def alone(variant: Variant) -> torch.Tensor:
@@ -79,11 +79,11 @@ def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference
     for channel in layout.channels:
         compressed, removed = alone(Variant.compressing(channel)), alone(Variant.ablating(channel))
         expected = 1 - (compressed.mean() - reference.mean()) / (removed.mean() - reference.mean())
-        assert fidelity[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
+        assert recovery[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
         assert effects[channel.name] == pytest.approx(float((removed - reference).mean()), abs=1e-6), channel.name
         spread = float((removed - reference).std() / len(reference) ** 0.5)
         assert errors[channel.name] == pytest.approx(spread, rel=1e-4, abs=1e-9), channel.name
-    assert max(effects.values()) > 0.5 and min(fidelity.values()) < 0.99  # real effects, real losses
+    assert max(effects.values()) > 0.5 and min(recovery.values()) < 0.99  # real effects, real losses
     _compression, report = choose_rank_fraction(
         model, decompositions, baselines, layout, [sample], None, 0.7, None, 1e-3
     )
