@@ -1,4 +1,4 @@
-"""The Python API: what notebooks use, and the only path the CLI takes.
+"""The Python API: what notebooks use, and the CLI's path to the catalog and the ingest.
 
 ::
 

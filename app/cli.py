@@ -1,5 +1,9 @@
-"""The ``circuit-atlas`` command line: options parsed here, everything done by :mod:`circuit_atlas.api`
-(and, for the local server, :mod:`circuit_atlas.local_server`).
+"""The ``circuit-atlas`` command line: options parsed here, the work done elsewhere. The ingest and
+everything that reads or writes the catalog through a connection go through :mod:`circuit_atlas.api`;
+the other commands call their modules directly: the local server (:mod:`circuit_atlas.local_server`),
+the bulk import (:mod:`circuit_atlas.bulk_import`), the export's files (:mod:`circuit_atlas.export`,
+of a circuit the API fetched), the query library's listing (:mod:`circuit_atlas.queries`), the
+reference models (:mod:`circuit_atlas.reference`) and the demo (:mod:`circuit_atlas.demo`).
 
 Every library error meant for the user is a :class:`UserError`; the root group turns it into a
 one-line click error and a non-zero exit.
