@@ -116,8 +116,8 @@ MUTANTS = [
     Mutant("fidelity", "return 1.0 - (compressed - clean) / (ablated - clean)",
            "return 1.0 - (compressed - clean) / (ablated - compressed)", "loss recovered against the wrong span"),
     # faithfulness
-    Mutant("faithfulness", "return [(none - float(loss)) / (none - clean) + 0.0 for loss in losses]",
-           "return [(clean - float(loss)) / (none - clean) + 0.0 for loss in losses]", "faithfulness against the wrong end"),
+    Mutant("faithfulness", "return (none - loss) / (none - clean) + 0.0", "return (clean - loss) / (none - clean) + 0.0",
+           "faithfulness against the wrong end"),
     Mutant("faithfulness", "return sorted(channels, key=lambda c: (-effects[c.name], c.order))",
            "return sorted(channels, key=lambda c: (effects[c.name], c.order))", "curve in ascending effect order"),
     Mutant("faithfulness", "if value >= target:\n                kept, reached, dropped = rest, value, True",
