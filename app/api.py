@@ -1,4 +1,4 @@
-"""The Python API: what notebooks use, and the only path the CLI takes.
+"""The Python API: what notebooks use, and the CLI's path to the catalog and the ingest.
 
 ::
 
@@ -386,8 +386,8 @@ class Catalog:
         parameters: edges whose ``by`` score, attribution by default, is at least ``min_share`` of the
         largest; on a slice, the channels with an exact ablation effect of at least ``min_effect`` and
         the edges' attribution on it), as a ``networkx.Graph``: nodes carry ``order``, ``kind``,
-        ``layer``, ``head`` and ``fidelity``; edges carry ``score`` (the largest joining score over read
-        roles) and ``roles``."""
+        ``layer``, ``head`` and ``fidelity`` (loss recovered with the channel alone compressed); edges
+        carry ``score`` (the largest joining score over read roles) and ``roles``."""
         import networkx
 
         params = {

@@ -18,14 +18,16 @@ from .errors import UserError
 
 
 @dataclass(frozen=True)
-class Channel:
+class CircuitChannel:
+    """A member of the circuit: a channel (Block) of the checkpoint with its effect on the slice."""
+
     name: str
     order: int  # position in the channel order
     kind: str
     layer: int
     head: int | None
     effect: float  # nats of slice loss its mean ablation adds
-    fidelity: float | None
+    fidelity: float | None  # loss recovered with it alone compressed (its Block's; None: ablation moves nothing)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Circuit:
     slice: str
     min_effect: float
     min_attribution: float
-    channels: list[Channel]
+    channels: list[CircuitChannel]
     edges: list[Edge]
     faithfulness: float | None  # share of the slice's behaviour kept with every other channel mean-ablated
 
@@ -51,7 +53,7 @@ class Circuit:
         return json.dumps(asdict(self), indent=2)
 
     def to_networkx(self):
-        """A ``networkx.DiGraph``: a node per channel (attributes as in :class:`Channel`), an edge per
+        """A ``networkx.DiGraph``: a node per channel (attributes as in :class:`CircuitChannel`), an edge per
         writer -> reader with ``roles`` (list), ``attribution`` (summed over roles),
         ``role_attribution`` and ``role_patched`` (role -> its attribution, its patched effect or None)."""
         import networkx
@@ -105,7 +107,7 @@ def fetch_circuit(
         )
     effects = {row["writer"]: row["writer_effect"] for row in rows}
     channels = [
-        Channel(
+        CircuitChannel(
             name,
             placed[name]["order"],
             placed[name]["kind"],

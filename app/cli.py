@@ -1,5 +1,9 @@
-"""The ``circuit-atlas`` command line: options parsed here, everything done by :mod:`circuit_atlas.api`
-(and, for the local server, :mod:`circuit_atlas.local_server`).
+"""The ``circuit-atlas`` command line: options parsed here, the work done elsewhere. The ingest and
+everything that reads or writes the catalog through a connection go through :mod:`circuit_atlas.api`;
+the other commands call their modules directly: the local server (:mod:`circuit_atlas.local_server`),
+the bulk import (:mod:`circuit_atlas.bulk_import`), the export's files (:mod:`circuit_atlas.export`,
+of a circuit the API fetched), the query library's listing (:mod:`circuit_atlas.queries`), the
+reference models (:mod:`circuit_atlas.reference`) and the demo (:mod:`circuit_atlas.demo`).
 
 Every library error meant for the user is a :class:`UserError`; the root group turns it into a
 one-line click error and a non-zero exit.
@@ -19,7 +23,7 @@ import neo4j
 from . import api
 from .connection import server_version
 from .errors import UserError
-from .formatting import FORMATS, render
+from .formatting import ROW_FORMATS, render
 from .ingest.config import IngestConfig
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 from .pruning import MIN_ATTRIBUTION, TOP_K
@@ -218,7 +222,12 @@ def schema_group() -> None:
 @connection_options
 @click.option("--list", "list_only", is_flag=True, help="Show applied and pending migrations; change nothing.")
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format of --list."
+    "--format",
+    "fmt",
+    type=click.Choice(ROW_FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format of --list.",
 )
 def schema_migrate(connection: Connection, list_only: bool, fmt: str) -> None:
     """Apply the pending schema migrations (a no-op when up to date)."""
@@ -402,7 +411,9 @@ def _parse_params(query, pairs: tuple[str, ...]) -> dict:
     is_flag=True,
     help="Print the Neo4j Browser stylesheet as a :style command to paste into Browser.",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format.")
+@click.option(
+    "--format", "fmt", type=click.Choice(ROW_FORMATS), default="table", show_default=True, help="Output format."
+)
 @connection_options
 def query_command(
     connection: Connection, name: str | None, pairs: tuple[str, ...], list_only: bool, style_only: bool, fmt: str

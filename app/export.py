@@ -31,7 +31,8 @@ KIND_COLOURS = {
 COLUMN_OFFSET = {"embed": 2, "pos_embed": 2, "attn_head": 1, "mlp": 2, "unembed": 1}
 ROW_OF_KIND = {"pos_embed": 1}
 ROLE_ORDER = ("q", "k", "v", "in")
-FORMATS = (".json", ".svg", ".png")
+#: The file suffixes :func:`export` writes: the circuit as JSON, or drawn as SVG or PNG.
+EXPORT_SUFFIXES = (".json", ".svg", ".png")
 # SVG text stays text (searchable, editable), and element ids do not change from run to run.
 SVG_SETTINGS: dict[RcKeyType, str] = {"svg.fonttype": "none", "svg.hashsalt": "circuit-atlas"}
 
@@ -144,9 +145,9 @@ def _draw(circuit: Circuit, path: Path) -> None:
 def check_paths(paths: list[Path]) -> None:
     """:class:`UserError` unless every path ends in a known format and can be written (its folder
     exists and is writable, or can be created): checked before anything is fetched or written."""
-    unknown = [str(p) for p in paths if p.suffix.lower() not in FORMATS]
+    unknown = [str(p) for p in paths if p.suffix.lower() not in EXPORT_SUFFIXES]
     if unknown:
-        raise UserError(f"Cannot export to {', '.join(unknown)}: name files ending in {', '.join(FORMATS)}.")
+        raise UserError(f"Cannot export to {', '.join(unknown)}: name files ending in {', '.join(EXPORT_SUFFIXES)}.")
     for path in paths:
         reason = unwritable(path) or ("it is a folder" if path.is_dir() else None)
         if reason:

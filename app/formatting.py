@@ -8,7 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-FORMATS = ("table", "json", "csv")
+#: What :func:`render` writes rows as (the CLI's ``--format``).
+ROW_FORMATS = ("table", "json", "csv")
 
 
 def fixed(value: float, digits: int) -> str:
@@ -39,7 +40,7 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "table", columns: Sequence
         writer.writerows([[_cell(row.get(c), short=False) for c in columns] for row in rows])
         return out.getvalue().rstrip("\n")
     if fmt != "table":
-        raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+        raise ValueError(f"unknown format {fmt!r}; use one of {ROW_FORMATS}")
     if not columns:
         return "(no rows)"
     cells = [[_cell(row.get(c), short=True) for c in columns] for row in rows]

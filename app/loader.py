@@ -195,7 +195,7 @@ def checkpoint_rows(
     model_id = m["model"]["name"]
     checkpoint_id = f"{model_id}@{m['checkpoint']['label']}"
     under = node_checkpoint_id or staging_id(checkpoint_id)
-    fidelity = m["fidelity"]
+    rank_search = m["fidelity"]
     model = {**m["model"], "id": model_id, "parallel_attn_mlp": bool(m["model"]["parallel_attn_mlp"])}
     previous = t["matches"]["previous_checkpoint"].unique()
     checkpoint = {
@@ -205,8 +205,8 @@ def checkpoint_rows(
         "step": m["checkpoint"]["step"],
         "tokens_seen": m["checkpoint"]["tokens_seen"],
         "loss": m["checkpoint"]["loss"],
-        "fidelity": fidelity["loss_recovered"],
-        "rank_fraction": fidelity["fraction"],
+        "fidelity": rank_search["loss_recovered"],  # the all-at-once recovery
+        "rank_fraction": rank_search["fraction"],
         "importance": m["config"].get("importance", "fisher"),  # artifacts from before the option used the Fisher
         "config_hash": m["config_hash"],
         "ingest_slice": m["ingest_slice"],

@@ -46,10 +46,10 @@ DETACH DELETE s, b, c
 
 def synthetic_checkpoint(layers: int, heads: int, fan_in: int, rng: random.Random) -> synthetic_artifacts.Checkpoint:
     """Channels in channel order, every reader role fed by ``fan_in`` random earlier writers."""
-    channels = [synthetic_artifacts.Channel("embed", "embed", -1)]
+    channels = [synthetic_artifacts.SyntheticChannel("embed", "embed", -1)]
     for layer in range(layers):
-        channels += [synthetic_artifacts.Channel(f"L{layer}H{h}", "attn_head", layer, h) for h in range(heads)]
-        channels.append(synthetic_artifacts.Channel(f"L{layer}.mlp", "mlp", layer))
+        channels += [synthetic_artifacts.SyntheticChannel(f"L{layer}H{h}", "attn_head", layer, h) for h in range(heads)]
+        channels.append(synthetic_artifacts.SyntheticChannel(f"L{layer}.mlp", "mlp", layer))
     edges = []
     for position, reader in enumerate(channels):
         writers = channels[:position]

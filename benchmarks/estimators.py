@@ -3,11 +3,12 @@
     python benchmarks/estimators.py [--checkpoint step-03000] [--effect-tokens 2048] [--statistics-tokens 4096]
 
 The ingest bounds its per-channel costs with samples (docs/design.md, "Fidelity"): the exact
-ablation effect of every channel on a slice, and its fidelity, come from at most
-``--effect-tokens`` held-out tokens per slice; the moments from at most ``--statistics-tokens``
-fitting tokens. This prints, per slice, the Spearman rank correlation between each sampled
-per-channel estimate and the same quantity over every sequence of the slice (ablation) or every
-held-out sequence (fidelity), and between the edge scores of sampled and full moments.
+ablation effect of every channel on a slice, and its channel recovery (the blocks' fidelity), come
+from at most ``--effect-tokens`` held-out tokens per slice; the moments from at most
+``--statistics-tokens`` fitting tokens. This prints, per slice, the Spearman rank correlation
+between each sampled per-channel estimate and the same quantity over every sequence of the slice
+(ablation) or every held-out sequence (channel recovery), and between the edge scores of sampled
+and full moments.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
-from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, channel_fidelity, compression_losses
+from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, channel_recovery, compression_losses
 from circuit_atlas.ingest.interventions import Interventions
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import load_slices
@@ -43,8 +44,8 @@ def spearman(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 def sampled_and_exact_effects(model, compression, layout, slices, config):
-    """Per slice: (sampled, exact) ablation effects; and (sampled, exact) fidelity over the slices,
-    each set of prompts ablated to its own baseline (``config.ablation``)."""
+    """Per slice: (sampled, exact) ablation effects; and (sampled, exact) channel recovery over the
+    slices, each set of prompts ablated to its own baseline (``config.ablation``)."""
 
     def interventions_on(data):
         return Interventions(model, compression, {data.name: Baseline.measure(model, data, config.ablation)})
@@ -72,8 +73,8 @@ def sampled_and_exact_effects(model, compression, layout, slices, config):
             compressed_parts[which].append(
                 compression_losses(interventions, tokens, config.batch_tokens, progress=False)
             )
-    fidelity = {
-        which: channel_fidelity(
+    recovery = {
+        which: channel_recovery(
             names,
             torch.cat(clean_parts[which]),
             torch.cat(compressed_parts[which], 1),
@@ -81,7 +82,7 @@ def sampled_and_exact_effects(model, compression, layout, slices, config):
         )
         for which in ("sample", "all")
     }
-    return effects, fidelity
+    return effects, recovery
 
 
 @click.command()
@@ -100,7 +101,7 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
     fit = [s.split(config.holdout, config.seed)[0] for s in slices]
     moments = accumulate_moments(model, fit, config.batch_tokens, progress=False)
     compression = Compression(decompose(moments, model.weights), 0.9999, None, config.floor)
-    effects, fidelity = sampled_and_exact_effects(model, compression, layout, slices, config)
+    effects, recovery = sampled_and_exact_effects(model, compression, layout, slices, config)
     click.echo(
         f"reference model {checkpoint}, {len(layout.channels)} channels; effect sample "
         f"{effect_tokens} tokens, at least {config.effect_prompts} prompts, per slice of held-out sequences, "
@@ -111,7 +112,7 @@ def main(checkpoint: str, effect_tokens: int, statistics_tokens: int) -> None:
             f"  ablation effect on {name}: Spearman {spearman(per['sample'], per['all']):.3f}  "
             f"(largest |sampled - exact| {max(abs(per['sample'][k] - per['all'][k]) for k in per['all']):.3f} nats)"
         )
-    click.echo(f"  fidelity: Spearman {spearman(fidelity['sample'], fidelity['all']):.3f}")
+    click.echo(f"  fidelity: Spearman {spearman(recovery['sample'], recovery['all']):.3f}")
 
     fit_tokens = sum(f.n_tokens for f in fit)
     sampled_fit = [f.spread(max(1, f.n_sequences * statistics_tokens // fit_tokens)) for f in fit]

@@ -42,7 +42,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-artifact builder
 import synthetic_artifacts
-from synthetic_artifacts import Channel, Checkpoint, Edge
+from synthetic_artifacts import Checkpoint, Edge, SyntheticChannel
 
 from circuit_atlas import queries
 from circuit_atlas.connection import Neo4jSettings, open_driver
@@ -69,15 +69,17 @@ BARE = (
 def gpt2_small(step: int, previous: int | None, seed: int) -> Checkpoint:
     """A GPT-2-small-shaped checkpoint: every writer feeds every reader role of a later stage."""
     rng = random.Random(seed)
-    channels = [Channel("embed", "embed", -1), Channel("pos_embed", "embed", -1)]
+    channels = [SyntheticChannel("embed", "embed", -1), SyntheticChannel("pos_embed", "embed", -1)]
     stage = {"embed": 0, "pos_embed": 0}
     for layer in range(LAYERS):
         for head in range(HEADS):
-            channels.append(Channel(f"L{layer}H{head}", "attn_head", layer, head, (rng.random(), rng.random(), 1.0)))
+            channels.append(
+                SyntheticChannel(f"L{layer}H{head}", "attn_head", layer, head, (rng.random(), rng.random(), 1.0))
+            )
             stage[f"L{layer}H{head}"] = 2 * layer + 1
-        channels.append(Channel(f"L{layer}.mlp", "mlp", layer))
+        channels.append(SyntheticChannel(f"L{layer}.mlp", "mlp", layer))
         stage[f"L{layer}.mlp"] = 2 * layer + 2
-    channels.append(Channel("unembed", "unembed", LAYERS))
+    channels.append(SyntheticChannel("unembed", "unembed", LAYERS))
     stage["unembed"] = 2 * LAYERS + 1
     edges = [
         Edge(writer.name, reader.name, role, rng.random(), rng.random(), rng.random())

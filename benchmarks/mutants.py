@@ -83,9 +83,9 @@ MUTANTS = [
     Mutant("compression", "< k.unsqueeze(-1)).to(side.project_in)", "< k.unsqueeze(-1) + 1).to(side.project_in)",
            "projector one direction past the rank"),
     Mutant("compression", "return float(sigma[: self.rank(channel, role)].square().sum()) / total",
-           "return float(sigma[: self.rank(channel, role) + 1].square().sum()) / total", "energy one value off"),
-    Mutant("compression", "ranks = (covered < fraction - NOISE_ENERGY).sum(-1) + 1",
-           "ranks = (covered < fraction - NOISE_ENERGY).sum(-1)", "ranks one short of the fraction"),
+           "return float(sigma[: self.rank(channel, role) + 1].square().sum()) / total", "coverage one value off"),
+    Mutant("compression", "ranks = (covered < rank_fraction - NOISE_SHARE).sum(-1) + 1",
+           "ranks = (covered < rank_fraction - NOISE_SHARE).sum(-1)", "ranks one short of the rank fraction"),
     # attribution
     Mutant("attribution", "activity_signed += effects.double().sum(0)",
            "activity_signed += effects.double().abs().sum(0)", "signed activity summed as absolute values"),
@@ -116,8 +116,8 @@ MUTANTS = [
     Mutant("fidelity", "return 1.0 - (compressed - clean) / (ablated - clean)",
            "return 1.0 - (compressed - clean) / (ablated - compressed)", "loss recovered against the wrong span"),
     # faithfulness
-    Mutant("faithfulness", "return [(none - float(loss)) / (none - clean) + 0.0 for loss in losses]",
-           "return [(clean - float(loss)) / (none - clean) + 0.0 for loss in losses]", "faithfulness against the wrong end"),
+    Mutant("faithfulness", "return (none - loss) / (none - clean) + 0.0", "return (clean - loss) / (none - clean) + 0.0",
+           "faithfulness against the wrong end"),
     Mutant("faithfulness", "return sorted(channels, key=lambda c: (-effects[c.name], c.order))",
            "return sorted(channels, key=lambda c: (effects[c.name], c.order))", "curve in ascending effect order"),
     Mutant("faithfulness", "if value >= target:\n                kept, reached, dropped = rest, value, True",

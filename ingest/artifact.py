@@ -81,7 +81,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("block", _STR, "channel name"),
         Column("role", _STR, "q | k | v | in | out"),
         Column("rank", _INT, "kept dimensions"),
-        Column("energy", _FLOAT, "share of the squared importances the rank keeps"),
+        Column("energy", _FLOAT, "share of the squared importances the rank keeps (its coverage)"),
         Column("singular_values", _FLOATS, "every importance, descending"),
         Column("basis_key", _STR, "key of the basis in bases.safetensors"),
     ),

@@ -38,7 +38,7 @@ def artifact_tables(
     compression: Compression,
     structural: StructuralScores,
     scored: dict[str, ScoredSlice],
-    per_channel: dict[str, float | None],
+    channel_recovery: dict[str, float | None],
     prints: dict[str, list[float]],
     pattern_scores: dict[str, torch.Tensor],
     ingest_slice: str,
@@ -59,7 +59,7 @@ def artifact_tables(
                 "kind": c.kind,
                 "layer": c.layer,
                 "head": c.head,
-                "fidelity": per_channel[c.name],
+                "fidelity": channel_recovery[c.name],
                 "fingerprint": prints[c.name],
                 **{s: pattern(c, s) for s in PATTERN_SCORES},
             }
@@ -73,7 +73,7 @@ def artifact_tables(
                 "block": c.name,
                 "role": role,
                 "rank": compression.rank(c, role),
-                "energy": compression.energy(c, role),
+                "energy": compression.coverage(c, role),
                 "basis_key": f"{c.name}/{role}",
                 "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
             }

@@ -26,9 +26,9 @@ projected by x ↦ x F_k E_kᵀ (for heads in d_head space: ṽ ↦ ṽ A^{-1/2}
 is W_V ↦ W_V A^{-1/2} U_k U_kᵀ A^{1/2}, i.e. OV ↦ S^{-1/2} U_k Σ_k V_kᵀ G^{-1/2}), the output of
 a black-box writer by y ↦ y G^{1/2} V_k V_kᵀ G^{-1/2}.
 
-Ranks: the smallest k whose σ² cover ``fraction`` of Σσ² (less :data:`NOISE_ENERGY`), capped by
+Ranks: the smallest k whose σ² cover ``rank_fraction`` of Σσ² (less :data:`NOISE_SHARE`), capped by
 ``max_rank``, and 0 for a channel whose total importance Σσ is below ``floor`` times the largest of
-its group in the model.
+its group in the model. A rank's *coverage* is the share of Σσ² it keeps, Σ_{i<k} σ_i² / Σσ².
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from .statistics import Moments
 EIGENVALUE_FLOOR = 1e-10
 
 #: A share of Σσ² this small is float32 noise (moments of float32 activations): a rank covers the
-#: fraction less this, so ``energy 1`` keeps every direction above the noise and none below it.
-NOISE_ENERGY = 1e-8
+#: rank fraction less this, so a rank fraction of 1 (``--energy 1``) keeps every direction above the
+#: noise and none below it.
+NOISE_SHARE = 1e-8
 
 #: Decomposition groups: (group, sides). A channel kind maps to one or two groups.
 GROUPS = {
@@ -192,12 +193,12 @@ def decompose(moments: Moments, weights: Weights) -> dict[str, Decomposition]:
     return groups
 
 
-def select_ranks(sigma: Tensor, fraction: float, max_rank: int | None, floor: float) -> Tensor:
+def select_ranks(sigma: Tensor, rank_fraction: float, max_rank: int | None, floor: float) -> Tensor:
     """Rank per channel of a group (see module docstring); ``sigma`` [..., n] descending."""
-    energy = sigma.square()
-    total = energy.sum(-1, keepdim=True)
-    covered = energy.cumsum(-1) / total.clamp_min(torch.finfo(sigma.dtype).tiny)
-    ranks = (covered < fraction - NOISE_ENERGY).sum(-1) + 1
+    squared = sigma.square()
+    total = squared.sum(-1, keepdim=True)
+    covered = squared.cumsum(-1) / total.clamp_min(torch.finfo(sigma.dtype).tiny)
+    ranks = (covered < rank_fraction - NOISE_SHARE).sum(-1) + 1
     ranks = ranks.clamp(max=sigma.shape[-1] if max_rank is None else min(max_rank, sigma.shape[-1]))
     importance = sigma.sum(-1)
     dormant = importance <= floor * importance.max()
@@ -217,10 +218,10 @@ def channel_index(channel: Channel) -> tuple[int, ...]:
 
 @dataclass
 class Compression:
-    """Decompositions plus the ranks chosen for one energy ``fraction``."""
+    """Decompositions plus the ranks chosen for one ``rank_fraction``."""
 
     decompositions: dict[str, Decomposition]
-    fraction: float
+    rank_fraction: float
     max_rank: int | None
     floor: float
     ranks: dict[str, Tensor] = field(init=False)
@@ -228,7 +229,7 @@ class Compression:
 
     def __post_init__(self) -> None:
         self.ranks = {
-            group: select_ranks(dec.sigma, self.fraction, self.max_rank, self.floor)
+            group: select_ranks(dec.sigma, self.rank_fraction, self.max_rank, self.floor)
             for group, dec in self.decompositions.items()
         }
 
@@ -256,7 +257,9 @@ class Compression:
         q, r = torch.linalg.qr(directions[:, :k])
         return q * torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q)  # column i keeps the sign of direction i
 
-    def energy(self, channel: Channel, role: str) -> float:
+    def coverage(self, channel: Channel, role: str) -> float:
+        """Σ_{i<k} σ_i² / Σσ² at the role's rank k (the ``energy`` column of ``subspaces``): at least the
+        rank fraction less the noise, unless ``max_rank`` caps the rank or ``floor`` makes it 0."""
         sigma = self.singular_values(channel, role)
         total = float(sigma.square().sum())
         return float(sigma[: self.rank(channel, role)].square().sum()) / total if total > 0 else 0.0

@@ -3,16 +3,20 @@
 ``loss recovered = 1 - (L_compressed - L_clean) / (L_ablated - L_clean)``, with L the mean over
 prompts of their slice's metric (:mod:`.metrics`, a loss), "compressed"
 channels replaced by their truncated maps and "ablated" ones by their slice's baseline
-(:mod:`.interventions`, :mod:`.baselines`).
+(:mod:`.interventions`, :mod:`.baselines`). "Fidelity" names four things (docs/design.md,
+"Glossary"); here each has its own name.
 
-- **Rank fraction**: the smallest fraction of :data:`FRACTION_GRID` whose compression of every
-  channel at once recovers at least the target of the loss (recovery grows with the fraction, so
-  the grid is bisected: about four passes), or a fixed fraction.
+- **Rank fraction** (the share of Σσ² every rank covers, :mod:`.compression`): the smallest of
+  :data:`RANK_FRACTION_GRID` whose *all-at-once recovery* (the loss recovered with every channel
+  compressed and every channel ablated) reaches the *recovery target* (recovery grows with the rank
+  fraction, so the grid is bisected: about four passes), or a fixed one; :class:`RankSearchReport`
+  records the search.
 - **Per-channel effects** on an evaluation sample of each slice: the loss with each channel alone
   ablated (:func:`ablation_losses`) and alone compressed (:func:`compression_losses`), each
   channel a variant of batched passes. They give each channel's exact ablation effect on a slice,
   the mean over the slice's sampled sequences of L(ablated) - L(clean) (positive where the channel
-  helps), and its fidelity on all the samples. The first-order estimate (``attribution_signed`` in
+  helps), and its *channel recovery* (the loss recovered with it alone compressed against it alone
+  ablated) on all the samples. The first-order estimate (``attribution_signed`` in
   :mod:`.attribution`) misses effects through saturated attention, such as a previous-token head's,
   which acts through the keys of an induction head whose softmax is near one-hot.
 
@@ -38,7 +42,7 @@ from .interventions import Interventions, Variant, VariantMasks
 from .metrics import sequence_losses
 from .model_adapter import LoadedModel
 
-FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
+RANK_FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
 
 
 def variant_losses(
@@ -91,9 +95,13 @@ def loss_recovered(clean: float, compressed: float, ablated: float) -> float | N
 
 
 @dataclass
-class FidelityReport:
-    fraction: float
-    target: float | None
+class RankSearchReport:
+    """The rank search's result; :meth:`as_dict` is the manifest's ``fidelity`` record, whose keys
+    are these fields: the all-at-once recovery is ``loss_recovered`` (the catalog's
+    ``Checkpoint.fidelity``), ``tried`` each rank fraction tried with its all-at-once recovery."""
+
+    fraction: float  # the rank fraction
+    target: float | None  # the recovery target (None: the rank fraction was fixed)
     loss_clean: float
     loss_compressed: float
     loss_ablated: float
@@ -109,19 +117,20 @@ def mean_ranks(compression: Compression) -> dict[str, float]:
     return {group: float(ranks.double().mean()) for group, ranks in compression.ranks.items()}
 
 
-def choose_fraction(
+def choose_rank_fraction(
     model: LoadedModel,
     decompositions: dict[str, Decomposition],
     baselines: dict[str, Baseline],
     layout: ChannelLayout,
     sample: Sequence[DataSlice],
-    target: float | None,
-    fraction: float | None,
+    recovery_target: float | None,
+    rank_fraction: float | None,
     max_rank: int | None,
     floor: float,
     batch_tokens: int = 4096,
-) -> tuple[Compression, FidelityReport]:
-    """The compression at a fixed ``fraction``, or at the smallest grid fraction reaching ``target``."""
+) -> tuple[Compression, RankSearchReport]:
+    """The compression at a fixed ``rank_fraction``, or at the smallest grid rank fraction whose
+    all-at-once recovery reaches ``recovery_target``."""
     everything = layout.channels
     means_only = Interventions(model, Compression(decompositions, 1.0, max_rank, floor), baselines)
     clean, ablated = variant_losses(means_only, [Variant(), Variant.ablating(*everything)], sample, batch_tokens).mean(
@@ -138,25 +147,25 @@ def choose_fraction(
             )
         return loss_recovered(loss_clean, losses[f], loss_ablated)
 
-    if fraction is None:
-        if target is None:
-            raise ValueError("give the fraction, or the target loss recovered that chooses it")
-        low, high = 0, len(FRACTION_GRID) - 1
+    if rank_fraction is None:
+        if recovery_target is None:
+            raise ValueError("give the rank fraction, or the target loss recovered that chooses it")
+        low, high = 0, len(RANK_FRACTION_GRID) - 1
         while low < high:
             middle = (low + high) // 2
-            value = recovered(FRACTION_GRID[middle])
-            if value is not None and value >= target:
+            value = recovered(RANK_FRACTION_GRID[middle])
+            if value is not None and value >= recovery_target:
                 high = middle
             else:
                 low = middle + 1
-        fraction = FRACTION_GRID[low]
-    compression = Compression(decompositions, fraction, max_rank, floor)
-    value = recovered(fraction)
-    report = FidelityReport(
-        fraction,
-        target,
+        rank_fraction = RANK_FRACTION_GRID[low]
+    compression = Compression(decompositions, rank_fraction, max_rank, floor)
+    value = recovered(rank_fraction)
+    report = RankSearchReport(
+        rank_fraction,
+        recovery_target,
         loss_clean,
-        losses[fraction],
+        losses[rank_fraction],
         loss_ablated,
         value,
         mean_ranks(compression),
@@ -187,10 +196,11 @@ def compression_losses(
     )
 
 
-def channel_fidelity(
+def channel_recovery(
     names: Sequence[str], clean: Tensor, compressed: Tensor, ablated: Tensor
 ) -> dict[str, float | None]:
-    """Loss recovered with each channel alone compressed, against it alone ablated (same sequences)."""
+    """Each channel's recovery: the loss recovered with it alone compressed, against it alone ablated
+    (same sequences); the ``fidelity`` of the artifact's ``blocks`` and the catalog's ``Block``."""
     mean_clean = float(clean.mean())
     return {
         name: loss_recovered(mean_clean, float(c.mean()), float(a.mean()))

@@ -23,7 +23,7 @@ from .baselines import Baseline
 from .checkpoints import CheckpointSource
 from .config import IngestConfig
 from .data import DataSlice
-from .fidelity import FidelityReport
+from .fidelity import RankSearchReport
 from .fingerprints import FEATURES
 from .model_adapter import ModelSpec
 from .slice_scorer import ScoredSlice
@@ -102,7 +102,7 @@ def checkpoint_manifest(
     checkpoint: CheckpointSource,
     config: IngestConfig,
     data_args: list[str],
-    report: FidelityReport,
+    report: RankSearchReport,
     scored: dict[str, ScoredSlice],
     slices: list[DataSlice],
     union: IngestData,
@@ -111,7 +111,7 @@ def checkpoint_manifest(
 ) -> dict:
     """The manifest of one checkpoint's artifact: model ``name`` and shape, the checkpoint, an entry per
     slice of ``slices`` (the named ones, then the situations) and for the ``union`` of several, the
-    settings and data, the compression's fidelity ``report``, and when and where it ran."""
+    settings and data, the rank search's ``report``, and when and where it ran."""
     return {
         "model": {**spec.as_dict(), "name": name},
         "checkpoint": {

@@ -1,10 +1,10 @@
 """The compute step: model and data in, one artifact directory per checkpoint out.
 
 model -> each slice's held-out sample and baseline -> statistics (Fisher pass) -> compression (rank
-fraction by fidelity) -> structural edge scores -> every slice through the slice scorer (attribution
-pass, exact ablation, faithfulness and the circuit by it, edge patching; then the named slices'
-union: :mod:`.slice_scorer`) -> per-channel fidelity -> situations, each through the scorer ->
-fingerprints -> matches with the previous checkpoint -> the artifact's tables
+fraction searched for the recovery target) -> structural edge scores -> every slice through the
+slice scorer (attribution pass, exact ablation, faithfulness and the circuit by it, edge patching;
+then the named slices' union: :mod:`.slice_scorer`) -> channel recovery -> situations, each through
+the scorer -> fingerprints -> matches with the previous checkpoint -> the artifact's tables
 (:mod:`.artifact_tables`) and manifest (:mod:`.manifest`) -> artifact. Nothing here touches Neo4j.
 """
 
@@ -26,7 +26,7 @@ from .compression import activation_weighted, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .examples import example_rows
-from .fidelity import channel_fidelity, choose_fraction, compression_losses
+from .fidelity import channel_recovery, choose_rank_fraction, compression_losses
 from .fingerprints import channel_fingerprints
 from .manifest import IngestData, artifact_path, checkpoint_manifest
 from .matching import PreviousCheckpoint, matches
@@ -79,8 +79,8 @@ def ingest_checkpoint(
     """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against.
 
     Moments come from at most ``statistics_tokens`` of the fitting sequences; the rank search,
-    fidelity and exact ablation from at most ``effect_tokens`` held-out tokens of each slice; the
-    attribution pass reads every sequence of every slice.
+    channel recovery and exact ablation from at most ``effect_tokens`` held-out tokens of each
+    slice; the attribution pass reads every sequence of every slice.
     """
     started = time.time()
     spec = model.spec
@@ -101,15 +101,15 @@ def ingest_checkpoint(
         weighted = moments if config.importance == "fisher" else activation_weighted(moments, model.reader_grams())
         decompositions = decompose(weighted, model.weights)
     with profile("rank search"):
-        target = None if config.energy is not None else config.fidelity
-        compression, report = choose_fraction(
+        recovery_target = None if config.energy is not None else config.fidelity
+        compression, report = choose_rank_fraction(
             model,
             decompositions,
             samples.baselines,
             layout,
             held_out,
-            target,
-            config.energy,
+            recovery_target,
+            config.energy,  # a fixed rank fraction, or None to search it
             config.max_rank,
             config.floor,
             config.batch_tokens,
@@ -127,7 +127,7 @@ def ingest_checkpoint(
     with profile("fidelity"):
         clean, ablated = per_prompt(scored, slices)
         compressed = compression_losses(scorer.interventions, held_out, config.batch_tokens, progress)
-        per_channel = channel_fidelity(scorer.names, clean, compressed, ablated)
+        recovery = channel_recovery(scorer.names, clean, compressed, ablated)
     situations: list[DataSlice] = []
     if config.situations:
         with profile("situations"):
@@ -157,9 +157,7 @@ def ingest_checkpoint(
         bases = {
             f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in layout.channels for role in c.roles
         }
-        tables = artifact_tables(
-            layout, compression, structural, scored, per_channel, prints, pattern_scores, union.name
-        )
+        tables = artifact_tables(layout, compression, structural, scored, recovery, prints, pattern_scores, union.name)
         tables["matches"] = matches(layout.channels, bases, prints, previous, config.match_threshold)
         per_slice = {slice_name: s.scores for slice_name, s in scored.items()}
         examples = example_rows([*slices, *situations], per_slice, config.example_context, model.tokenizer)

@@ -49,9 +49,9 @@ FLAT_MIN_EFFECT = 0.01
 
 
 def effect_sample(held_out: DataSlice, config: IngestConfig) -> DataSlice:
-    """The held-out prompts the rank search, fidelity, exact ablation and faithfulness read, spread
-    over them: as many as ``effect_tokens`` tokens hold, and at least ``effect_prompts`` (all of
-    them if there are fewer), however long the prompts are."""
+    """The held-out prompts the rank search, channel recovery, exact ablation and faithfulness read,
+    spread over them: as many as ``effect_tokens`` tokens hold, and at least ``effect_prompts`` (all
+    of them if there are fewer), however long the prompts are."""
     by_tokens = config.effect_tokens * held_out.n_sequences // held_out.n_tokens
     return held_out.spread(max(1, by_tokens, config.effect_prompts))
 

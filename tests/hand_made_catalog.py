@@ -9,7 +9,7 @@ still staged. Each has the channels A, B, C (attention heads), D (an MLP) and E 
 
 from pathlib import Path
 
-from synthetic_artifacts import Channel, Checkpoint, Edge, load
+from synthetic_artifacts import Checkpoint, Edge, SyntheticChannel, load
 
 # Edges of m@1 (writer out -> reader role) with weight, flow and attribution on the ingest data.
 EDGES = [
@@ -35,7 +35,7 @@ FINGERPRINTS = {
     "E": (0.1, 0.0, 1.0),
 }
 CHANNELS = [
-    Channel(
+    SyntheticChannel(
         name,
         "mlp" if name == "D" else "attn_head",
         layer,

@@ -23,7 +23,9 @@ ROLES = {"attn_head": ["q", "k", "v", "out"], "mlp": ["in", "out"], "embed": ["o
 
 
 @dataclass(frozen=True)
-class Channel:
+class SyntheticChannel:
+    """A channel of a synthetic checkpoint (a ``blocks`` row; a subspace per role of its kind)."""
+
     name: str
     kind: str
     layer: int
@@ -76,7 +78,7 @@ class Checkpoint:
     model: str
     label: str
     step: int
-    channels: list[Channel]
+    channels: list[SyntheticChannel]
     edges: list[Edge] = field(default_factory=list)
     effects: dict[str, dict[str, float]] = field(default_factory=dict)
     slice_attribution: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)

@@ -17,7 +17,7 @@ import neo4j
 import pytest
 from empty_database import empty_database
 from snapshots import count, graph_snapshot
-from synthetic_artifacts import Channel, Checkpoint, Edge, write
+from synthetic_artifacts import Checkpoint, Edge, SyntheticChannel, write
 
 from circuit_atlas import queries
 from circuit_atlas.ingest.artifact import read_artifact
@@ -37,11 +37,13 @@ def checkpoint(model: str, step: int, previous: int | None, heads: int = 2, laye
     def prints() -> tuple[float, ...]:
         return (rng.random(), rng.random(), rng.random())
 
-    channels = [Channel("embed", "embed", -1, fingerprint=prints())]
+    channels = [SyntheticChannel("embed", "embed", -1, fingerprint=prints())]
     channels += [
-        Channel(f"L{l}H{h}", "attn_head", l, h, fingerprint=prints()) for l in range(layers) for h in range(heads)
+        SyntheticChannel(f"L{l}H{h}", "attn_head", l, h, fingerprint=prints())
+        for l in range(layers)
+        for h in range(heads)
     ]
-    channels.append(Channel("unembed", "unembed", layers, fingerprint=prints()))
+    channels.append(SyntheticChannel("unembed", "unembed", layers, fingerprint=prints()))
     edges = [
         Edge(w.name, r.name, role, rng.random(), rng.random(), rng.random())
         for i, r in enumerate(channels)

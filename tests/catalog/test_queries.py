@@ -132,7 +132,7 @@ def test_components_of_a_random_channel_graph(migrated, neo4j_settings, componen
     assert max(roles) in (1, 2)  # some pair is drawn twice (an artifact has one edge per pair and role)
     effects = {name: round(rng.uniform(-0.5, 1.0), 3) for name in names}
     on_slice = {(w, r): round(rng.random(), 3) for w, r, _ in edges}
-    channels = [synthetic_artifacts.Channel(n, "attn_head", i, 0) for i, n in enumerate(names)]
+    channels = [synthetic_artifacts.SyntheticChannel(n, "attn_head", i, 0) for i, n in enumerate(names)]
     synthetic_artifacts.load(
         migrated,
         db,
@@ -305,9 +305,9 @@ def test_similar_channels_return_limit_neighbours_past_many_loading_blocks(migra
     """40 blocks of a checkpoint still loading carry the probe's very fingerprint: the vector index
     ranks them first, yet the query still returns $limit neighbours from complete checkpoints."""
     db = neo4j_settings.database
-    Channel, Checkpoint = synthetic_artifacts.Channel, synthetic_artifacts.Checkpoint
-    complete = [Channel(f"c{i}", "attn_head", i, 0, (1.0, 0.1 * i, 0.0)) for i in range(6)]
-    twins = [Channel(f"x{i}", "attn_head", i, 0, (1.0, 0.0, 0.0)) for i in range(40)]
+    SyntheticChannel, Checkpoint = synthetic_artifacts.SyntheticChannel, synthetic_artifacts.Checkpoint
+    complete = [SyntheticChannel(f"c{i}", "attn_head", i, 0, (1.0, 0.1 * i, 0.0)) for i in range(6)]
+    twins = [SyntheticChannel(f"x{i}", "attn_head", i, 0, (1.0, 0.0, 0.0)) for i in range(40)]
     synthetic_artifacts.load(migrated, db, Checkpoint("m", "1", 1, complete), tmp_path)
     synthetic_artifacts.load(migrated, db, Checkpoint("m", "2", 2, twins), tmp_path, complete=False)
     migrated.execute_query("CALL db.awaitIndexes(60)", database_=db)
@@ -320,7 +320,7 @@ def test_circuit_edges_are_judged_by_patched_effect_where_it_was_measured(migrat
     attention); B -> C has attribution 0.3 but patched 0.001; C -> D was not patched. At 0.02 nats
     the circuit keeps A -> B and C -> D, not B -> C, and returns both scores of each edge."""
     db = neo4j_settings.database
-    channels = [synthetic_artifacts.Channel(n, "attn_head", i, 0) for i, n in enumerate("ABCD")]
+    channels = [synthetic_artifacts.SyntheticChannel(n, "attn_head", i, 0) for i, n in enumerate("ABCD")]
     edges = [
         synthetic_artifacts.Edge("A", "B", "k", 0.5, 0.5, 0.001, patched=0.5),
         synthetic_artifacts.Edge("B", "C", "v", 0.5, 0.5, 0.3, patched=0.001),

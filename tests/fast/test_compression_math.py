@@ -88,9 +88,9 @@ def test_black_box_reader_and_writer_projections_are_the_truncated_maps():
     torch.testing.assert_close(x @ write.project_in @ write.project_out.T, x)
 
 
-def test_ranks_cover_the_fraction_respect_the_cap_and_the_floor():
+def test_ranks_cover_the_rank_fraction_respect_the_cap_and_the_floor():
     sigma = torch.tensor([[3.0, 2.0, 1.0, 0.0], [1e-4, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
-    # energies of row 0: 9, 4, 1 of 14 -> 0.643, 0.929, 1.0
+    # squared importances of row 0: 9, 4, 1 of 14 -> coverage 0.643, 0.929, 1.0
     assert select_ranks(sigma, 0.9, None, 1e-3).tolist() == [2, 0, 4]
     assert select_ranks(sigma, 0.95, None, 1e-3).tolist() == [3, 0, 4]
     assert select_ranks(sigma, 0.95, 2, 1e-3).tolist() == [2, 0, 2]
@@ -120,7 +120,7 @@ def test_black_box_decompositions_at_every_rank_below_full_are_the_reference_one
     eigenvectors of S^{1/2} H S^{1/2}. Writer: directions G^{-1/2} V_k, truncated map
     y G^{1/2} V_k V_kᵀ G^{-1/2}, with V those of G^{1/2} E[y yᵀ] G^{1/2}. At every rank k the
     compression's directions span the reference subspace, its projector (Compression.projection, at
-    the stored rank and not one direction more) is the reference map, and a role's energy is the
+    the stored rank and not one direction more) is the reference map, and a role's coverage is the
     share of the squared importances its rank keeps."""
     from circuit_atlas.ingest.channels import Channel
     from circuit_atlas.ingest.compression import Compression
@@ -154,5 +154,5 @@ def test_black_box_decompositions_at_every_rank_below_full_are_the_reference_one
             else:
                 reference = G_root @ V[:, :k] @ V[:, :k].T @ G_inverse_root
             torch.testing.assert_close(compression.projection(group, role), reference)
-            energy = float(values[:k].square().sum() / decompositions[group].sigma.square().sum())
-            assert compression.energy(channel, role) == pytest.approx(energy, rel=1e-9)
+            coverage = float(values[:k].square().sum() / decompositions[group].sigma.square().sum())
+            assert compression.coverage(channel, role) == pytest.approx(coverage, rel=1e-9)

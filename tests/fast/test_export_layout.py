@@ -2,16 +2,16 @@
 
 import xml.etree.ElementTree as ElementTree
 
-from circuit_atlas.circuits import Channel, Circuit, Edge
+from circuit_atlas.circuits import Circuit, CircuitChannel, Edge
 from circuit_atlas.export import draw, layout, position
 
 # A sparse circuit of a 12-layer model: embed, L3H7, L3.mlp, L10H2, unembed.
 CHANNELS = [
-    Channel("embed", 0, "embed", -1, None, 0.5, 1.0),
-    Channel("L3H7", 44, "attn_head", 3, 7, 0.4, 0.99),
-    Channel("L3.mlp", 49, "mlp", 3, None, 0.3, 0.98),
-    Channel("L10H2", 133, "attn_head", 10, 2, 0.2, 0.97),
-    Channel("unembed", 157, "unembed", 12, None, 0.6, 1.0),
+    CircuitChannel("embed", 0, "embed", -1, None, 0.5, 1.0),
+    CircuitChannel("L3H7", 44, "attn_head", 3, 7, 0.4, 0.99),
+    CircuitChannel("L3.mlp", 49, "mlp", 3, None, 0.3, 0.98),
+    CircuitChannel("L10H2", 133, "attn_head", 10, 2, 0.2, 0.97),
+    CircuitChannel("unembed", 157, "unembed", 12, None, 0.6, 1.0),
 ]
 EDGES = [
     Edge("embed", "L3H7", "q", 0.1),

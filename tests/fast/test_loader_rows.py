@@ -1,7 +1,7 @@
 """The loader's rows of an artifact (no database): ids, edge lists, and a checkpoint without edges."""
 
 from hand_made_catalog import CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION
-from synthetic_artifacts import Channel, Checkpoint, Edge, write
+from synthetic_artifacts import Checkpoint, Edge, SyntheticChannel, write
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.loader import FEEDS_PROPERTIES, checkpoint_rows
@@ -44,8 +44,8 @@ def test_pruning_keeps_every_edge_measured_by_patching(tmp_path):
 def test_top_k_keeps_each_reader_roles_largest_edges_by_attribution(tmp_path):
     """20 writers feed one MLP: --top-k 16 keeps the 16 with the largest attribution, whatever their
     weight, and every edge of the other reader roles (fewer than 16 each)."""
-    writers = [Channel(f"W{i:02d}", "attn_head", 0, i) for i in range(20)]
-    channels = [*writers, Channel("M", "mlp", 1, None), Channel("R", "attn_head", 2, 0)]
+    writers = [SyntheticChannel(f"W{i:02d}", "attn_head", 0, i) for i in range(20)]
+    channels = [*writers, SyntheticChannel("M", "mlp", 1, None), SyntheticChannel("R", "attn_head", 2, 0)]
     attribution = {f"W{i:02d}": ((7 * i) % 20 + 1) / 100 for i in range(20)}  # a permutation of 0.01 .. 0.20
     edges = [Edge(w, "M", "in", 1 - a, 0.5, a) for w, a in attribution.items()]
     edges += [Edge(w, "R", "q", 0.5, 0.5, a) for w, a in list(attribution.items())[:5]]

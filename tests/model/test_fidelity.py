@@ -9,12 +9,12 @@ from circuit_atlas.ingest.channels import ChannelLayout
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
 from circuit_atlas.ingest.fidelity import (
-    FRACTION_GRID,
+    RANK_FRACTION_GRID,
     ablation_effects,
     ablation_errors,
     ablation_losses,
-    channel_fidelity,
-    choose_fraction,
+    channel_recovery,
+    choose_rank_fraction,
     compression_losses,
     variant_losses,
 )
@@ -23,7 +23,7 @@ from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 
-def test_searched_fraction_recovers_the_target_with_every_channel_compressed(reference_checkpoints):
+def test_searched_rank_fraction_recovers_the_target_with_every_channel_compressed(reference_checkpoints):
     model = load_model(str(reference_checkpoints[-1]))
     layout = ChannelLayout(model.spec)
     vocab, length = model.spec.d_vocab, model.spec.n_ctx
@@ -36,22 +36,24 @@ def test_searched_fraction_recovers_the_target_with_every_channel_compressed(ref
     moments = accumulate_moments(model, [fit], progress=False)
     decompositions = decompose(moments, model.weights)
     baselines = {"heldout": Baseline.measure(model, heldout, "position")}
-    _compression, report = choose_fraction(model, decompositions, baselines, layout, [heldout], 0.95, None, None, 1e-3)
+    _compression, report = choose_rank_fraction(
+        model, decompositions, baselines, layout, [heldout], 0.95, None, None, 1e-3
+    )
     print(f"fraction {report.fraction}, loss recovered {report.loss_recovered:.4f}, mean ranks {report.mean_ranks}")
     assert report.loss_recovered >= 0.95
     assert report.loss_ablated > report.loss_clean + 0.2  # ablating everything really hurts
-    # The search returns the smallest grid fraction that passes: the one below it fails.
-    below = [f for f in FRACTION_GRID if f < report.fraction]
+    # The search returns the smallest grid rank fraction that passes: the one below it fails.
+    below = [f for f in RANK_FRACTION_GRID if f < report.fraction]
     if below:
         lower_compression = Interventions(model, Compression(decompositions, below[-1], None, 1e-3), baselines)
         lower = float(variant_losses(lower_compression, [Variant.compressing(*layout.channels)], heldout, 4096).mean())
         assert 1 - (lower - report.loss_clean) / (report.loss_ablated - report.loss_clean) < 0.95
-    # Compression at the chosen fraction drops dimensions somewhere.
+    # Compression at the chosen rank fraction drops dimensions somewhere.
     assert report.mean_ranks["ov"] < model.spec.d_head or report.mean_ranks["mlp_out"] < model.spec.d_model
 
 
-def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference_checkpoints):
-    """From the losses of single variants run one at a time: a channel's fidelity is
+def test_channel_recovery_effects_and_errors_are_their_definitions(reference_checkpoints):
+    """From the losses of single variants run one at a time: a channel's recovery is
     1 - (L_compressed - L_clean) / (L_ablated - L_clean) of its own compression and ablation, its
     effect the mean of L_ablated - L_clean (positive where it helps) and the effect's standard
     error their standard deviation over sqrt(prompts); the rank search's loss recovered is the same
@@ -67,7 +69,7 @@ def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference
     interventions = Interventions(model, Compression(decompositions, 0.7, None, 1e-3), baselines)
     names = [c.name for c in layout.channels]
     clean, ablated = ablation_losses(interventions, sample, 4096, progress=False)
-    fidelity = channel_fidelity(names, clean, compression_losses(interventions, sample, 4096, False), ablated)
+    recovery = channel_recovery(names, clean, compression_losses(interventions, sample, 4096, False), ablated)
     effects, errors = ablation_effects(names, clean, ablated), ablation_errors(names, clean, ablated)
 
     def alone(variant: Variant) -> torch.Tensor:
@@ -77,12 +79,14 @@ def test_per_channel_fidelity_effects_and_errors_are_their_definitions(reference
     for channel in layout.channels:
         compressed, removed = alone(Variant.compressing(channel)), alone(Variant.ablating(channel))
         expected = 1 - (compressed.mean() - reference.mean()) / (removed.mean() - reference.mean())
-        assert fidelity[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
+        assert recovery[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
         assert effects[channel.name] == pytest.approx(float((removed - reference).mean()), abs=1e-6), channel.name
         spread = float((removed - reference).std() / len(reference) ** 0.5)
         assert errors[channel.name] == pytest.approx(spread, rel=1e-4, abs=1e-9), channel.name
-    assert max(effects.values()) > 0.5 and min(fidelity.values()) < 0.99  # real effects, real losses
-    _compression, report = choose_fraction(model, decompositions, baselines, layout, [sample], None, 0.7, None, 1e-3)
+    assert max(effects.values()) > 0.5 and min(recovery.values()) < 0.99  # real effects, real losses
+    _compression, report = choose_rank_fraction(
+        model, decompositions, baselines, layout, [sample], None, 0.7, None, 1e-3
+    )
     recovered = 1 - (report.loss_compressed - report.loss_clean) / (report.loss_ablated - report.loss_clean)
     assert report.loss_recovered == pytest.approx(recovered, abs=1e-9)
     assert report.loss_compressed == pytest.approx(float(alone(Variant.compressing(*layout.channels)).mean()))
