@@ -12,6 +12,7 @@ one-line click error and a non-zero exit.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -575,6 +576,28 @@ def reference_train_text(out: Path | None, seed: int, steps: int) -> None:
     click.echo(
         f"{len(folders)} checkpoints in {folders[0].parent}; held-out text (a token file for --data) in "
         f"{folders[0].parent / HELDOUT_FILE}"
+    )
+
+
+@reference_group.command("train-first-unique")
+@reference_out_option
+@click.option("--seed", default=3, show_default=True, help="Training seed (several seeds, several models).")
+@click.option("--retrain", is_flag=True, help="Train here even where a cached or shipped copy exists.")
+def reference_train_first_unique(out: Path | None, seed: int, retrain: bool) -> None:
+    """Train (or reuse) the first-unique-character model, whose layer-1 heads each serve their own
+    answer letters, and print each head's letter group (measured by mean ablation)."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.attention_only import NATIVE_CONFIG
+    from circuit_atlas.reference.first_unique import LETTER_EFFECTS, FirstUniqueRecipe, train_first_unique
+
+    files = train_first_unique(
+        FirstUniqueRecipe(seed=seed), out or default_reference_dir(), echo=click.echo, retrain=retrain
+    )
+    truth = json.loads((files[-1].parent / LETTER_EFFECTS).read_text())[files[-1].stem]
+    for head, letters in truth["groups"].items():
+        click.echo(f"{head} serves the answers {' '.join(chr(ord('a') + letter) for letter in letters) or '(none)'}")
+    click.echo(
+        f"{len(files)} checkpoints in {files[-1].parent} (config {NATIVE_CONFIG}); ground truth in {LETTER_EFFECTS}"
     )
 
 
