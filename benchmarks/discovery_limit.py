@@ -1,19 +1,19 @@
 """How far per-channel usage can separate known slices: the limit of situation discovery.
 
-    python benchmarks/discovery_limit.py [--out DIR]
+    python benchmarks/discovery_limit.py [--out DIR] [--case NAME ...]
 
 Discovery (``ingest/situations.py``) clusters prompts by a per-channel usage vector. This prints, for
-pairs of known slices, how well two usage vectors separate them: the signed first-order effects
+sets of known slices, how well two usage vectors separate them: the signed first-order effects
 that discovery uses, and the exact effects (each channel mean-ablated alone, each prompt's loss
 change; one pass per channel). Per pair and vector: the adjusted Rand index against the slices
-of k-means (k = 2, rows of unit norm) and of the clusters discovery keeps (first-order only; k by
+of k-means (k = the number of slices, rows of unit norm) and of the clusters discovery keeps (first-order only; k by
 silhouette, all prompts in one cluster when none reaches it), and the 5-fold accuracy of a logistic
 regression trained on the slice labels, a rough ceiling for any clustering of that vector (all on
 rows of unit norm, so a level of loss does not count as a pattern of use; an adjusted Rand index of
 0.9 between two equal slices needs about 97.5 % agreement). Then each channel's
 median exact effect per slice, in nats.
 
-The pairs:
+The cases:
 
 - ``induction``: the reference model's repeated and random sequences (96 each);
 - ``keyvalue``: the key-value model's task and trivial slices (256 each);
@@ -24,7 +24,12 @@ The pairs:
   mixture of copying the first token (tokens 0-31) and the same increment task (12 tokens from 32
   up, with repeats), 256 prompts of each.
 
-The last two models are trained here under ``--out`` (about one minute), deterministically.
+- ``first-unique``: the first-unique-character model (``reference/first_unique.py``), 256 prompts
+  for each of its layer-1 heads whose answer at the last position is one of the letters that head
+  alone serves (e g i j; c h; a b): classes that use different heads.
+
+The ``two-tasks`` and ``scratch`` models are trained here under ``--out`` (about one minute),
+deterministically.
 """
 
 from __future__ import annotations
@@ -53,11 +58,20 @@ from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.situations import cluster, usage_vectors
 from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.reference import default_reference_dir
+from circuit_atlas.reference.attention_only import NATIVE_CONFIG
+from circuit_atlas.reference.first_unique import (
+    FirstUniqueRecipe,
+    first_unique_answers,
+    first_unique_batch,
+    train_first_unique,
+)
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
 from circuit_atlas.reference.keyvalue import KeyValueRecipe, Prompts, answer_loss, prompts, train_keyvalue
 from circuit_atlas.reference.training import gpt_neox, train_cached
 
 HALF = 32  # the increment task's tokens are HALF .. 2 * HALF - 1
+#: The first-unique model's letters that each layer-1 head alone serves (README, "Models with known circuits").
+HEAD_LETTERS = {"L1H0": (4, 6, 8, 9), "L1H1": (2, 7), "L1H2": (0, 1)}
 
 
 def increment(n: int, length: int, distinct: bool, generator: torch.Generator) -> Prompts:
@@ -131,14 +145,25 @@ def task_slice(name: str, batch: Prompts) -> DataSlice:
     return DataSlice(name, name, batch.tokens, mask, "answer_loss", last, batch.answers[:, None], None, "position -1")
 
 
+def answered_by(letters: tuple[int, ...], n: int, generator: torch.Generator) -> Prompts:
+    """``n`` first-unique prompts whose answer at the last position is one of ``letters``."""
+    recipe, kept = FirstUniqueRecipe(batch_size=4096), []
+    while sum(len(k) for k in kept) < n:
+        tokens = first_unique_batch(recipe, generator)
+        kept.append(tokens[torch.isin(first_unique_answers(tokens, recipe.unknown)[:, -1], torch.tensor(letters))])
+    tokens = torch.cat(kept)[:n]
+    answers = first_unique_answers(tokens, recipe.unknown)[:, -1]
+    return Prompts(tokens, answers, answers)
+
+
 def cases(out: Path):
-    """(case, checkpoint, its two slices) for every pair the module docstring lists."""
+    """(case, its model's ``load_model`` arguments, its slices) for every case the module docstring lists."""
     reference = default_reference_dir()
     induction = train_induction(InductionRecipe(), reference, progress=False, echo=lambda _: None)[-1]
     spec = load_model(str(induction)).spec
     yield (
         "induction",
-        induction,
+        (str(induction), None),
         [
             DataSlice.of_tokens(k, k, synthetic_tokens(k, spec.d_vocab, 96, 48, seed))
             for seed, k in enumerate(("repeated", "random"))
@@ -149,7 +174,7 @@ def cases(out: Path):
     generator = torch.Generator().manual_seed(1)
     yield (
         "keyvalue",
-        keyvalue,
+        (str(keyvalue), None),
         [
             task_slice("task", prompts(recipe, 256, generator)),
             task_slice("trivial", prompts(replace(recipe, n_pairs=1), 256, generator)),
@@ -169,7 +194,7 @@ def cases(out: Path):
     )
     yield (
         "two-tasks",
-        final,
+        (str(final), None),
         [
             task_slice("lookup", prompts(recipe, 256, generator)),
             task_slice("increment", increment(256, 13, True, generator)),
@@ -179,19 +204,26 @@ def cases(out: Path):
     [*_, final] = train_cached(scratch, out, gpt_neox, Scratch.batch, answer_loss, lambda _: None, False)
     yield (
         "scratch",
-        final,
+        (str(final), None),
         [
             task_slice("first", copy_first(256, 12, generator)),
             task_slice("increment", increment(256, 12, False, generator)),
         ],
     )
+    [*_, weights] = train_first_unique(FirstUniqueRecipe(), reference, progress=False, echo=lambda _: None)
+    generator = torch.Generator().manual_seed(2)
+    yield (
+        "first-unique",
+        (str(weights.parent / NATIVE_CONFIG), str(weights)),
+        [task_slice(head, answered_by(letters, 256, generator)) for head, letters in HEAD_LETTERS.items()],
+    )
 
 
 def separations(usage: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """(k-means adjusted Rand index, logistic-regression accuracy) of two slices by ``usage``, both
+    """(k-means adjusted Rand index, logistic-regression accuracy) of the slices by ``usage``, both
     on rows of unit norm, as discovery sees them (the loss level left out)."""
     rows = usage_vectors(torch.from_numpy(usage))
-    labels = KMeans(2, n_init=10, random_state=0).fit_predict(rows)
+    labels = KMeans(len(set(truth)), n_init=10, random_state=0).fit_predict(rows)
     accuracy = cross_val_score(LogisticRegression(max_iter=5000), rows, truth, cv=5).mean()
     return adjusted_rand_score(truth, labels), float(accuracy)
 
@@ -204,13 +236,16 @@ def discovered_ari(effects: np.ndarray, truth: np.ndarray) -> float:
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Where the two extra models are trained.")
-def main(out: Path | None) -> None:
+@click.option("--case", "only", multiple=True, help="Measure only these cases (default: every one).")
+def main(out: Path | None, only: tuple[str, ...]) -> None:
     out = out or Path(tempfile.mkdtemp(prefix="discovery-limit-"))
     torch.manual_seed(0)
-    click.echo(f"{'case':<11}{'usage':<13}{'k-means ARI':>12}{'discover ARI':>14}{'supervised':>12}")
+    click.echo(f"{'case':<14}{'usage':<13}{'k-means ARI':>12}{'discover ARI':>14}{'supervised':>12}")
     medians = []
-    for case, checkpoint, slices in cases(out):
-        model = load_model(str(checkpoint))
+    for case, source, slices in cases(out):
+        if only and case not in only:
+            continue
+        model = load_model(*source)
         layout = ChannelLayout(model.spec)
         moments = accumulate_moments(model, slices, progress=False)
         compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
@@ -224,16 +259,16 @@ def main(out: Path | None) -> None:
             slice_scores(model, compression, moments, layout, s, progress=False, edges=False).sequence_effects
             for s in slices
         ]
-        truth = np.repeat([0, 1], [s.n_sequences for s in slices])
+        truth = np.repeat(np.arange(len(slices)), [s.n_sequences for s in slices])
         first = torch.cat(first).double().numpy()
         ari, accuracy = separations(first, truth)
         found = discovered_ari(first, truth)
-        click.echo(f"{case:<11}{'first-order':<13}{ari:>12.3f}{found:>14.3f}{accuracy:>11.1%}")
+        click.echo(f"{case:<14}{'first-order':<13}{ari:>12.3f}{found:>14.3f}{accuracy:>11.1%}")
         ari, accuracy = separations(np.concatenate(exact), truth)
-        click.echo(f"{case:<11}{'exact':<13}{ari:>12.3f}{'':>14}{accuracy:>11.1%}")
+        click.echo(f"{case:<14}{'exact':<13}{ari:>12.3f}{'':>14}{accuracy:>11.1%}")
         for s, effects in zip(slices, exact):
             medians.append(
-                f"{case:<11}{s.name:<10}"
+                f"{case:<14}{s.name:<10}"
                 + "  ".join(f"{c.name} {m:+.2f}" for c, m in zip(layout.channels, np.median(effects, 0)))
             )
     click.echo("\nmedian exact effect per channel (nats):")
