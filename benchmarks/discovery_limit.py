@@ -60,9 +60,10 @@ from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.attention_only import NATIVE_CONFIG
 from circuit_atlas.reference.first_unique import (
+    HEAD_LETTERS,
     FirstUniqueRecipe,
+    class_prompts,
     first_unique_answers,
-    first_unique_batch,
     train_first_unique,
 )
 from circuit_atlas.reference.induction import InductionRecipe, train_induction
@@ -70,8 +71,6 @@ from circuit_atlas.reference.keyvalue import KeyValueRecipe, Prompts, answer_los
 from circuit_atlas.reference.training import gpt_neox, train_cached
 
 HALF = 32  # the increment task's tokens are HALF .. 2 * HALF - 1
-#: The first-unique model's letters that each layer-1 head alone serves (README, "Models with known circuits").
-HEAD_LETTERS = {"L1H0": (4, 6, 8, 9), "L1H1": (2, 7), "L1H2": (0, 1)}
 
 
 def increment(n: int, length: int, distinct: bool, generator: torch.Generator) -> Prompts:
@@ -147,11 +146,8 @@ def task_slice(name: str, batch: Prompts) -> DataSlice:
 
 def answered_by(letters: tuple[int, ...], n: int, generator: torch.Generator) -> Prompts:
     """``n`` first-unique prompts whose answer at the last position is one of ``letters``."""
-    recipe, kept = FirstUniqueRecipe(batch_size=4096), []
-    while sum(len(k) for k in kept) < n:
-        tokens = first_unique_batch(recipe, generator)
-        kept.append(tokens[torch.isin(first_unique_answers(tokens, recipe.unknown)[:, -1], torch.tensor(letters))])
-    tokens = torch.cat(kept)[:n]
+    recipe = FirstUniqueRecipe()
+    tokens = class_prompts(recipe, letters, n, generator)
     answers = first_unique_answers(tokens, recipe.unknown)[:, -1]
     return Prompts(tokens, answers, answers)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,20 @@ class FirstUniqueRecipe(AttentionOnlyRecipe):
     def unknown(self) -> int:
         """The token of ``?``: no letter seen so far occurs once."""
         return self.d_vocab - 1
+
+
+#: The letters that each layer-1 head of the shipped model (the default recipe) alone serves: ablating it
+#: costs each more than twice what ablating another layer-1 head does (README; tests/model/test_first_unique.py).
+HEAD_LETTERS = {"L1H0": (4, 6, 8, 9), "L1H1": (2, 7), "L1H2": (0, 1)}
+
+
+def class_prompts(recipe: FirstUniqueRecipe, letters: tuple[int, ...], n: int, generator: torch.Generator) -> Tensor:
+    """``n`` sequences whose answer at the last position is one of ``letters`` (drawn, the rest dropped)."""
+    kept: list[Tensor] = []
+    while sum(len(k) for k in kept) < n:
+        tokens = first_unique_batch(replace(recipe, batch_size=4096), generator)
+        kept.append(tokens[torch.isin(first_unique_answers(tokens, recipe.unknown)[:, -1], torch.tensor(letters))])
+    return torch.cat(kept)[:n]
 
 
 def first_unique_batch(recipe: FirstUniqueRecipe, generator: torch.Generator) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.attention_only import AttentionOnly
 from circuit_atlas.reference.first_unique import (
+    HEAD_LETTERS,
     LETTER_EFFECTS,
     FirstUniqueRecipe,
     first_unique_answers,
@@ -55,6 +56,7 @@ def test_each_layer_1_head_alone_serves_letters_of_its_own(final, fresh):
         for head in HEADS
     }
     assert all(len(letters) >= 2 for letters in own.values()), own
+    assert {head: tuple(letters) for head, letters in own.items()} == HEAD_LETTERS
     saved = json.loads((path.parent / LETTER_EFFECTS).read_text())[path.stem]["groups"]
     assert all(set(own[head]) <= set(saved[head]) for head in HEADS), (own, saved)
     assert all(min(effects[head][letter] for letter in own[head]) > 2.5 for head in HEADS), effects
