@@ -1,16 +1,20 @@
 """Each query of the library against a hand-made catalog whose answers are known."""
 
 import random
+import shutil
 import warnings
 from collections import Counter
 
+import hand_made_catalog
 import pytest
 import synthetic_artifacts
 from click.testing import CliRunner
 
 from circuit_atlas import queries
 from circuit_atlas.cli import cli
-from circuit_atlas.connection import open_driver
+from circuit_atlas.connection import Neo4jSettings, open_driver
+from circuit_atlas.local_server import Distribution, LocalServer, ServerSettings, free_port
+from circuit_atlas.schema.migrations import migrate
 
 LIBRARY = queries.library()
 
@@ -360,20 +364,30 @@ def test_faithful_circuit_returns_the_stored_circuit_with_its_faithfulness(catal
     assert catalog("faithful_circuit", checkpoint="m@1", slice="no-such-slice") == []
 
 
-def test_reads_on_a_server_without_apoc_run_unlocked_and_say_so_once(catalog, neo4j_settings, monkeypatch):
-    """The lock statement names a procedure this server lacks, as one without APOC core lacks apoc.lock:
-    the query still answers, with one warning per driver (a driver of its own, so the session's keeps
-    its lock)."""
+def test_reads_on_a_server_without_apoc_run_unlocked_and_say_so_once(catalog, tmp_path, tmp_path_factory):
+    """A second real server, started from the same jars with no plugin (so no APOC core and no
+    apoc.lock), holding the same hand-made catalog: the query answers as on the session's server,
+    with one warning per driver that its reads are not isolated from reloads."""
     expected = catalog("top_edges", checkpoint="m@1", by="weight", limit=3)
-    monkeypatch.setattr(queries, "READ_LOCK", "MATCH (lock:PublishLock {id: 'catalog'}) CALL apoc.lock.absent([lock])")
-    driver = open_driver(neo4j_settings)
+    installed = Distribution.in_cache()
+    bare = Distribution(tmp_path / f"neo4j-{installed.version}")
+    (bare.root / "plugins").mkdir(parents=True)
+    (bare.root / "lib").symlink_to(installed.lib)
+    shutil.copy(installed.marker, bare.marker)
+    server = LocalServer(tmp_path / "server", bare)
+    settings = server.start(
+        ServerSettings(free_port(), free_port(), heap="512m", pagecache="128m"), echo=lambda _: None
+    )
     try:
-        top_edges = queries.library()["top_edges"]
-        params = top_edges.check({"checkpoint": "m@1", "by": "weight", "limit": 3})
-        with pytest.warns(UserWarning, match="no APOC core"):
-            assert queries.run(driver, neo4j_settings.database, top_edges, params) == expected != []
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert queries.run(driver, neo4j_settings.database, top_edges, params) == expected
+        with open_driver(Neo4jSettings(settings.bolt_uri, "neo4j", server.password())) as driver:
+            migrate(driver, "neo4j")
+            hand_made_catalog.build(driver, "neo4j", tmp_path_factory.mktemp("hand-made"))
+            top_edges = queries.library()["top_edges"]
+            params = top_edges.check({"checkpoint": "m@1", "by": "weight", "limit": 3})
+            with pytest.warns(UserWarning, match="no APOC core"):
+                assert queries.run(driver, "neo4j", top_edges, params) == expected != []
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                assert queries.run(driver, "neo4j", top_edges, params) == expected
     finally:
-        driver.close()
+        server.stop()
