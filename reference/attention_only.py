@@ -30,12 +30,13 @@ on the first half 4.17 (log 64 = 4.16).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -211,6 +212,36 @@ def write_head_scores(root: Path, recipe: AttentionOnlyRecipe) -> dict:
     return save_head_scores(root, recipe, ((w.stem, load_model(config, str(w))) for w in native_checkpoints(root)))
 
 
+RecipeT = TypeVar("RecipeT", bound=AttentionOnlyRecipe)
+
+
+def train_native(
+    recipe: RecipeT,
+    out: Path,
+    batch: Callable[[RecipeT, torch.Generator], Tensor],
+    loss: Callable[[AttentionOnly, Tensor], Tensor],
+    ground_truth: Callable[[Path], object],
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    retrain: bool = False,
+) -> list[Path]:
+    """:func:`~.training.train_cached` for an :class:`AttentionOnly` recipe, saved as TransformerLens-native
+    checkpoints (:func:`save_native`); returns the weights files by step."""
+    return train_cached(
+        recipe,
+        out,
+        AttentionOnly,
+        batch,
+        loss,
+        ground_truth,
+        progress,
+        echo,
+        retrain,
+        save=save_native,
+        checkpoints=native_checkpoints,
+    )
+
+
 def train_attention_only(
     recipe: AttentionOnlyRecipe,
     out: Path,
@@ -220,16 +251,5 @@ def train_attention_only(
 ) -> list[Path]:
     """Train (or reuse, or copy the shipped) checkpoints of ``recipe`` under ``out``; returns the
     weights files by step (the config is ``NATIVE_CONFIG`` beside them)."""
-    return train_cached(
-        recipe,
-        out,
-        AttentionOnly,
-        induction_batch,
-        next_token_loss,
-        lambda root: write_head_scores(root, recipe),
-        progress,
-        echo,
-        retrain,
-        save=save_native,
-        checkpoints=native_checkpoints,
-    )
+    ground_truth = functools.partial(write_head_scores, recipe=recipe)
+    return train_native(recipe, out, induction_batch, next_token_loss, ground_truth, progress, echo, retrain)

@@ -20,6 +20,7 @@ answer when the head's output is replaced by its mean over fresh sequences; it i
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,8 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .attention_only import HOOK_Z, AttentionOnly, AttentionOnlyRecipe, native_checkpoints, save_native
-from .training import train_cached
+from .attention_only import HOOK_Z, AttentionOnly, AttentionOnlyRecipe, native_checkpoints, train_native
 
 #: The ground truth beside the checkpoints: per label, per head, the mean-ablation cost per answer.
 LETTER_EFFECTS = "letter_effects.json"
@@ -155,10 +155,7 @@ def letter_groups(effects: dict[str, list[float]], layer: int, letters: int) -> 
 def save_letter_effects(root: Path, recipe: FirstUniqueRecipe) -> dict:
     """``root/letter_effects.json``: per checkpoint label, every head's :func:`letter_effects` on 2,000
     fresh sequences and the last layer's letter groups."""
-    tokens = first_unique_batch(
-        FirstUniqueRecipe(batch_size=2000, seq_len=recipe.seq_len, d_vocab=recipe.d_vocab),
-        torch.Generator().manual_seed(recipe.seed + 99),
-    )
+    tokens = first_unique_batch(replace(recipe, batch_size=2000), torch.Generator().manual_seed(recipe.seed + 99))
     truth = {}
     for path in native_checkpoints(root):
         model = AttentionOnly.from_checkpoint(recipe, path)
@@ -178,16 +175,5 @@ def train_first_unique(
 ) -> list[Path]:
     """Train (or reuse, or copy the shipped) checkpoints of ``recipe`` under ``out``; returns the
     weights files by step (the config is ``NATIVE_CONFIG`` beside them)."""
-    return train_cached(
-        recipe,
-        out,
-        AttentionOnly,
-        first_unique_batch,
-        answer_loss,
-        lambda root: save_letter_effects(root, recipe),
-        progress,
-        echo,
-        retrain,
-        save=save_native,
-        checkpoints=native_checkpoints,
-    )
+    ground_truth = functools.partial(save_letter_effects, recipe=recipe)
+    return train_native(recipe, out, first_unique_batch, answer_loss, ground_truth, progress, echo, retrain)
