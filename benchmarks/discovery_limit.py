@@ -1,17 +1,23 @@
-"""How far per-channel usage can separate known slices: the limit of situation discovery.
+"""How well situation discovery recovers known slices, and what its choices are worth.
 
     python benchmarks/discovery_limit.py [--out DIR] [--case NAME ...]
 
-Discovery (``ingest/situations.py``) clusters prompts by a per-channel usage vector. This prints, for
-sets of known slices, how well two usage vectors separate them: the signed first-order effects
-that discovery uses, and the exact effects (each channel mean-ablated alone, each prompt's loss
-change; one pass per channel). Per pair and vector: the adjusted Rand index against the slices
-of k-means (k = the number of slices, rows of unit norm) and of the clusters discovery keeps (first-order only; k by
-silhouette, all prompts in one cluster when none reaches it), and the 5-fold accuracy of a logistic
-regression trained on the slice labels, a rough ceiling for any clustering of that vector (all on
-rows of unit norm, so a level of loss does not count as a pattern of use; an adjusted Rand index of
-0.9 between two equal slices needs about 97.5 % agreement). Then each channel's
-median exact effect per slice, in nats.
+Discovery (``ingest/situations.py``) clusters prompts by each channel's exact effect on them, every
+channel ablated alone to one baseline measured on all the prompts (``exact_usage``). For sets of
+known slices, this prints the adjusted Rand index (ARI) against the slices of:
+
+- ``first-order``: k-means (k = the number of slices) on the signed first-order effects that
+  discovery clustered before, rows of unit norm;
+- ``per-slice``: k-means (k known) on the usage, with each channel ablated to its own slice's
+  baseline instead of one for all (the label leaks into the usage);
+- ``discover``: discovery itself (its k chosen by silhouette against reference data without clusters),
+  then, on the same usage with k chosen by each one's own criterion, a Gaussian mixture (full
+  covariance, k by BIC) and Ward agglomerative clustering (k by silhouette);
+- ``supervised``: the 5-fold accuracy of a logistic regression trained on the labels, a rough
+  ceiling for any clustering of that usage (an ARI of 0.9 between two equal slices needs about
+  97.5 % agreement).
+
+Then each channel's median exact effect per slice, in nats.
 
 The cases:
 
@@ -23,7 +29,6 @@ The cases:
 - ``scratch``: a 2-layer, 4-heads-per-layer model trained from scratch for 1,500 steps on a
   mixture of copying the first token (tokens 0-31) and the same increment task (12 tokens from 32
   up, with repeats), 256 prompts of each.
-
 - ``first-unique``: the first-unique-character model (``reference/first_unique.py``), 256 prompts
   for each of its layer-1 heads whose answer at the last position is one of the letters that head
   alone serves (e g i j; c h; a b): classes that use different heads.
@@ -41,9 +46,10 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import cross_val_score
 
 from circuit_atlas.ingest.attribution import slice_scores
@@ -55,7 +61,7 @@ from circuit_atlas.ingest.data import DataSlice, synthetic_tokens
 from circuit_atlas.ingest.fidelity import ablation_losses
 from circuit_atlas.ingest.interventions import Interventions
 from circuit_atlas.ingest.model_adapter import load_model
-from circuit_atlas.ingest.situations import cluster, usage_vectors
+from circuit_atlas.ingest.situations import discover, exact_usage
 from circuit_atlas.ingest.statistics import accumulate_moments
 from circuit_atlas.reference import default_reference_dir
 from circuit_atlas.reference.attention_only import NATIVE_CONFIG
@@ -215,19 +221,17 @@ def cases(out: Path):
     )
 
 
-def separations(usage: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """(k-means adjusted Rand index, logistic-regression accuracy) of the slices by ``usage``, both
-    on rows of unit norm, as discovery sees them (the loss level left out)."""
-    rows = usage_vectors(torch.from_numpy(usage))
-    labels = KMeans(len(set(truth)), n_init=10, random_state=0).fit_predict(rows)
-    accuracy = cross_val_score(LogisticRegression(max_iter=5000), rows, truth, cv=5).mean()
-    return adjusted_rand_score(truth, labels), float(accuracy)
+def ari_of(labels: np.ndarray, truth: np.ndarray) -> str:
+    return f"{adjusted_rand_score(truth, labels):.3f}"
 
 
-def discovered_ari(effects: np.ndarray, truth: np.ndarray) -> float:
-    """The adjusted Rand index of the clusters ``discover`` keeps (its k by silhouette)."""
-    labels, _ = cluster(usage_vectors(torch.from_numpy(effects)), max_situations=6, seed=0)
-    return adjusted_rand_score(truth, labels)
+def alternatives(usage: np.ndarray, truth: np.ndarray) -> tuple[str, str]:
+    """The ARI of a Gaussian mixture (k by BIC) and of Ward clustering (k by silhouette), k = 2 .. 6."""
+    mixtures = [GaussianMixture(k, random_state=0, reg_covar=1e-3).fit(usage) for k in range(1, 7)]
+    mixture = min(mixtures, key=lambda m: m.bic(usage)).predict(usage)
+    wards = [AgglomerativeClustering(k).fit_predict(usage) for k in range(2, 7)]
+    ward = max(wards, key=lambda labels: silhouette_score(usage, labels))
+    return ari_of(mixture, truth), ari_of(ward, truth)
 
 
 @click.command()
@@ -236,38 +240,60 @@ def discovered_ari(effects: np.ndarray, truth: np.ndarray) -> float:
 def main(out: Path | None, only: tuple[str, ...]) -> None:
     out = out or Path(tempfile.mkdtemp(prefix="discovery-limit-"))
     torch.manual_seed(0)
-    click.echo(f"{'case':<14}{'usage':<13}{'k-means ARI':>12}{'discover ARI':>14}{'supervised':>12}")
+    columns = ("first-order", "per-slice", "discover", "k", "mixture", "ward", "supervised")
+    click.echo(f"{'case':<14}" + "".join(f"{c:>12}" for c in columns))
     medians = []
     for case, source, slices in cases(out):
         if only and case not in only:
             continue
         model = load_model(*source)
         layout = ChannelLayout(model.spec)
+        names = [c.name for c in layout.channels]
         moments = accumulate_moments(model, slices, progress=False)
         compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
-        baselines = {s.name: Baseline.measure(model, s, ABLATIONS[0]) for s in slices}
-        interventions = Interventions(model, compression, baselines)
-        exact = []
-        for s in slices:
-            clean, ablated = ablation_losses(interventions, s, 4096, progress=False)
-            exact.append((ablated - clean).T.numpy())
-        first = [
-            slice_scores(model, compression, moments, layout, s, progress=False, edges=False).sequence_effects
-            for s in slices
-        ]
         truth = np.repeat(np.arange(len(slices)), [s.n_sequences for s in slices])
-        first = torch.cat(first).double().numpy()
-        ari, accuracy = separations(first, truth)
-        found = discovered_ari(first, truth)
-        click.echo(f"{case:<14}{'first-order':<13}{ari:>12.3f}{found:>14.3f}{accuracy:>11.1%}")
-        ari, accuracy = separations(np.concatenate(exact), truth)
-        click.echo(f"{case:<14}{'exact':<13}{ari:>12.3f}{'':>14}{accuracy:>11.1%}")
-        for s, effects in zip(slices, exact):
-            medians.append(
-                f"{case:<14}{s.name:<10}"
-                + "  ".join(f"{c.name} {m:+.2f}" for c, m in zip(layout.channels, np.median(effects, 0)))
+        k = len(slices)
+        first = torch.cat(
+            [
+                slice_scores(model, compression, moments, layout, s, progress=False, edges=False).sequence_effects
+                for s in slices
+            ]
+        ).double()
+        first = first / first.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        first_order = KMeans(k, n_init=10, random_state=0).fit_predict(first.numpy())
+        own = Interventions(model, compression, {s.name: Baseline.measure(model, s, ABLATIONS[0]) for s in slices})
+        per_slice = np.log1p(
+            np.concatenate([(a - c).T.numpy() for c, a in (ablation_losses(own, s, 4096, False) for s in slices)]).clip(
+                0
             )
-    click.echo("\nmedian exact effect per channel (nats):")
+        )
+        per_slice_labels = KMeans(k, n_init=10, random_state=0).fit_predict(per_slice)
+        interventions = Interventions(model, compression, {})
+        usage = exact_usage(interventions, slices, "prompt", 10**9, ABLATIONS[0], 4096, seed=0, progress=False)
+        found = discover(usage, names, max_situations=6, seed=0)
+        labels = np.full(len(truth), -1)  # one situation: every prompt in one cluster
+        start = dict(zip([s.name for s in slices], np.cumsum([0] + [s.n_sequences for s in slices])))
+        for label, situation in enumerate(found.situations):
+            labels[[start[name] + i for name, i in situation.origin]] = label
+        logged = np.log1p(usage.effects.clip(0))
+        mixture, ward = alternatives(logged, truth)
+        accuracy = cross_val_score(LogisticRegression(max_iter=5000), logged, truth, cv=5).mean()
+        figures = (
+            ari_of(first_order, truth),
+            ari_of(per_slice_labels, truth),
+            ari_of(labels, truth),
+            str(max(1, len(found.situations))),
+            mixture,
+            ward,
+            f"{accuracy:.1%}",
+        )
+        click.echo(f"{case:<14}" + "".join(f"{f:>12}" for f in figures))
+        for s in slices:
+            effects = usage.effects[usage.sources[usage.prompt] == s.name]
+            medians.append(
+                f"{case:<14}{s.name:<10}" + "  ".join(f"{c} {m:+.2f}" for c, m in zip(names, np.median(effects, 0)))
+            )
+    click.echo("\nmedian exact effect per channel, one baseline for all prompts (nats):")
     click.echo("\n".join(medians))
 
 

@@ -59,12 +59,6 @@ class SliceScores:
     examples: dict[str, list[tuple]] = field(default_factory=dict)  # ranking -> TopTokens.rows (named slices only)
     sequence_effects: Tensor | None = None  # [n_sequences, writers + 1]: signed first-order effect per sequence
 
-    def per_sequence_effects(self) -> Tensor:
-        """``sequence_effects``, which every slice's scores have but a union's."""
-        if self.sequence_effects is None:
-            raise ValueError("the scores of a union of slices keep no per-sequence effects")
-        return self.sequence_effects
-
     @staticmethod
     def combined(scores: list[SliceScores]) -> SliceScores:
         """The scores of the union of the slices (per-sequence means weighted by sequences, the

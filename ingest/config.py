@@ -13,6 +13,8 @@ from circuit_atlas.errors import UserError
 IMPORTANCES = ("fisher", "activation")
 #: What an ablated channel's output becomes (ingest/baselines.py); the first is the default.
 ABLATIONS = ("position", "mean", "resample", "counterfactual", "zero")
+#: What discovered situations are made of (ingest/situations.py); the first is the default.
+SITUATION_UNITS = ("prompt", "token")
 
 
 def setting(default, help: str, **cli):
@@ -49,6 +51,15 @@ class IngestConfig:
     examples: int = setting(8, "Top tokens kept per channel, slice and ranking (0: none).")
     example_context: int = setting(16, "Tokens before an example kept with it.")
     situations: int = setting(0, "Discover up to this many situations in the data, each scored as a slice (0: none).")
+    situation_unit: str = setting(
+        SITUATION_UNITS[0],
+        "What situations are made of: whole prompts, or the scored tokens of prompts (text: where different "
+        "channels act within a window).",
+        choices=SITUATION_UNITS,
+    )
+    situation_tokens: int = setting(
+        16384, "Discovery measures every channel's exact effect on at most this many tokens of each slice."
+    )
     ablation: str = setting(
         ABLATIONS[0],
         "What an ablated channel's output becomes: the baseline prompts' mean at its position, their mean, another "
@@ -97,6 +108,8 @@ class IngestConfig:
             ("circuit_faithfulness", False, number, lambda v: 0 < v <= 1, "in (0, 1] (share of the behaviour kept)"),
             ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
+            ("situation_unit", False, ("one of", lambda v: v in SITUATION_UNITS), lambda v: True, "prompt, token"),
+            ("situation_tokens", False, whole, lambda v: v >= 1, ">= 1"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),
             ("importance", False, ("one of", lambda v: v in IMPORTANCES), lambda v: True, ", ".join(IMPORTANCES)),
             ("ablation", False, ("one of", lambda v: v in ABLATIONS), lambda v: True, ", ".join(ABLATIONS)),

@@ -39,7 +39,7 @@ from .channels import ChannelLayout
 from .compression import Compression, Decomposition
 from .data import DataSlice
 from .interventions import Interventions, Variant, VariantMasks
-from .metrics import sequence_losses
+from .metrics import position_losses, sequence_losses
 from .model_adapter import LoadedModel
 
 RANK_FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
@@ -52,9 +52,11 @@ def variant_losses(
     batch_tokens: int,
     progress: bool = False,
     desc: str = "variants",
+    per_position: bool = False,
 ) -> Tensor:
     """The metric of every prompt of ``data`` (one slice, or several one after another) under every
-    variant: [V, n], float64.
+    variant: [V, n], float64; with ``per_position``, its value at each scored position [V, n, m]
+    (:func:`~.metrics.position_losses`), NaN where a prompt has no m-th scored position.
 
     The V x n (variant, prompt) rows of a slice run in batches of about ``batch_tokens`` tokens.
     """
@@ -74,17 +76,33 @@ def variant_losses(
             n, baseline = part.n_sequences, interventions.baseline(part.name)
             total = len(variants) * n
             rows = max(1, batch_tokens // part.tokens.shape[1])
-            losses = torch.empty(total, dtype=torch.float64, device=model.device)
+            width = scored_width(part) if per_position else None
+            shape = (total,) if width is None else (total, width)
+            losses = torch.empty(shape, dtype=torch.float64, device=model.device)
             for start in range(0, total, rows):
                 index = torch.arange(start, min(start + rows, total))
                 batch = part.rows(index % n)
                 hooks = interventions.hooks(masks, index // n, baseline, index % n, batch.tokens.shape[1])
                 logits = model.run(batch.tokens, hooks, batch.mask)
-                losses[index.to(model.device)] = sequence_losses(logits, batch.tokens, batch.targets()).double()
+                if width is None:
+                    losses[index.to(model.device)] = sequence_losses(logits, batch.tokens, batch.targets()).double()
+                else:
+                    values, valid = position_losses(logits, batch.tokens, batch.targets())
+                    losses[index.to(model.device)] = values.double().masked_fill(~valid, float("nan"))
                 bar.update(batch.n_tokens)
-            results.append(losses.view(len(variants), n))
+            results.append(losses.view(len(variants), n, *shape[1:]))
     bar.close()
+    if per_position:
+        widest = max(r.shape[2] for r in results)
+        results = [torch.nn.functional.pad(r, (0, widest - r.shape[2]), value=float("nan")) for r in results]
     return torch.cat(results, dim=1).cpu()
+
+
+def scored_width(data: DataSlice) -> int:
+    """How many positions :func:`~.metrics.position_losses` scores per prompt of ``data``."""
+    if data.metric == "next_token_loss" or data.positions is None:
+        return data.tokens.shape[1] - 1
+    return data.positions.shape[1]
 
 
 def loss_recovered(clean: float, compressed: float, ablated: float) -> float | None:

@@ -78,18 +78,25 @@ def _masked_mean(values: Tensor, valid: Tensor) -> Tensor:
     return (values * valid).sum(-1) / valid.sum(-1).clamp_min(1)
 
 
-def sequence_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> Tensor:
-    """The metric of each prompt [b] (a loss; see the module docstring)."""
+def position_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
+    """The metric's value at each scored position [b, m] and which are scored [b, m]: for
+    ``next_token_loss`` every next token (m = p - 1), else the targets' positions."""
     if targets.metric == "next_token_loss":
         predicted, labels, valid = _next_token(logits, tokens, targets.mask)
-        return _masked_mean(_cross_entropy(predicted, labels.clamp_min(0)), valid)
+        return _cross_entropy(predicted, labels.clamp_min(0)), valid
     scored, valid = _scored_logits(logits, targets)
     answers = _required(targets.answers, "answers", targets).clamp_min(0).to(logits.device)
     if targets.metric == "logit_diff":
         counterfactuals = _required(targets.counterfactuals, "counterfactuals", targets).clamp_min(0).to(logits.device)
         difference = scored.gather(-1, answers.unsqueeze(-1)) - scored.gather(-1, counterfactuals.unsqueeze(-1))
-        return -_masked_mean(difference.squeeze(-1), valid)
-    return _masked_mean(_cross_entropy(scored, answers), valid)
+        return -difference.squeeze(-1), valid
+    return _cross_entropy(scored, answers), valid
+
+
+def sequence_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> Tensor:
+    """The metric of each prompt [b] (a loss; see the module docstring): the mean of its
+    :func:`position_losses` over its scored positions."""
+    return _masked_mean(*position_losses(logits, tokens, targets))
 
 
 def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:

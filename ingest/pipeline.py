@@ -32,7 +32,7 @@ from .manifest import IngestData, artifact_path, checkpoint_manifest
 from .matching import PreviousCheckpoint, matches
 from .model_adapter import LoadedModel, load_model, model_name_of
 from .paths import unwritable
-from .situations import MIN_SILHOUETTE, discover
+from .situations import discover, exact_usage
 from .slice_scorer import Profile, SliceSamples, SliceScorer, per_prompt
 from .statistics import accumulate_moments, statistics_batch_tokens
 from .structural import structural_scores
@@ -131,15 +131,17 @@ def ingest_checkpoint(
     situations: list[DataSlice] = []
     if config.situations:
         with profile("situations"):
-            effects = [scored[s.name].scores.per_sequence_effects() for s in slices]
-            effect_names = [c.name for c in (*layout.writers, layout.unembed)]
-            situations, silhouette = discover(
-                slices, effects, effect_names, config.situations, config.seed, model.tokenizer
+            unit, budget = config.situation_unit, config.situation_tokens
+            usage = exact_usage(
+                scorer.interventions, slices, unit, budget, config.ablation, config.batch_tokens, config.seed, progress
             )
+            found = discover(usage, scorer.names, config.situations, config.seed, model.tokenizer)
+        situations = found.situations
         echo(
-            f"[{checkpoint.label}] {len(situations)} situation(s) discovered (silhouette {silhouette:.2f})"
+            f"[{checkpoint.label}] {len(situations)} situation(s) discovered among {len(usage.effects):,} "
+            f"{unit}s (silhouette {found.silhouette:.2f})"
             if situations
-            else f"[{checkpoint.label}] one situation: no clustering reached silhouette {MIN_SILHOUETTE}"
+            else f"[{checkpoint.label}] {'warning: ' if found.flat else ''}one situation: {found.reason}"
         )
     for situation in situations:
         scored[situation.name] = scorer.discovered(situation)

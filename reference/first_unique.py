@@ -77,6 +77,26 @@ def class_prompts(recipe: FirstUniqueRecipe, letters: tuple[int, ...], n: int, g
     return torch.cat(kept)[:n]
 
 
+def write_class_slices(folder: Path, n: int, seed: int) -> list[str]:
+    """One task file per layer-1 head of :data:`HEAD_LETTERS` under ``folder``: ``n`` prompts whose
+    last position's answer is one of the letters that head alone serves (``answer_loss`` there);
+    returns the ``--data NAME=FILE`` arguments, named by the head."""
+    recipe, generator = FirstUniqueRecipe(), torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arguments = []
+    for head, letters in HEAD_LETTERS.items():
+        tokens = class_prompts(recipe, letters, n, generator)
+        answers = first_unique_answers(tokens, recipe.unknown)[:, -1]
+        rows = [
+            {"tokens": t.tolist(), "position": -1, "answer": int(a), "metric": "answer_loss"}
+            for t, a in zip(tokens, answers)
+        ]
+        path = folder / f"{head}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        arguments.append(f"{head}={path}")
+    return arguments
+
+
 def first_unique_batch(recipe: FirstUniqueRecipe, generator: torch.Generator) -> Tensor:
     """``batch_size`` sequences of uniform random letters."""
     return torch.randint(0, recipe.unknown, (recipe.batch_size, recipe.seq_len), generator=generator)

@@ -1,6 +1,8 @@
 """Discovered situations: on data mixed from known slices, the clusters are those slices, and each
 situation's circuit is the circuit of the slice it recovers."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,14 +12,15 @@ from sklearn.metrics import adjusted_rand_score
 
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import read_artifact
-from circuit_atlas.ingest.attribution import slice_scores
-from circuit_atlas.ingest.channels import ChannelLayout
+from circuit_atlas.ingest.baselines import Baseline
 from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.data import DataSlice, load_slice, synthetic_tokens
+from circuit_atlas.ingest.fidelity import variant_losses
+from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
-from circuit_atlas.ingest.situations import discover, joined
+from circuit_atlas.ingest.situations import Usage, discover, exact_usage, joined
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 MIN_EFFECT = 0.2  # nats: the circuit of a slice, as in the faithfulness tests
@@ -26,29 +29,51 @@ SLICES = ["repeated", "random"]  # as ingest_reference gives them
 
 def test_situations_of_repeated_and_random_sequences_are_those_slices(reference_checkpoints):
     model = load_model(str(reference_checkpoints[-1]))
-    layout = ChannelLayout(model.spec)
     slices = [
         DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, model.spec.d_vocab, 96, 48, seed))
         for seed, kind in enumerate(("repeated", "random"))
     ]
     moments = accumulate_moments(model, slices, progress=False)
-    compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
-    effects = [
-        slice_scores(model, compression, moments, layout, s, progress=False, edges=False).sequence_effects
-        for s in slices
-    ]
-    names = [c.name for c in (*layout.writers, layout.unembed)]
-    situations, silhouette = discover(slices, effects, names, max_situations=6, seed=0)
-    # Which situation holds each prompt (the prompts are distinct random sequences).
-    row = {tuple(t.tolist()): i for i, t in enumerate(joined(slices).tokens)}
-    found = np.full(len(row), -1)
-    for label, situation in enumerate(situations):
-        for tokens in situation.tokens:
-            found[row[tuple(tokens.tolist())]] = label
+    interventions = Interventions(model, Compression(decompose(moments, model.weights), 0.99, None, 1e-3), {})
+    usage = exact_usage(interventions, slices, "prompt", 10**6, "position", 4096, seed=0, progress=False)
+    found = discover(usage, [c.name for c in interventions.layout.channels], max_situations=6, seed=0)
+    labels = np.full(192, -1)
+    for label, situation in enumerate(found.situations):
+        for name, index in situation.origin:
+            labels[index + (96 if name == "random" else 0)] = label
     truth = np.repeat([0, 1], 96)
-    assert (found >= 0).all() and len(situations) >= 2
-    assert adjusted_rand_score(truth, found) >= 0.9, (silhouette, [s.description for s in situations])
-    assert all(s.discovered and "prompts" in s.description for s in situations)
+    assert (labels >= 0).all() and len(found.situations) >= 2
+    assert adjusted_rand_score(truth, labels) >= 0.9, (found.silhouette, [s.description for s in found.situations])
+    assert all(s.discovered and "prompts" in s.description for s in found.situations)
+
+
+def test_token_situations_of_repeated_sequences_are_the_copied_half(reference_checkpoints):
+    """Per token, the positions where the induction circuit acts (the second, copied half of a
+    repeated sequence) are one situation and every other position the other; the copied half's
+    situation is scored at its own positions only, each against the next token."""
+    model = load_model(str(reference_checkpoints[-1]))
+    slices = [
+        DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, model.spec.d_vocab, 32, 48, seed))
+        for seed, kind in enumerate(("repeated", "random"))
+    ]
+    moments = accumulate_moments(model, slices, progress=False)
+    interventions = Interventions(model, Compression(decompose(moments, model.weights), 0.99, None, 1e-3), {})
+    usage = exact_usage(interventions, slices, "token", 10**6, "position", 4096, seed=0, progress=False)
+    found = discover(usage, [c.name for c in interventions.layout.channels], max_situations=4, seed=0)
+    # Position q predicts token q + 1; from q = 23 on, a repeated sequence's next token is a copy.
+    copied = (usage.sources[usage.prompt] == "repeated") & (usage.position >= 23)
+    labels = np.full(len(copied), -1)
+    for label, situation in enumerate(found.situations):
+        for row, (name, index) in enumerate(situation.origin):
+            prompt = index + (32 if name == "random" else 0)
+            for q in situation.positions[row][situation.positions[row] >= 0].tolist():
+                labels[(usage.prompt == prompt) & (usage.position == q)] = label
+    assert len(found.situations) == 2 and (labels >= 0).all()
+    assert adjusted_rand_score(copied, labels) >= 0.9, [s.description for s in found.situations]
+    situation = next(s for s in found.situations if "repeated" in s.description and s.metric == "answer_loss")
+    row, q = 0, int(situation.positions[0, 0])
+    assert situation.answers[row, 0] == situation.tokens[row, q + 1]
+    assert situation.scored.startswith("discovered positions")
 
 
 def test_an_ingest_scores_each_situation_like_the_slice_it_recovers(reference_checkpoints, tmp_path):
@@ -109,46 +134,78 @@ def test_a_situations_prompts_are_recorded_and_scored_as_the_same_prompts_given_
     pd.testing.assert_series_equal(found.sort_index(), given.sort_index(), check_names=False, atol=1e-6)
 
 
-def planted_effects(sizes: dict[str, int], seed: int = 0) -> tuple[list[DataSlice], list[torch.Tensor]]:
-    """Slices of random tokens whose per-prompt effects [prompts, 4 channels] are planted: each slice's
-    prompts are helped (negative effect) by one channel of their own, plus a little noise; a slice
-    named ``lone`` holds one prompt helped by the last channel."""
+def planted_usage(sizes: dict[str, int], seed: int = 0) -> Usage:
+    """Slices of random tokens whose per-prompt exact effects [prompts, 4 channels] are planted: each
+    slice's prompts are helped (a positive effect, nats) by one channel of their own, plus a little
+    noise; a slice named ``lone`` holds one prompt helped by the last channel."""
     generator = torch.Generator().manual_seed(seed)
     slices, effects = [], []
     for channel, (name, n) in enumerate(sizes.items()):
         tokens = torch.randint(0, 32, (n, 8), generator=generator)
-        slices.append(DataSlice.of_tokens(name, name, tokens))
+        slices.append(replace(DataSlice.of_tokens(name, name, tokens), origin=tuple((name, i) for i in range(n))))
         planted = 0.01 * torch.randn(n, 4, generator=generator)
-        planted[:, 3 if name == "lone" else channel] -= 1.0
+        planted[:, 3 if name == "lone" else channel] += 1.0
         effects.append(planted)
-    return slices, effects
+    n = sum(sizes.values())
+    sources = np.repeat(list(sizes), list(sizes.values()))
+    return Usage(joined(slices), torch.cat(effects).numpy(), np.arange(n), np.full(n, -1), sources)
 
 
-def test_situations_come_largest_first_without_one_prompt_ones_with_their_provenance_and_helpers():
+CHANNELS = ["c0", "c1", "c2", "c3"]
+
+
+def test_situations_come_largest_first_without_one_prompt_ones_with_their_provenance_and_what_sets_them_apart():
     """Planted clusters of 30 (from slice a), 12 (from b) and 1 prompt: two situations, the larger
     first, the one-prompt cluster left out (a slice needs a fitting and a held-out prompt); each
-    records its prompts as (slice, index) in slice order, and its description names the channel that
-    helps it most first."""
-    slices, effects = planted_effects({"a": 30, "b": 12, "lone": 1})
-    channels = ["c0", "c1", "c2", "c3"]
-    situations, silhouette = discover(slices, effects, channels, max_situations=4, seed=0)
-    assert silhouette > 0.9 and [s.name for s in situations] == ["situation-1", "situation-2"]
-    assert [s.n_sequences for s in situations] == [30, 12]
-    assert [list(s.origin) for s in situations] == [[("a", i) for i in range(30)], [("b", i) for i in range(12)]]
-    for situation, helper in zip(situations, ("c0", "c1")):
+    records its prompts as (slice, index) in slice order, and its description names first the
+    channel that sets it apart, with its mean effect inside and outside."""
+    usage = planted_usage({"a": 30, "b": 12, "lone": 1})
+    found = discover(usage, CHANNELS, max_situations=4, seed=0)
+    assert found.silhouette > 0.9 and [s.name for s in found.situations] == ["situation-1", "situation-2"]
+    assert [s.n_sequences for s in found.situations] == [30, 12]
+    assert [list(s.origin) for s in found.situations] == [[("a", i) for i in range(30)], [("b", i) for i in range(12)]]
+    for situation, helper, rest in zip(found.situations, ("c0", "c1"), (12 + 1, 30 + 1)):
         assert situation.discovered
-        assert situation.description.split("channels that help most: ")[1].startswith(f"{helper} -1.00"), (
-            situation.description
-        )
-        assert torch.equal(situation.tokens, slices[0 if helper == "c0" else 1].tokens)
+        apart = situation.description.split("channels that set it apart (mean effect, nats): ")[1]
+        # The helper's mean effect is 1.00 inside; outside, the other prompts' noise around 0.
+        assert apart.startswith(f"{helper} +1.00 (rest "), situation.description
+        assert rest == 43 - situation.n_sequences
+    assert torch.equal(found.situations[0].tokens, usage.data.tokens[:30])
 
 
-def test_prompts_that_use_the_channels_alike_are_one_situation_whatever_their_size():
-    """Effects of one direction at sizes from 0.5 to 2 nats: the usage (each prompt's effects at unit
-    norm) is one point, so there is one situation and none is returned."""
-    slices, _ = planted_effects({"a": 20, "b": 20})
-    direction = torch.tensor([-1.0, -0.5, 0.2, 0.0])
-    scales = torch.linspace(0.5, 2.0, 40)[:, None]
-    effects = [scales[:20] * direction, scales[20:] * direction]
-    situations, silhouette = discover(slices, effects, ["c0", "c1", "c2", "c3"], max_situations=4, seed=0)
-    assert situations == [], silhouette
+def test_flat_usage_is_reported_and_gives_no_situations():
+    """Every exact effect under MIN_USE (a saturated model): no clustering of noise, and a reason."""
+    usage = planted_usage({"a": 20, "b": 20})
+    flat = replace(usage, effects=usage.effects * 1e-3)
+    found = discover(flat, CHANNELS, max_situations=4, seed=0)
+    assert found.situations == [] and found.flat and "usage is flat" in found.reason
+    assert not discover(usage, CHANNELS, max_situations=4, seed=0).flat
+
+
+def test_prompts_that_use_the_channels_alike_are_one_situation():
+    """Every prompt helped by the same channel by about the same amount (noise of 0.05 nats): one
+    situation, and none is returned."""
+    usage = planted_usage({"a": 20, "b": 20})
+    generator = np.random.default_rng(0)
+    alike = np.array([1.0, 0.5, 0.0, 0.0]) + 0.05 * generator.standard_normal((40, 4))
+    found = discover(replace(usage, effects=alike), CHANNELS, max_situations=4, seed=0)
+    assert found.situations == [] and "silhouette" in found.reason, found.silhouette
+
+
+def test_per_position_losses_average_to_each_prompts_metric(reference_checkpoints):
+    """Per position, the variants' losses are NaN exactly where a prompt has no scored position (its
+    padding), and their mean over the scored ones is the prompt's metric, variant by variant."""
+    model = load_model(str(reference_checkpoints[-1]))
+    data = DataSlice.of_tokens("random", "random", synthetic_tokens("random", model.spec.d_vocab, 6, 16, 0))
+    mask = data.mask.clone()
+    mask[:3, 10:] = False  # three prompts of 10 tokens, right-padded
+    data = replace(data, mask=mask, tokens=data.tokens.masked_fill(~mask, 0))
+    moments = accumulate_moments(model, [data], progress=False)
+    compression = Compression(decompose(moments, model.weights), 0.99, None, 1e-3)
+    interventions = Interventions(model, compression, {"random": Baseline.measure(model, data, "position")})
+    variants = [Variant(), *(Variant.ablating(c) for c in interventions.layout.channels[:3])]
+    prompts = variant_losses(interventions, variants, data, 64)
+    positions = variant_losses(interventions, variants, data, 64, per_position=True)
+    assert positions.shape == (4, 6, 15)
+    assert torch.equal(positions[0].isnan(), ~mask[:, 1:])  # position q scores token q + 1
+    torch.testing.assert_close(positions.nanmean(-1), prompts, rtol=1e-6, atol=1e-5)  # float32 sums
