@@ -20,23 +20,28 @@ from circuit_atlas.ingest.fidelity import variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
-from circuit_atlas.ingest.situations import Usage, discover, exact_usage, joined
+from circuit_atlas.ingest.situations import Discovery, Usage, discover, exact_usage, joined
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 MIN_EFFECT = 0.2  # nats: the circuit of a slice, as in the faithfulness tests
 SLICES = ["repeated", "random"]  # as ingest_reference gives them
 
 
-def test_situations_of_repeated_and_random_sequences_are_those_slices(reference_checkpoints):
-    model = load_model(str(reference_checkpoints[-1]))
+def discovered_on_reference(checkpoint, n: int, unit: str, max_situations: int) -> tuple[Usage, Discovery]:
+    """Discovery's usage and situations on ``n`` repeated and ``n`` random sequences of 48 tokens."""
+    model = load_model(str(checkpoint))
     slices = [
-        DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, model.spec.d_vocab, 96, 48, seed))
+        DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, model.spec.d_vocab, n, 48, seed))
         for seed, kind in enumerate(("repeated", "random"))
     ]
     moments = accumulate_moments(model, slices, progress=False)
     interventions = Interventions(model, Compression(decompose(moments, model.weights), 0.99, None, 1e-3), {})
-    usage = exact_usage(interventions, slices, "prompt", 10**6, "position", 4096, seed=0, progress=False)
-    found = discover(usage, [c.name for c in interventions.layout.channels], max_situations=6, seed=0)
+    usage = exact_usage(interventions, slices, unit, 10**6, "position", 4096, seed=0, progress=False)
+    return usage, discover(usage, [c.name for c in interventions.layout.channels], max_situations, seed=0)
+
+
+def test_situations_of_repeated_and_random_sequences_are_those_slices(reference_checkpoints):
+    _, found = discovered_on_reference(reference_checkpoints[-1], 96, "prompt", max_situations=6)
     labels = np.full(192, -1)
     for label, situation in enumerate(found.situations):
         for name, index in situation.origin:
@@ -51,15 +56,7 @@ def test_token_situations_of_repeated_sequences_are_the_copied_half(reference_ch
     """Per token, the positions where the induction circuit acts (the second, copied half of a
     repeated sequence) are one situation and every other position the other; the copied half's
     situation is scored at its own positions only, each against the next token."""
-    model = load_model(str(reference_checkpoints[-1]))
-    slices = [
-        DataSlice.of_tokens(kind, kind, synthetic_tokens(kind, model.spec.d_vocab, 32, 48, seed))
-        for seed, kind in enumerate(("repeated", "random"))
-    ]
-    moments = accumulate_moments(model, slices, progress=False)
-    interventions = Interventions(model, Compression(decompose(moments, model.weights), 0.99, None, 1e-3), {})
-    usage = exact_usage(interventions, slices, "token", 10**6, "position", 4096, seed=0, progress=False)
-    found = discover(usage, [c.name for c in interventions.layout.channels], max_situations=4, seed=0)
+    usage, found = discovered_on_reference(reference_checkpoints[-1], 32, "token", max_situations=4)
     # Position q predicts token q + 1; from q = 23 on, a repeated sequence's next token is a copy.
     copied = (usage.sources[usage.prompt] == "repeated") & (usage.position >= 23)
     labels = np.full(len(copied), -1)
