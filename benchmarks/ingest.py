@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 import torch
 
-from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.config import SITUATION_UNITS, IngestConfig
 from circuit_atlas.ingest.data import synthetic_tokens
 from circuit_atlas.ingest.pipeline import ingest
 
@@ -160,6 +160,10 @@ def bare_pass(model_dir: Path, tokens: torch.Tensor, batch_tokens: int, device: 
 @click.option("--energy", type=float, help="Fix the rank fraction (skip the search), as the ingest option.")
 @click.option("--profile", "profiled", multiple=True, help="Profile this stage (e.g. 'attribution random').")
 @click.option(
+    "--situations", default=0, show_default=True, help="Discover up to this many situations, as the ingest option."
+)
+@click.option("--situation-unit", type=click.Choice(SITUATION_UNITS), default=SITUATION_UNITS[0], show_default=True)
+@click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures here."
 )
 def main(
@@ -172,6 +176,8 @@ def main(
     energy: float | None,
     json_path: Path | None,
     profiled: tuple[str, ...],
+    situations: int,
+    situation_unit: str,
 ) -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
@@ -183,7 +189,14 @@ def main(
         d_vocab = 64 if shape == "reference" else 50257
         all_tokens = torch.cat([synthetic_tokens(kind, d_vocab, n_seq, seq_len, i) for i, kind in enumerate(data)])
         bare = bare_pass(model_dir, all_tokens, batch_tokens, device)
-        config = IngestConfig(seq_len=seq_len, n_seq=n_seq, batch_tokens=batch_tokens, energy=energy)
+        config = IngestConfig(
+            seq_len=seq_len,
+            n_seq=n_seq,
+            batch_tokens=batch_tokens,
+            energy=energy,
+            situations=situations,
+            situation_unit=situation_unit,
+        )
         meter = Meter(device, profiled=profiled)
         started, cpu_started = time.perf_counter(), time.process_time()
         ingest(
