@@ -206,6 +206,7 @@ def checkpoint_rows(
         "tokens_seen": m["checkpoint"]["tokens_seen"],
         "loss": m["checkpoint"]["loss"],
         "fidelity": rank_search["loss_recovered"],  # the all-at-once recovery
+        "fidelity_reason": rank_search.get("reason"),  # why it is null (artifacts before it: none)
         "rank_fraction": rank_search["fraction"],
         "importance": m["config"].get("importance", "fisher"),  # artifacts from before the option used the Fisher
         "config_hash": m["config_hash"],

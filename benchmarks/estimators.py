@@ -24,6 +24,7 @@ from circuit_atlas.ingest.compression import Compression, decompose
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.fidelity import ablation_effects, ablation_losses, channel_recovery, compression_losses
 from circuit_atlas.ingest.interventions import Interventions
+from circuit_atlas.ingest.metrics import chance_level
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import load_slices
 from circuit_atlas.ingest.slice_scorer import effect_sample
@@ -79,6 +80,7 @@ def sampled_and_exact_effects(model, compression, layout, slices, config):
             torch.cat(clean_parts[which]),
             torch.cat(compressed_parts[which], 1),
             torch.cat(ablated_parts[which], 1),
+            chance_level("next_token_loss", model.spec.d_vocab),  # the built-in slices
         )
         for which in ("sample", "all")
     }

@@ -8,8 +8,9 @@ sample of the exact ablations::
 L_S runs the model with every channel outside S ablated to the slice's baseline
 (:mod:`.baselines`; S's channels compute on that ablated stream), L_all is the clean model and
 L_none has every channel ablated: 1 means S alone does the work, 0 that it does no better than
-the baseline. ``None`` when ablating everything moves
-the metric by less than 1e-6 (the slice shows no behaviour to keep).
+the baseline. ``None``, with the reason, when the slice shows no behaviour to keep
+(:mod:`.behaviour`: the clean model no better than chance, or ablating everything moves the
+metric by under 0.1 nats or under twice its standard error).
 
 The *curve* adds channels in order of their exact ablation effect, largest first (ties in channel
 order): its k-th point is F of the k channels of largest effect, which is the circuit that the
@@ -37,11 +38,8 @@ from .data import DataSlice
 from .fidelity import variant_losses
 from .interventions import Interventions, Variant
 
-#: Nats: ablating every channel moves a slice's metric by less than this, so it has no behaviour to keep.
+#: Nats: ablating every channel moves a slice's metric by less than this, so F is not a ratio at all.
 NO_BEHAVIOUR = 1e-6
-#: Nats: below this the behaviour is too small for a circuit by faithfulness (F would be a ratio of noise:
-#: on random tokens, where ablating everything costs the induction models 0.05 nats, sets reached F of 1.5 to 5).
-MIN_BEHAVIOUR = 0.1
 
 
 def effect_order(channels: Sequence[Channel], effects: dict[str, float]) -> list[Channel]:
@@ -49,11 +47,12 @@ def effect_order(channels: Sequence[Channel], effects: dict[str, float]) -> list
     return sorted(channels, key=lambda c: (-effects[c.name], c.order))
 
 
-def faithfulness(losses: Tensor) -> list[float | None]:
+def faithfulness(losses: Tensor, reason: str | None = None) -> list[float | None]:
     """F of each of V variants from their mean losses [V]: the first is every channel ablated, the
-    last the clean model (the ends of the curve)."""
+    last the clean model (the ends of the curve); all None where ``reason`` says the slice has no
+    behaviour to keep (:func:`~.behaviour.behaviour_reason`)."""
     none, clean = float(losses[0]), float(losses[-1])
-    if abs(none - clean) < NO_BEHAVIOUR:
+    if reason is not None or abs(none - clean) < NO_BEHAVIOUR:
         return [None] * len(losses)
     return [kept_share(none, clean, float(loss)) for loss in losses]
 
@@ -111,22 +110,23 @@ SEARCH = (
 
 
 def smallest_faithful(
-    order: Sequence[Channel], means: Tensor, loss_of: Callable[[Sequence[Channel]], float], target: float
+    order: Sequence[Channel],
+    means: Tensor,
+    loss_of: Callable[[Sequence[Channel]], float],
+    target: float,
+    reason: str | None,
 ) -> FaithfulCircuit:
     """The circuit of this search: the shortest prefix of ``order`` (the channels by exact effect,
     largest first) whose faithfulness reaches ``target`` (``means``: the slice's mean metric with
     the first k channels running, k = 0 .. N, the curve's losses), then each of its members, from the
     smallest effect up, dropped when F of the rest still reaches it, in passes until none can be
     (so dropping any member of the result falls short); ``loss_of(kept)`` is the mean metric with
-    only ``kept`` running, so every step is measured exactly."""
+    only ``kept`` running, so every step is measured exactly. Empty, with ``reason``, where the slice
+    has no behaviour to keep (:func:`~.behaviour.behaviour_reason`)."""
+    if reason is not None:
+        return FaithfulCircuit(target, (), None, reason)
     curve = faithfulness(means)
     none, clean = float(means[0]), float(means[-1])
-    if none - clean < MIN_BEHAVIOUR:
-        reason = (
-            f"little behaviour to keep: ablating every channel moves the metric by {none - clean + 0.0:.3g} nats, "
-            f"under {MIN_BEHAVIOUR}"
-        )
-        return FaithfulCircuit(target, (), None, reason)
     k = next(k for k, f in enumerate(curve) if f is not None and f >= target)  # at the latest the whole model: F = 1
     kept, reached = list(order[:k]), curve[k]
     dropped = True

@@ -35,11 +35,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .baselines import Baseline
+from .behaviour import MIN_BEHAVIOUR, MIN_CHANNEL_EFFECT, Part, behaviour_reason
 from .channels import ChannelLayout
 from .compression import Compression, Decomposition
 from .data import DataSlice
 from .interventions import Interventions, Variant, VariantMasks
-from .metrics import position_losses, sequence_losses
+from .metrics import chance_level, position_losses, sequence_losses
 from .model_adapter import LoadedModel
 
 RANK_FRACTION_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
@@ -126,6 +127,7 @@ class RankSearchReport:
     loss_recovered: float | None
     mean_ranks: dict[str, float]
     tried: list[tuple[float, float | None]]
+    reason: str | None = None  # why loss_recovered is None (:mod:`.behaviour`)
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -151,13 +153,23 @@ def choose_rank_fraction(
     all-at-once recovery reaches ``recovery_target``."""
     everything = layout.channels
     means_only = Interventions(model, Compression(decompositions, 1.0, max_rank, floor), baselines)
-    clean, ablated = variant_losses(means_only, [Variant(), Variant.ablating(*everything)], sample, batch_tokens).mean(
-        1
-    )
+    ends = variant_losses(means_only, [Variant(), Variant.ablating(*everything)], sample, batch_tokens)
+    clean, ablated = ends.mean(1)
     loss_clean, loss_ablated = float(clean), float(ablated)
+    sizes = [s.n_sequences for s in sample]
+    reason = behaviour_reason(
+        [
+            Part(s.n_sequences / sum(sizes), part[0], part[1], chance_level(s.metric, model.spec.d_vocab))
+            for s, part in zip(sample, ends.split(sizes, 1))
+        ],
+        MIN_BEHAVIOUR,
+    )
     losses: dict[float, float] = {}
 
     def recovered(f: float) -> float | None:
+        """The all-at-once recovery at rank fraction ``f``; None where the sample has no behaviour to keep."""
+        if reason is not None:
+            return None
         if f not in losses:
             interventions = Interventions(model, Compression(decompositions, f, max_rank, floor), baselines)
             losses[f] = float(
@@ -179,6 +191,11 @@ def choose_rank_fraction(
         rank_fraction = RANK_FRACTION_GRID[low]
     compression = Compression(decompositions, rank_fraction, max_rank, floor)
     value = recovered(rank_fraction)
+    if rank_fraction not in losses:  # not measured on the way: no behaviour to keep
+        compressed = Interventions(model, compression, baselines)
+        losses[rank_fraction] = float(
+            variant_losses(compressed, [Variant.compressing(*everything)], sample, batch_tokens).mean()
+        )
     report = RankSearchReport(
         rank_fraction,
         recovery_target,
@@ -187,7 +204,8 @@ def choose_rank_fraction(
         loss_ablated,
         value,
         mean_ranks(compression),
-        [(f, loss_recovered(loss_clean, loss, loss_ablated)) for f, loss in sorted(losses.items())],
+        [(f, None if reason else loss_recovered(loss_clean, loss, loss_ablated)) for f, loss in sorted(losses.items())],
+        reason,
     )
     return compression, report
 
@@ -215,13 +233,17 @@ def compression_losses(
 
 
 def channel_recovery(
-    names: Sequence[str], clean: Tensor, compressed: Tensor, ablated: Tensor
+    names: Sequence[str], clean: Tensor, compressed: Tensor, ablated: Tensor, chance: float
 ) -> dict[str, float | None]:
     """Each channel's recovery: the loss recovered with it alone compressed, against it alone ablated
-    (same sequences); the ``fidelity`` of the artifact's ``blocks`` and the catalog's ``Block``."""
+    (same sequences); the ``fidelity`` of the artifact's ``blocks`` and the catalog's ``Block``. None
+    where the channel's ablation shows no behaviour (:mod:`.behaviour`: the clean model no better
+    than ``chance``, or the channel's effect under twice its standard error)."""
     mean_clean = float(clean.mean())
     return {
-        name: loss_recovered(mean_clean, float(c.mean()), float(a.mean()))
+        name: None
+        if behaviour_reason([Part(1.0, clean, a, chance)], MIN_CHANNEL_EFFECT, f"ablating {name}")
+        else loss_recovered(mean_clean, float(c.mean()), float(a.mean()))
         for name, c, a in zip(names, compressed, ablated)
     }
 

@@ -24,6 +24,7 @@ weighting uses the gradient of the metric itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +98,12 @@ def sequence_losses(logits: Tensor, tokens: Tensor, targets: Targets) -> Tensor:
     """The metric of each prompt [b] (a loss; see the module docstring): the mean of its
     :func:`position_losses` over its scored positions."""
     return _masked_mean(*position_losses(logits, tokens, targets))
+
+
+def chance_level(metric: str, d_vocab: int) -> float:
+    """The metric of a uniform prediction over the ``d_vocab`` outputs: log d_vocab for the
+    cross-entropies, 0 for ``logit_diff`` (no preference between answer and counterfactual)."""
+    return 0.0 if metric == "logit_diff" else math.log(d_vocab)
 
 
 def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:

@@ -30,6 +30,7 @@ from .fidelity import channel_recovery, choose_rank_fraction, compression_losses
 from .fingerprints import channel_fingerprints
 from .manifest import IngestData, artifact_path, checkpoint_manifest
 from .matching import PreviousCheckpoint, matches
+from .metrics import chance_level
 from .model_adapter import LoadedModel, load_model, model_name_of
 from .paths import unwritable
 from .situations import discover, exact_usage
@@ -119,6 +120,7 @@ def ingest_checkpoint(
         f"[{checkpoint.label}] rank fraction {report.fraction}: all channels compressed at once recover "
         f"{recovered} of the loss on {sum(s.n_tokens for s in held_out):,} held-out tokens; mean ranks "
         + ", ".join(f"{g} {r:.2f}" for g, r in report.mean_ranks.items())
+        + (f" (no recovery measured: {report.reason})" if report.reason else "")
     )
     with profile("structural scores"):
         structural = structural_scores(compression, moments, layout, model.weights.W_O)
@@ -127,7 +129,8 @@ def ingest_checkpoint(
     with profile("fidelity"):
         clean, ablated = per_prompt(scored, slices)
         compressed = compression_losses(scorer.interventions, held_out, config.batch_tokens, progress)
-        recovery = channel_recovery(scorer.names, clean, compressed, ablated)
+        chance = sum(s.n_sequences * chance_level(s.metric, spec.d_vocab) for s in held_out) / clean.numel()
+        recovery = channel_recovery(scorer.names, clean, compressed, ablated, chance)
     situations: list[DataSlice] = []
     if config.situations:
         with profile("situations"):

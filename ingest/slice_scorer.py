@@ -26,6 +26,7 @@ from circuit_atlas.errors import UserError
 
 from .attribution import SliceScores, slice_scores
 from .baselines import Baseline
+from .behaviour import MIN_BEHAVIOUR, Part, behaviour_reason
 from .channels import Channel, ChannelLayout
 from .compression import Compression
 from .config import IngestConfig
@@ -34,6 +35,7 @@ from .edge_patching import candidate_edges, patched_effects
 from .faithfulness import FaithfulCircuit, curve_losses, effect_order, faithfulness, kept_variant, smallest_faithful
 from .fidelity import ablation_effects, ablation_errors, ablation_losses, variant_losses
 from .interventions import Interventions
+from .metrics import chance_level
 from .model_adapter import LoadedModel
 from .statistics import Moments
 from .structural import StructuralScores
@@ -229,19 +231,31 @@ class SliceScorer:
         order = effect_order(channels, effects)
         parts = [self.samples.samples[part] for part in weights]
 
+        def chunked(losses: Tensor) -> tuple[Tensor, ...]:
+            """[V, prompts of every part] -> each part's [V, its prompts]."""
+            return losses.split([p.n_sequences for p in parts], 1)
+
         def weighted(losses: Tensor) -> Tensor:
             """[V, prompts of every part] -> [V]: each part's mean, weighted."""
-            chunks = losses.split([p.n_sequences for p in parts], 1)
-            return sum(w * chunk.mean(1) for w, chunk in zip(weights.values(), chunks))
+            return cast(Tensor, sum(w * chunk.mean(1) for w, chunk in zip(weights.values(), chunked(losses))))
 
         def loss_of(kept: Sequence[Channel]) -> float:
             variant = kept_variant(channels, kept)
             return float(weighted(variant_losses(self.interventions, [variant], parts, config.batch_tokens))[0])
 
         with self.profile(f"faithfulness {name}"):
-            means = weighted(curve_losses(self.interventions, order, parts, config.batch_tokens, self.progress))
-            curve = faithfulness(means)
-            circuit = smallest_faithful(order, means, loss_of, config.circuit_faithfulness)
+            losses = curve_losses(self.interventions, order, parts, config.batch_tokens, self.progress)
+            d_vocab = self.model.spec.d_vocab
+            reason = behaviour_reason(
+                [
+                    Part(w, chunk[-1], chunk[0], chance_level(p.metric, d_vocab))  # the clean model, and none running
+                    for w, chunk, p in zip(weights.values(), chunked(losses), parts)
+                ],
+                MIN_BEHAVIOUR,
+            )
+            means = weighted(losses)
+            curve = faithfulness(means, reason)
+            circuit = smallest_faithful(order, means, loss_of, config.circuit_faithfulness, reason)
         return {c.name: (k, curve[k]) for k, c in enumerate(order, 1)}, circuit
 
 

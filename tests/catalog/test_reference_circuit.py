@@ -113,7 +113,7 @@ def test_the_circuit_by_faithfulness_holds_the_mechanism_and_random_tokens_have_
     assert repeated["faithfulness"] >= repeated["target"] == 0.9 and repeated["reason"] is None
     [random] = run("faithful_circuit", checkpoint=ids[-1], slice="random")
     assert random["channels"] == [] and random["faithfulness"] is None
-    assert random["reason"].startswith("little behaviour to keep"), random
+    assert random["reason"].startswith("the clean model is no better than chance"), random  # uniform tokens
 
 
 def test_circuit_on_repeated_has_both_heads_and_on_random_not_the_induction_head(loaded, truth):

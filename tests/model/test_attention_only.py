@@ -215,7 +215,8 @@ def test_its_circuit_by_faithfulness_keeps_the_induction_heads_that_a_threshold_
     """On repeated and random tokens together, the induction heads share the work and random tokens
     halve it: each alone costs under 0.1 nats, so the circuit at the default threshold leaves every
     one out; the circuit by faithfulness keeps those it needs (three of the four). On random tokens
-    alone there is too little behaviour for a circuit, and it says so."""
+    alone the model is no better than chance (uniform tokens), so there is no behaviour for a circuit,
+    and it says so."""
     final, found = artifacts
     artifact, union = found["position"], "+".join(SLICES)
     activity = artifact.tables["activity"]
@@ -226,7 +227,7 @@ def test_its_circuit_by_faithfulness_keeps_the_induction_heads_that_a_threshold_
     assert len(set(induction) & members) >= 2, members
     assert entry["faithfulness"] >= entry["target"] == 0.9 and entry["size"] == len(members) < len(effects)
     empty, on_random = faithful_circuit(artifact, "random")
-    assert not empty and on_random["faithfulness"] is None and "little behaviour" in on_random["reason"]
+    assert not empty and on_random["faithfulness"] is None and "no better than chance" in on_random["reason"]
 
 
 def test_the_circuit_by_faithfulness_is_what_plain_hooks_measure_and_needs_every_member(artifacts):

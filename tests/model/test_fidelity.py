@@ -1,6 +1,8 @@
 """Fidelity on the trained reference model: the default search reaches the 0.95 target with all
 channels compressed at once, and compression really is lossy below it."""
 
+import math
+
 import pytest
 import torch
 
@@ -54,7 +56,8 @@ def test_searched_rank_fraction_recovers_the_target_with_every_channel_compresse
 
 def test_channel_recovery_effects_and_errors_are_their_definitions(reference_checkpoints):
     """From the losses of single variants run one at a time: a channel's recovery is
-    1 - (L_compressed - L_clean) / (L_ablated - L_clean) of its own compression and ablation, its
+    1 - (L_compressed - L_clean) / (L_ablated - L_clean) of its own compression and ablation (null
+    where its ablation moves the loss by under twice the standard error of that change), its
     effect the mean of L_ablated - L_clean (positive where it helps) and the effect's standard
     error their standard deviation over sqrt(prompts); the rank search's loss recovered is the same
     ratio with every channel compressed and every channel ablated."""
@@ -69,7 +72,8 @@ def test_channel_recovery_effects_and_errors_are_their_definitions(reference_che
     interventions = Interventions(model, Compression(decompositions, 0.7, None, 1e-3), baselines)
     names = [c.name for c in layout.channels]
     clean, ablated = ablation_losses(interventions, sample, 4096, progress=False)
-    recovery = channel_recovery(names, clean, compression_losses(interventions, sample, 4096, False), ablated)
+    compressed_each = compression_losses(interventions, sample, 4096, False)
+    recovery = channel_recovery(names, clean, compressed_each, ablated, math.log(vocab))
     effects, errors = ablation_effects(names, clean, ablated), ablation_errors(names, clean, ablated)
 
     def alone(variant: Variant) -> torch.Tensor:
@@ -79,11 +83,15 @@ def test_channel_recovery_effects_and_errors_are_their_definitions(reference_che
     for channel in layout.channels:
         compressed, removed = alone(Variant.compressing(channel)), alone(Variant.ablating(channel))
         expected = 1 - (compressed.mean() - reference.mean()) / (removed.mean() - reference.mean())
-        assert recovery[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
         assert effects[channel.name] == pytest.approx(float((removed - reference).mean()), abs=1e-6), channel.name
         spread = float((removed - reference).std() / len(reference) ** 0.5)
         assert errors[channel.name] == pytest.approx(spread, rel=1e-4, abs=1e-9), channel.name
-    assert max(effects.values()) > 0.5 and min(recovery.values()) < 0.99  # real effects, real losses
+        if float((removed - reference).mean()) >= max(1e-6, 2 * spread):
+            assert recovery[channel.name] == pytest.approx(float(expected), abs=1e-5), channel.name
+        else:
+            assert recovery[channel.name] is None, channel.name
+    measured = [r for r in recovery.values() if r is not None]
+    assert max(effects.values()) > 0.5 and len(measured) >= 4 and min(measured) < 0.99  # real effects, real losses
     _compression, report = choose_rank_fraction(
         model, decompositions, baselines, layout, [sample], None, 0.7, None, 1e-3
     )
