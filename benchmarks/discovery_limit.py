@@ -12,7 +12,8 @@ known slices, this prints the adjusted Rand index (ARI) against the slices of:
   baseline instead of one for all (the label leaks into the usage);
 - ``discover``: discovery itself (its k chosen by silhouette against reference data without clusters),
   then, on the same usage with k chosen by each one's own criterion, a Gaussian mixture (full
-  covariance, k by BIC) and Ward agglomerative clustering (k by silhouette);
+  covariance, k by BIC), Ward agglomerative clustering (k by silhouette) and HDBSCAN (clusters of
+  at least 5 % of the prompts);
 - ``supervised``: the 5-fold accuracy of a logistic regression trained on the labels, a rough
   ceiling for any clustering of that usage (an ARI of 0.9 between two equal slices needs about
   97.5 % agreement).
@@ -46,7 +47,7 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.mixture import GaussianMixture
@@ -225,13 +226,15 @@ def ari_of(labels: np.ndarray, truth: np.ndarray) -> str:
     return f"{adjusted_rand_score(truth, labels):.3f}"
 
 
-def alternatives(usage: np.ndarray, truth: np.ndarray) -> tuple[str, str]:
-    """The ARI of a Gaussian mixture (k by BIC) and of Ward clustering (k by silhouette), k = 2 .. 6."""
+def alternatives(usage: np.ndarray, truth: np.ndarray) -> tuple[str, str, str]:
+    """The ARI of a Gaussian mixture (k by BIC), of Ward clustering (k by silhouette), k = 2 .. 6, and
+    of HDBSCAN (clusters of at least 5 % of the prompts; its noise points one cluster more)."""
     mixtures = [GaussianMixture(k, random_state=0, reg_covar=1e-3).fit(usage) for k in range(1, 7)]
     mixture = min(mixtures, key=lambda m: m.bic(usage)).predict(usage)
     wards = [AgglomerativeClustering(k).fit_predict(usage) for k in range(2, 7)]
     ward = max(wards, key=lambda labels: silhouette_score(usage, labels))
-    return ari_of(mixture, truth), ari_of(ward, truth)
+    density = HDBSCAN(min_cluster_size=max(2, len(usage) // 20), copy=True).fit_predict(usage)
+    return ari_of(mixture, truth), ari_of(ward, truth), ari_of(density, truth)
 
 
 @click.command()
@@ -240,7 +243,7 @@ def alternatives(usage: np.ndarray, truth: np.ndarray) -> tuple[str, str]:
 def main(out: Path | None, only: tuple[str, ...]) -> None:
     out = out or Path(tempfile.mkdtemp(prefix="discovery-limit-"))
     torch.manual_seed(0)
-    columns = ("first-order", "per-slice", "discover", "k", "mixture", "ward", "supervised")
+    columns = ("first-order", "per-slice", "discover", "k", "mixture", "ward", "hdbscan", "supervised")
     click.echo(f"{'case':<14}" + "".join(f"{c:>12}" for c in columns))
     medians = []
     for case, source, slices in cases(out):
@@ -276,7 +279,7 @@ def main(out: Path | None, only: tuple[str, ...]) -> None:
         for label, situation in enumerate(found.situations):
             labels[[start[name] + i for name, i in situation.origin]] = label
         logged = np.log1p(usage.effects.clip(0))
-        mixture, ward = alternatives(logged, truth)
+        mixture, ward, density = alternatives(logged, truth)
         accuracy = cross_val_score(LogisticRegression(max_iter=5000), logged, truth, cv=5).mean()
         figures = (
             ari_of(first_order, truth),
@@ -285,6 +288,7 @@ def main(out: Path | None, only: tuple[str, ...]) -> None:
             str(max(1, len(found.situations))),
             mixture,
             ward,
+            density,
             f"{accuracy:.1%}",
         )
         click.echo(f"{case:<14}" + "".join(f"{f:>12}" for f in figures))

@@ -25,15 +25,15 @@ hurts a unit is not used there, and the logarithm keeps a 25-nat effect from out
 exceeds by :data:`MIN_EXCESS` the silhouette of k-means on reference data without clusters
 (uniform in the box of the usage's principal axes, as the gap statistic draws them): one blob of
 noisy usage reaches silhouettes of 0.3 by itself, and so does its reference, while the first-unique
-classes reach 0.41 against 0.14. The qualifying k of the largest silhouette is kept; when none does, the data
-is one situation and none is added. (A Gaussian mixture with
-k by BIC, and a divisive split on one channel at a time, both over-split the first-unique classes:
-0.26 to 0.61.) A cluster becomes a slice of its own (``discovered``): its prompts, and with unit
-``token`` only its positions scored (a next-token slice's token situation scores the answer
-``tokens[q + 1]`` at each of its positions q). It is scored like any named slice and described by
-what separates it from the rest (:func:`describe`). When no unit's exact effect reaches
-:data:`MIN_USE`, the usage is *flat* (a saturated model) and discovery says so instead of
-clustering noise.
+classes reach 0.41 against 0.14. The qualifying k of the largest silhouette is kept; when none
+does, the data is one situation and none is added. (On the first-unique classes a Gaussian mixture
+with k by BIC reaches 0.63, HDBSCAN 0.57, a divisive split on one channel at a time 0.40 to 0.49;
+Ward clustering matches k-means there, 0.98, but not on the two-task model.) A cluster becomes a
+slice of its own (``discovered``): its prompts, and with unit ``token`` only its positions scored
+(a next-token slice's token situation scores the answer ``tokens[q + 1]`` at each of its positions
+q). It is scored like any named slice and described by what separates it from the rest
+(:func:`describe`). When no unit's exact effect reaches :data:`MIN_USE`, the usage is *flat* (a
+saturated model) and discovery says so instead of clustering noise.
 """
 
 from __future__ import annotations
