@@ -64,7 +64,8 @@ class IngestData:
 
 
 def slice_entry(data: DataSlice, baseline: Baseline | None = None) -> dict:
-    """A slice's manifest entry; ``baseline``: what its channels were ablated to."""
+    """A slice's manifest entry; ``baseline``: what its channels were ablated to. A discovered slice
+    also lists its prompts (``[slice, index]``) and, when it scores given positions, each prompt's."""
     return (
         {
             "id": data.id,
@@ -78,7 +79,13 @@ def slice_entry(data: DataSlice, baseline: Baseline | None = None) -> dict:
         }
         | ({"ablation": baseline.describe()} if baseline else {})
         | ({"prompts": [list(prompt) for prompt in data.origin]} if data.origin else {})
+        | ({"positions": scored_positions(data.positions)} if data.discovered and data.positions is not None else {})
     )
+
+
+def scored_positions(positions: torch.Tensor) -> list[list[int]]:
+    """Each prompt's scored positions [n, m] (-1 padded) as lists (a token situation's: where it was found)."""
+    return [[q for q in row if q >= 0] for row in positions.tolist()]
 
 
 def run_digest(config: IngestConfig, data_args: list[str]) -> str:

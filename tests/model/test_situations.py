@@ -1,6 +1,7 @@
 """Discovered situations: on data mixed from known slices, the clusters are those slices, and each
 situation's circuit is the circuit of the slice it recovers."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -113,12 +114,15 @@ def test_slices_of_different_metrics_are_not_joined():
         joined([one, other])
 
 
+@pytest.mark.parametrize("unit", ["prompt", "token"])
 def test_a_situations_prompts_are_recorded_and_scored_as_the_same_prompts_given_as_a_slice(
-    reference_checkpoints, tmp_path
+    reference_checkpoints, tmp_path, unit
 ):
-    """The manifest names each situation's prompts (slice, index); given as a named slice of their
-    own, in that order, they get the situation's effects: its held-out prompts are its own."""
-    config = IngestConfig(n_seq=64, situations=4, examples=0)
+    """The manifest names each situation's prompts (slice, index), and a token situation each one's
+    positions; given as a named slice of their own, in that order (a token situation's as a task
+    slice scoring the next token at those positions), they get the situation's effects: its
+    held-out prompts are its own."""
+    config = IngestConfig(n_seq=64, situations=4, examples=0, situation_unit=unit)
     final = reference_checkpoints[-1]
     artifact = ingest_reference(final, tmp_path / "a", config)
     [situation, *_] = [s for s in artifact.manifest["slices"] if s.get("discovered")]
@@ -126,9 +130,20 @@ def test_a_situations_prompts_are_recorded_and_scored_as_the_same_prompts_given_
     named = {name: load_slice(name, spec, None, 48, config.n_seq, config.seed + i) for i, name in enumerate(SLICES)}
     assert len(situation["prompts"]) == situation["n_sequences"] >= 2
     tokens = torch.stack([named[name].tokens[i] for name, i in situation["prompts"]])
-    np.save(tmp_path / "same.npy", tokens.numpy())
-    same = [f"same={tmp_path / 'same.npy'}"]
-    [path] = ingest(str(final), [], same, tmp_path / "b", config, progress=False, echo=lambda _: None)
+    if unit == "prompt":
+        assert "positions" not in situation
+        np.save(tmp_path / "same.npy", tokens.numpy())
+        same = [f"same={tmp_path / 'same.npy'}"]
+    else:
+        assert len(situation["positions"]) == len(situation["prompts"]) and all(situation["positions"])
+        rows = [
+            {"tokens": t.tolist(), "position": qs, "answer": [int(t[q + 1]) for q in qs], "metric": "answer_loss"}
+            for t, qs in zip(tokens, situation["positions"])
+        ]
+        (tmp_path / "same.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        same = [f"same={tmp_path / 'same.jsonl'}"]
+    again = replace(config, situations=0)
+    [path] = ingest(str(final), [], same, tmp_path / "b", again, progress=False, echo=lambda _: None)
     activity = artifact.tables["activity"]
     found = activity[activity.slice == situation["name"]].set_index("block")["ablation"]
     given = read_artifact(path).tables["activity"]
