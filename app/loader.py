@@ -196,6 +196,8 @@ def checkpoint_rows(
     checkpoint_id = f"{model_id}@{m['checkpoint']['label']}"
     under = node_checkpoint_id or staging_id(checkpoint_id)
     rank_search = m["fidelity"]
+    ranks = m.get("ranks") or {}
+    searched = ranks.get("searched") or rank_search
     model = {**m["model"], "id": model_id, "parallel_attn_mlp": bool(m["model"]["parallel_attn_mlp"])}
     previous = t["matches"]["previous_checkpoint"].unique()
     checkpoint = {
@@ -208,6 +210,10 @@ def checkpoint_rows(
         "fidelity": rank_search["loss_recovered"],  # the all-at-once recovery
         "fidelity_reason": rank_search.get("reason"),  # why it is null (artifacts before it: none)
         "rank_fraction": rank_search["fraction"],
+        # The series' rank rule and this checkpoint's own search beside it (artifacts before it: searched here).
+        "rank_rule": ranks.get("rule", "searched on this checkpoint"),
+        "searched_rank_fraction": searched["fraction"],
+        "searched_fidelity": searched["loss_recovered"],
         "importance": m["config"].get("importance", "fisher"),  # artifacts from before the option used the Fisher
         "config_hash": m["config_hash"],
         "ingest_slice": m["ingest_slice"],

@@ -15,6 +15,8 @@ IMPORTANCES = ("fisher", "activation")
 ABLATIONS = ("position", "mean", "resample", "counterfactual", "zero")
 #: What discovered situations are made of (ingest/situations.py); the first is the default.
 SITUATION_UNITS = ("prompt", "token")
+#: How a series of checkpoints chooses its rank fraction (ingest/pipeline.py); the first is the default.
+SERIES_RANKS = ("last", "each")
 
 
 def setting(default, help: str, **cli):
@@ -33,6 +35,12 @@ class IngestConfig:
         0.95, "Target loss recovered (all channels compressed at once) when searching the rank fraction."
     )
     energy: float | None = setting(None, "Fix the rank fraction instead of searching it.")
+    series_ranks: str = setting(
+        SERIES_RANKS[0],
+        "Several checkpoints: compress every one at the rank fraction searched on the last (last), so that "
+        "ranks compare across the series, or each at its own (each).",
+        choices=SERIES_RANKS,
+    )
     max_rank: int | None = setting(None, "Cap on every subspace's rank.")
     floor: float = setting(1e-3, "Rank 0 below this share of the largest importance of the same kind.")
     importance: str = setting(
@@ -108,6 +116,7 @@ class IngestConfig:
             ("circuit_faithfulness", False, number, lambda v: 0 < v <= 1, "in (0, 1] (share of the behaviour kept)"),
             ("examples", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (examples per channel and slice)"),
             ("example_context", False, whole, lambda v: 0 <= v <= 1000, "in [0, 1000] (tokens before an example)"),
+            ("series_ranks", False, ("one of", lambda v: v in SERIES_RANKS), lambda v: True, "last, each"),
             ("situation_unit", False, ("one of", lambda v: v in SITUATION_UNITS), lambda v: True, "prompt, token"),
             ("situation_tokens", False, whole, lambda v: v >= 1, ">= 1"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from circuit_atlas.errors import UserError
@@ -22,11 +22,11 @@ from .artifact import frame, is_complete, read_manifest, write_artifact
 from .artifact_tables import artifact_tables
 from .channels import ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
-from .compression import activation_weighted, decompose
+from .compression import Compression, Decomposition, activation_weighted, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
 from .examples import example_rows
-from .fidelity import channel_recovery, choose_rank_fraction, compression_losses
+from .fidelity import RankSearchReport, channel_recovery, choose_rank_fraction, compression_losses
 from .fingerprints import channel_fingerprints
 from .manifest import IngestData, artifact_path, checkpoint_manifest
 from .matching import PreviousCheckpoint, matches
@@ -35,8 +35,25 @@ from .model_adapter import LoadedModel, load_model, model_name_of
 from .paths import unwritable
 from .situations import discover, exact_usage
 from .slice_scorer import Profile, SliceSamples, SliceScorer, per_prompt
-from .statistics import accumulate_moments, statistics_batch_tokens
+from .statistics import Moments, accumulate_moments, statistics_batch_tokens
 from .structural import structural_scores
+
+
+@dataclass(frozen=True)
+class SeriesRanks:
+    """A series' rank rule (``--series-ranks last``): the rank fraction searched on its last checkpoint."""
+
+    searched_on: str  # the last checkpoint's label
+    fraction: float
+
+
+def ranks_rule(config: IngestConfig, series: SeriesRanks | None) -> str:
+    """How the checkpoint's rank fraction was chosen, in words (the manifest's ``ranks.rule``)."""
+    if config.energy is not None:
+        return "fixed by --energy"
+    if series is not None:
+        return f"searched on {series.searched_on}, the last checkpoint of the series"
+    return "searched on this checkpoint"
 
 
 def no_profile(stage: str) -> AbstractContextManager:
@@ -65,6 +82,63 @@ def fitting_sample(slices: list[DataSlice], config: IngestConfig) -> list[DataSl
     return [f.spread(max(1, round(f.n_sequences * share))) for f in fitting]
 
 
+@dataclass
+class Prepared:
+    """What compression starts from on one checkpoint: the slices, their held-out samples and
+    baselines, the moments and the decompositions."""
+
+    slices: list[DataSlice]
+    samples: SliceSamples
+    moments: Moments
+    decompositions: dict[str, Decomposition]
+
+    @property
+    def held_out(self) -> list[DataSlice]:
+        return [self.samples.samples[s.name] for s in self.slices]
+
+    def compress(
+        self, model: LoadedModel, config: IngestConfig, fraction: float | None
+    ) -> tuple[Compression, RankSearchReport]:
+        """The compression at a fixed rank ``fraction``, or at the one searched for ``config.fidelity``."""
+        return choose_rank_fraction(
+            model,
+            self.decompositions,
+            self.samples.baselines,
+            ChannelLayout(model.spec),
+            self.held_out,
+            config.fidelity if fraction is None else None,
+            fraction,
+            config.max_rank,
+            config.floor,
+            config.batch_tokens,
+        )
+
+
+def prepare(
+    model: LoadedModel,
+    data_args: list[str],
+    config: IngestConfig,
+    label: str,
+    progress: bool,
+    echo: Callable[[str], None],
+    profile: Profile,
+) -> Prepared:
+    """Load the ``--data`` slices, draw their held-out samples and baselines, and accumulate the
+    moments (at most ``statistics_tokens`` of the fitting sequences) and their decompositions."""
+    slices = load_slices(model, data_args, config)
+    fit = fitting_sample(slices, config)
+    samples = SliceSamples(model, config, profile)
+    samples.add_named(slices)
+    echo(f"[{label}] statistics over {sum(f.n_tokens for f in fit):,} tokens on {model.device} ...")
+    with profile("statistics"):
+        batch = statistics_batch_tokens(model.spec, max(s.tokens.shape[1] for s in slices), config.batch_tokens)
+        moments = accumulate_moments(model, fit, batch, config.seed, progress)
+    with profile("decompositions"):
+        weighted = moments if config.importance == "fisher" else activation_weighted(moments, model.reader_grams())
+        decompositions = decompose(weighted, model.weights)
+    return Prepared(slices, samples, moments, decompositions)
+
+
 def ingest_checkpoint(
     model: LoadedModel,
     checkpoint: CheckpointSource,
@@ -76,51 +150,33 @@ def ingest_checkpoint(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     profile: Profile = no_profile,
+    series: SeriesRanks | None = None,
 ) -> tuple[Path, PreviousCheckpoint]:
     """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against.
 
     Moments come from at most ``statistics_tokens`` of the fitting sequences; the rank search,
     channel recovery and exact ablation from at most ``effect_tokens`` held-out tokens of each
-    slice; the attribution pass reads every sequence of every slice.
+    slice; the attribution pass reads every sequence of every slice. With ``series``, the
+    checkpoint is compressed at the series' rank fraction, and its own search is recorded beside.
     """
     started = time.time()
     spec = model.spec
     name = model_name or checkpoint.model_name or spec.name
     layout = ChannelLayout(spec)
-    slices = load_slices(model, data_args, config)
+    prepared = prepare(model, data_args, config, checkpoint.label, progress, echo, profile)
+    slices, samples, moments, held_out = prepared.slices, prepared.samples, prepared.moments, prepared.held_out
     union = IngestData(slices)
-    fit = fitting_sample(slices, config)
-    samples = SliceSamples(model, config, profile)
-    samples.add_named(slices)
-    held_out = [samples.samples[s.name] for s in slices]
-
-    echo(f"[{checkpoint.label}] statistics over {sum(f.n_tokens for f in fit):,} tokens on {model.device} ...")
-    with profile("statistics"):
-        batch = statistics_batch_tokens(spec, max(s.tokens.shape[1] for s in slices), config.batch_tokens)
-        moments = accumulate_moments(model, fit, batch, config.seed, progress)
-    with profile("decompositions"):
-        weighted = moments if config.importance == "fisher" else activation_weighted(moments, model.reader_grams())
-        decompositions = decompose(weighted, model.weights)
     with profile("rank search"):
-        recovery_target = None if config.energy is not None else config.fidelity
-        compression, report = choose_rank_fraction(
-            model,
-            decompositions,
-            samples.baselines,
-            layout,
-            held_out,
-            recovery_target,
-            config.energy,  # a fixed rank fraction, or None to search it
-            config.max_rank,
-            config.floor,
-            config.batch_tokens,
-        )
+        compression, report = prepared.compress(model, config, config.energy if series is None else series.fraction)
+        searched = None if series is None else prepared.compress(model, config, None)[1]
+    rule = ranks_rule(config, series)
     recovered = report.loss_recovered if report.loss_recovered is None else round(report.loss_recovered, 4)
     echo(
         f"[{checkpoint.label}] rank fraction {report.fraction}: all channels compressed at once recover "
         f"{recovered} of the loss on {sum(s.n_tokens for s in held_out):,} held-out tokens; mean ranks "
         + ", ".join(f"{g} {r:.2f}" for g, r in report.mean_ranks.items())
         + (f" (no recovery measured: {report.reason})" if report.reason else "")
+        + (f"; {rule}, its own search: {searched.fraction}" if searched is not None else "")
     )
     with profile("structural scores"):
         structural = structural_scores(compression, moments, layout, model.weights.W_O)
@@ -169,7 +225,7 @@ def ingest_checkpoint(
         tables["examples"] = frame("examples", examples)
     manifest = checkpoint_manifest(
         name, spec, checkpoint, config, data_args, report, scored, [*slices, *situations], union, model.device, started
-    )
+    ) | {"ranks": {"rule": rule, "searched": None if searched is None else searched.as_dict()}}
     with profile("artifact"):
         path = write_artifact(
             artifact_path(out_root, name, checkpoint.label, config, data_args), manifest, tables, bases
@@ -220,18 +276,46 @@ def ingest(
         if len(sources) != 1:
             raise UserError(f"--label names one checkpoint, and this ingest has {len(sources)}; label them by name.")
         sources = [(loaded, replace(checkpoint, label=label)) for loaded, checkpoint in sources]
+
+    def name_of(loaded: LoadedModel | None, checkpoint: CheckpointSource) -> str:
+        return model_name or checkpoint.model_name or (loaded.spec.name if loaded else model_name_of(checkpoint.source))
+
+    def complete(done: Path, fraction: float | None) -> bool:
+        """Whether ``done`` holds this checkpoint for these settings and data (and the series' fraction)."""
+        if force or not is_complete(done, config.digest()) or read_manifest(done)["data"] != list(data_args):
+            return False
+        return fraction is None or read_manifest(done)["fidelity"]["fraction"] == fraction
+
+    series = None
+    if config.energy is None and config.series_ranks == "last" and len(sources) > 1:
+        loaded, last = sources[-1]
+        done = artifact_path(out_root, name_of(loaded, last), last.label, config, data_args)
+        if complete(done, None):
+            manifest = read_manifest(done)
+            fraction = (manifest.get("ranks", {}).get("searched") or manifest["fidelity"])["fraction"]
+        else:
+            with profile("load model"):
+                loaded = loaded or load_model(last.source, last.revision, device)
+            fraction = (
+                prepare(loaded, data_args, config, last.label, progress, echo, profile)
+                .compress(loaded, config, None)[1]
+                .fraction
+            )
+            del loaded
+        series = SeriesRanks(last.label, fraction)
+        echo(f"[series] rank fraction {fraction}, searched on {last.label}, compresses every checkpoint")
     paths, previous = [], None
     for loaded, checkpoint in sources:
-        name = model_name or checkpoint.model_name or (loaded.spec.name if loaded else model_name_of(checkpoint.source))
+        name = name_of(loaded, checkpoint)
         done = artifact_path(out_root, name, checkpoint.label, config, data_args)
-        if not force and is_complete(done, config.digest()) and read_manifest(done)["data"] == list(data_args):
+        if complete(done, None if series is None else series.fraction):
             echo(f"[{checkpoint.label}] artifact already complete, skipped (--force recomputes it): {done}")
             path, previous = done, PreviousCheckpoint.from_artifact(done)
         else:
             with profile("load model"):
                 loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)
             path, previous = ingest_checkpoint(
-                loaded, checkpoint, data_args, out_root, config, name, previous, progress, echo, profile
+                loaded, checkpoint, data_args, out_root, config, name, previous, progress, echo, profile, series
             )
             del loaded
         paths.append(path)
