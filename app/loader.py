@@ -196,8 +196,7 @@ def checkpoint_rows(
     checkpoint_id = f"{model_id}@{m['checkpoint']['label']}"
     under = node_checkpoint_id or staging_id(checkpoint_id)
     rank_search = m["fidelity"]
-    ranks = m.get("ranks") or {}
-    searched = ranks.get("searched") or rank_search
+    searched = m["ranks"]["searched"] or rank_search  # this checkpoint's own search (when the series rule is another)
     model = {**m["model"], "id": model_id, "parallel_attn_mlp": bool(m["model"]["parallel_attn_mlp"])}
     previous = t["matches"]["previous_checkpoint"].unique()
     checkpoint = {
@@ -208,10 +207,9 @@ def checkpoint_rows(
         "tokens_seen": m["checkpoint"]["tokens_seen"],
         "loss": m["checkpoint"]["loss"],
         "fidelity": rank_search["loss_recovered"],  # the all-at-once recovery
-        "fidelity_reason": rank_search.get("reason"),  # why it is null (artifacts before it: none)
+        "fidelity_reason": rank_search["reason"],  # why it is null
         "rank_fraction": rank_search["fraction"],
-        # The series' rank rule and this checkpoint's own search beside it (artifacts before it: searched here).
-        "rank_rule": ranks.get("rule", "searched on this checkpoint"),
+        "rank_rule": m["ranks"]["rule"],
         "searched_rank_fraction": searched["fraction"],
         "searched_fidelity": searched["loss_recovered"],
         "importance": m["config"].get("importance", "fisher"),  # artifacts from before the option used the Fisher

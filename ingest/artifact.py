@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
@@ -76,6 +76,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("first_token", _FLOAT, "attention to position 0", nullable=True),
         Column("self", _FLOAT, "attention to the query's own position", nullable=True),
         Column("attention_entropy", _FLOAT, "pattern entropy over visible keys / log(visible)", nullable=True),
+        Column("lineage_start", _STR, "label of the checkpoint where the channel's lineage starts (matching.py)"),
+        Column("lineage_similarity", _FLOAT, "its similarity to the channel at that start (1 at the start)"),
     ),
     "subspaces": (
         Column("block", _STR, "channel name"),
@@ -84,6 +86,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("energy", _FLOAT, "share of the squared importances the rank keeps (its coverage)"),
         Column("singular_values", _FLOATS, "every importance, descending"),
         Column("basis_key", _STR, "key of the basis in bases.safetensors"),
+        Column("similarity_to_first", _FLOAT, "to the same subspace at the series' first checkpoint", nullable=True),
+        Column("similarity_to_last", _FLOAT, "to the same subspace at the series' last checkpoint", nullable=True),
     ),
     "edges": (
         Column("writer", _STR, "writing channel"),
@@ -153,6 +157,8 @@ MANIFEST_KEYS = (
     "config",
     "config_hash",
     "fidelity",
+    "ranks",
+    "series",
     "fingerprint_features",
     "code_version",
     "device",

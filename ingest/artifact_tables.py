@@ -10,6 +10,7 @@ from .artifact import frame
 from .channels import ChannelLayout
 from .compression import Compression
 from .fingerprints import PATTERN_SCORES
+from .matching import SeriesPlace
 from .slice_scorer import ScoredSlice
 from .structural import StructuralScores
 
@@ -42,8 +43,10 @@ def artifact_tables(
     prints: dict[str, list[float]],
     pattern_scores: dict[str, torch.Tensor],
     ingest_slice: str,
+    place: SeriesPlace,
 ) -> dict[str, pd.DataFrame]:
-    """Every table of the artifact but ``matches`` and ``examples``, in the schema of :mod:`.artifact`."""
+    """Every table of the artifact but ``matches`` and ``examples``, in the schema of :mod:`.artifact`
+    (``place``: the checkpoint's lineages and similarities in its series)."""
     channels = layout.channels
     ingest = scored[ingest_slice]
 
@@ -62,6 +65,8 @@ def artifact_tables(
                 "fidelity": channel_recovery[c.name],
                 "fingerprint": prints[c.name],
                 **{s: pattern(c, s) for s in PATTERN_SCORES},
+                "lineage_start": place.lineage[c.name][0],
+                "lineage_similarity": place.lineage[c.name][1],
             }
             for c in channels
         ),
@@ -76,6 +81,8 @@ def artifact_tables(
                 "energy": compression.coverage(c, role),
                 "basis_key": f"{c.name}/{role}",
                 "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
+                "similarity_to_first": place.to_first[f"{c.name}/{role}"],
+                "similarity_to_last": place.to_last[f"{c.name}/{role}"],
             }
             for c in channels
             for role in c.roles

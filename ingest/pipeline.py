@@ -16,9 +16,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from torch import Tensor
+
 from circuit_atlas.errors import UserError
 
-from .artifact import frame, is_complete, read_manifest, write_artifact
+from .artifact import frame, is_complete, read_artifact, read_manifest, write_artifact
 from .artifact_tables import artifact_tables
 from .channels import ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
@@ -29,7 +31,7 @@ from .examples import example_rows
 from .fidelity import RankSearchReport, channel_recovery, choose_rank_fraction, compression_losses
 from .fingerprints import channel_fingerprints
 from .manifest import IngestData, artifact_path, checkpoint_manifest
-from .matching import PreviousCheckpoint, matches
+from .matching import PreviousCheckpoint, following, matches, series_place
 from .metrics import chance_level
 from .model_adapter import LoadedModel, load_model, model_name_of
 from .paths import unwritable
@@ -40,19 +42,22 @@ from .structural import structural_scores
 
 
 @dataclass(frozen=True)
-class SeriesRanks:
-    """A series' rank rule (``--series-ranks last``): the rank fraction searched on its last checkpoint."""
+class Series:
+    """The checkpoints of one run, as each checkpoint's ingest needs them: their labels in step order,
+    the rank fraction searched on the last (``--series-ranks last``; None: each searches its own, or
+    ``--energy`` fixes it) and the last's bases (its similarities and lineages are against them)."""
 
-    searched_on: str  # the last checkpoint's label
-    fraction: float
+    labels: tuple[str, ...]
+    fraction: float | None
+    last: dict[str, Tensor]
 
 
-def ranks_rule(config: IngestConfig, series: SeriesRanks | None) -> str:
+def ranks_rule(config: IngestConfig, series: Series | None) -> str:
     """How the checkpoint's rank fraction was chosen, in words (the manifest's ``ranks.rule``)."""
     if config.energy is not None:
         return "fixed by --energy"
-    if series is not None:
-        return f"searched on {series.searched_on}, the last checkpoint of the series"
+    if series is not None and series.fraction is not None:
+        return f"searched on {series.labels[-1]}, the last checkpoint of the series"
     return "searched on this checkpoint"
 
 
@@ -150,14 +155,15 @@ def ingest_checkpoint(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     profile: Profile = no_profile,
-    series: SeriesRanks | None = None,
+    series: Series | None = None,
 ) -> tuple[Path, PreviousCheckpoint]:
     """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against.
 
     Moments come from at most ``statistics_tokens`` of the fitting sequences; the rank search,
     channel recovery and exact ablation from at most ``effect_tokens`` held-out tokens of each
-    slice; the attribution pass reads every sequence of every slice. With ``series``, the
-    checkpoint is compressed at the series' rank fraction, and its own search is recorded beside.
+    slice; the attribution pass reads every sequence of every slice. ``series``: the run's
+    checkpoints when there are several (the checkpoint is compressed at the series' rank fraction when
+    it has one, its own search recorded beside, and compared with the last's bases).
     """
     started = time.time()
     spec = model.spec
@@ -167,8 +173,9 @@ def ingest_checkpoint(
     slices, samples, moments, held_out = prepared.slices, prepared.samples, prepared.moments, prepared.held_out
     union = IngestData(slices)
     with profile("rank search"):
-        compression, report = prepared.compress(model, config, config.energy if series is None else series.fraction)
-        searched = None if series is None else prepared.compress(model, config, None)[1]
+        fraction = series.fraction if series is not None else None  # the series' rule, when it has one
+        compression, report = prepared.compress(model, config, config.energy if fraction is None else fraction)
+        searched = None if fraction is None else prepared.compress(model, config, None)[1]
     rule = ranks_rule(config, series)
     recovered = report.loss_recovered if report.loss_recovered is None else round(report.loss_recovered, 4)
     echo(
@@ -215,23 +222,33 @@ def ingest_checkpoint(
     with profile("fingerprints"):
         prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)
     with profile("artifact"):
-        bases = {
-            f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in layout.channels for role in c.roles
-        }
-        tables = artifact_tables(layout, compression, structural, scored, recovery, prints, pattern_scores, union.name)
+        bases = bases_of(compression, layout)
+        last = None if series is None or checkpoint.label == series.labels[-1] else series.last
+        place = series_place(layout.channels, checkpoint.label, bases, previous, last, config.match_threshold)
+        tables = artifact_tables(
+            layout, compression, structural, scored, recovery, prints, pattern_scores, union.name, place
+        )
         tables["matches"] = matches(layout.channels, bases, prints, previous, config.match_threshold)
         per_slice = {slice_name: s.scores for slice_name, s in scored.items()}
         examples = example_rows([*slices, *situations], per_slice, config.example_context, model.tokenizer)
         tables["examples"] = frame("examples", examples)
     manifest = checkpoint_manifest(
         name, spec, checkpoint, config, data_args, report, scored, [*slices, *situations], union, model.device, started
-    ) | {"ranks": {"rule": rule, "searched": None if searched is None else searched.as_dict()}}
+    ) | {
+        "ranks": {"rule": rule, "searched": None if searched is None else searched.as_dict()},
+        "series": list(series.labels) if series is not None else [checkpoint.label],
+    }
     with profile("artifact"):
         path = write_artifact(
             artifact_path(out_root, name, checkpoint.label, config, data_args), manifest, tables, bases
         )
     echo(f"[{checkpoint.label}] artifact: {path}")
-    return path, PreviousCheckpoint(checkpoint.label, bases, prints)
+    return path, following(checkpoint.label, bases, prints, previous, place.lineage)
+
+
+def bases_of(compression: Compression, layout: ChannelLayout) -> dict[str, Tensor]:
+    """Every subspace's orthonormal basis, "<block>/<role>" -> float32 [d_model, rank] on the CPU."""
+    return {f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in layout.channels for role in c.roles}
 
 
 def ingest(
@@ -280,37 +297,44 @@ def ingest(
     def name_of(loaded: LoadedModel | None, checkpoint: CheckpointSource) -> str:
         return model_name or checkpoint.model_name or (loaded.spec.name if loaded else model_name_of(checkpoint.source))
 
+    labels = [checkpoint.label for _, checkpoint in sources]
+
     def complete(done: Path, fraction: float | None) -> bool:
-        """Whether ``done`` holds this checkpoint for these settings and data (and the series' fraction)."""
-        if force or not is_complete(done, config.digest()) or read_manifest(done)["data"] != list(data_args):
+        """Whether ``done`` holds this checkpoint for these settings, data and series (and, when the
+        series has one, compressed at its rank fraction)."""
+        if force or not is_complete(done, config.digest()):
             return False
-        return fraction is None or read_manifest(done)["fidelity"]["fraction"] == fraction
+        manifest = read_manifest(done)
+        if manifest["data"] != list(data_args) or manifest["series"] != labels:
+            return False
+        return fraction is None or manifest["fidelity"]["fraction"] == fraction
 
     series = None
-    if config.energy is None and config.series_ranks == "last" and len(sources) > 1:
+    if len(sources) > 1:  # the last checkpoint first: its bases, and its search for --series-ranks last
         loaded, last = sources[-1]
         done = artifact_path(out_root, name_of(loaded, last), last.label, config, data_args)
         if complete(done, None):
-            manifest = read_manifest(done)
-            fraction = (manifest.get("ranks", {}).get("searched") or manifest["fidelity"])["fraction"]
+            manifest, last_bases = read_manifest(done), read_artifact(done).bases()
+            fraction = (manifest["ranks"]["searched"] or manifest["fidelity"])["fraction"]
         else:
             with profile("load model"):
                 loaded = loaded or load_model(last.source, last.revision, device)
-            fraction = (
-                prepare(loaded, data_args, config, last.label, progress, echo, profile)
-                .compress(loaded, config, None)[1]
-                .fraction
+            compression, report = prepare(loaded, data_args, config, last.label, progress, echo, profile).compress(
+                loaded, config, config.energy
             )
+            fraction, last_bases = report.fraction, bases_of(compression, ChannelLayout(loaded.spec))
             del loaded
-        series = SeriesRanks(last.label, fraction)
-        echo(f"[series] rank fraction {fraction}, searched on {last.label}, compresses every checkpoint")
+        by_series = config.energy is None and config.series_ranks == "last"
+        series = Series(tuple(labels), fraction if by_series else None, last_bases)
+        if by_series:
+            echo(f"[series] rank fraction {fraction}, searched on {last.label}, compresses every checkpoint")
     paths, previous = [], None
     for loaded, checkpoint in sources:
         name = name_of(loaded, checkpoint)
         done = artifact_path(out_root, name, checkpoint.label, config, data_args)
         if complete(done, None if series is None else series.fraction):
             echo(f"[{checkpoint.label}] artifact already complete, skipped (--force recomputes it): {done}")
-            path, previous = done, PreviousCheckpoint.from_artifact(done)
+            path, previous = done, PreviousCheckpoint.from_artifact(done, previous)
         else:
             with profile("load model"):
                 loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)

@@ -106,6 +106,8 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "fidelity": 0.99,
                 "fingerprint": list(ch.fingerprint),
                 **{s: (ch.induction if s == "induction" else None) for s in PATTERN_SCORES},
+                "lineage_start": c.label,
+                "lineage_similarity": 1.0,
             }
             for i, ch in enumerate(c.channels)
         ),
@@ -120,6 +122,8 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "energy": 1.0,
                 "singular_values": [2.0, 1.0],
                 "basis_key": f"{ch.name}/{role}",
+                "similarity_to_first": 1.0,
+                "similarity_to_last": 1.0,
             }
             for ch in c.channels
             for role in ROLES[ch.kind]
@@ -265,7 +269,9 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
         "config": {},
         "config_hash": "synthetic",
         "data": list(c.effects),
-        "fidelity": {"loss_recovered": 0.97, "fraction": 0.99},
+        "fidelity": {"loss_recovered": 0.97, "fraction": 0.99, "reason": None},
+        "ranks": {"rule": "searched on this checkpoint", "searched": None},
+        "series": [c.label],
         # names with the ";" that the bulk import once split arrays at
         "fingerprint_features": [f"feature;{i}" for i in range(len(c.channels[0].fingerprint))],
         "code_version": "synthetic",

@@ -183,3 +183,32 @@ def test_the_edge_rises_when_the_induction_score_jumps_and_the_head_is_matched_a
     timeline = run("channel_timeline", checkpoint=ids[-1], channel=head)
     matched = [r["checkpoint"] for r in timeline if r["similarity_to_previous"] is not None]
     assert set(ids[jump + 1 :]) <= set(matched)
+
+
+def test_the_mechanism_changes_where_the_truth_says_it_forms_and_not_after(loaded, truth, reference_checkpoints):
+    """The truth's formation step: the first checkpoint where the previous-token head and every
+    induction head reach half their final plain-PyTorch score. From there on the heads keep one
+    lineage (no change between it and the last checkpoint), they changed between the checkpoint
+    before it and the last, and every subspace of the induction heads has been what it is at the
+    end since exactly then (direct similarity to the last at 0.8 or more from there on)."""
+    run, ids = loaded
+    scores, final = truth["scores"], truth["scores"][reference_checkpoints[-1].name]
+    previous_head = int(truth["previous"].split("H")[1])
+
+    def formed(label: str) -> bool:
+        step = scores[label]
+        if step["previous_token"][0][previous_head] < 0.5 * final["previous_token"][0][previous_head]:
+            return False
+        return all(step["induction"][1][h] >= 0.5 * final["induction"][1][h] for h in truth["induction_index"].values())
+
+    labels = [c.name for c in reference_checkpoints]
+    at = next(i for i, label in enumerate(labels) if formed(label))
+    assert 0 < at < len(labels) - 1, labels[at]  # the reference series forms its mechanism mid-run
+    heads = {truth["previous"], *truth["induction"]}
+    assert not heads & {r["channel"] for r in run("changed_between", checkpoint_a=ids[at], checkpoint_b=ids[-1])}
+    changed = run("changed_between", checkpoint_a=ids[at - 1], checkpoint_b=ids[-1])
+    assert heads <= {r["channel"] for r in changed}, changed
+    model = ids[-1].split("@")[0]
+    for head in truth["induction"]:
+        since = run("subspace_since", model=model, channel=head, threshold=0.8)
+        assert {r["since"] for r in since} == {ids[at]}, since

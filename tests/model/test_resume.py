@@ -47,10 +47,29 @@ def test_a_run_that_died_after_the_first_checkpoint_resumes_with_the_same_matche
     complete, _ = run(checkpoints, tmp_path / "whole")
     expected = read_artifact(complete[1]).tables["matches"]
     assert len(expected) > 0  # the same weights at both steps match themselves
-    run(checkpoints[:1], tmp_path / "resumed")  # the run that died after its first checkpoint
+
+    class Died(Exception):
+        """The run killed once its first artifact is written."""
+
+    def die(_path) -> None:
+        raise Died
+
+    with pytest.raises(Died):
+        run(checkpoints, tmp_path / "resumed", on_artifact=die)
     resumed, skipped = run(checkpoints, tmp_path / "resumed")
     assert len(skipped) == 1 and "step-1" in skipped[0]
     pd.testing.assert_frame_equal(read_artifact(resumed[1]).tables["matches"], expected)
+
+
+def test_a_checkpoint_ingested_in_another_series_is_recomputed(tmp_path):
+    """Its similarities to the series' ends and its lineages belong to a series: the first checkpoint
+    alone, then in a series of two, is computed again (and then skipped in that series)."""
+    checkpoints = [random_gpt2(tmp_path / "step-1", seed=0), random_gpt2(tmp_path / "step-2", seed=1)]
+    [alone], _ = run(checkpoints[:1], tmp_path / "out")
+    assert read_artifact(alone).manifest["series"] == ["step-1"]
+    both, skipped = run(checkpoints, tmp_path / "out")
+    assert skipped == [] and both[0] == alone and read_artifact(alone).manifest["series"] == ["step-1", "step-2"]
+    assert len(run(checkpoints, tmp_path / "out")[1]) == 2
 
 
 def test_other_data_is_not_taken_for_a_complete_artifact(tmp_path):
