@@ -36,6 +36,7 @@ from .connection import Neo4jSettings, open_driver
 from .errors import UserError
 from .local_server import Distribution, LocalServer, default_server_dir
 from .pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
+from .timeline import check_plot_path, plot_timeline
 
 if TYPE_CHECKING:
     import networkx
@@ -359,6 +360,16 @@ class Catalog:
     def checkpoints(self, model: str | None = None) -> pd.DataFrame:
         """The complete checkpoints of ``model`` (of every model when None), in step order."""
         return self.query("checkpoints", model=model)
+
+    def timeline(self, model: str, channel: str, plot: Path | None = None) -> pd.DataFrame:
+        """Channel ``channel`` of ``model`` across its complete checkpoints (the ``timeline`` query: one
+        row per checkpoint and slice); with ``plot``, also drawn there (SVG or PNG)."""
+        if plot is not None:
+            check_plot_path(Path(plot))  # before the query: a bad path writes nothing
+        rows = self.query("timeline", model=model, channel=channel)
+        if plot is not None:
+            plot_timeline(rows, model, channel, Path(plot))
+        return rows
 
     def slices(self, checkpoint: str | None = None) -> pd.DataFrame:
         """The data slices of ``checkpoint`` (of every complete checkpoint when None)."""

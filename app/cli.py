@@ -479,6 +479,29 @@ def export_command(
     click.echo(f"{len(circuit.channels)} channels, {len(circuit.edges)} edges -> {', '.join(map(str, paths))}")
 
 
+@cli.command("timeline")
+@click.argument("model")
+@click.argument("channel")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw it to this file (.svg or .png)."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(ROW_FORMATS), default="table", show_default=True, help="Output format."
+)
+@connection_options
+def timeline_command(connection: Connection, model: str, channel: str, plot: Path | None, fmt: str) -> None:
+    """CHANNEL of MODEL across its checkpoints: effect per slice, circuit, lineage, similarities, ranks."""
+    from .timeline import check_plot_path
+
+    if plot is not None:
+        check_plot_path(plot)  # before connecting: a bad path writes nothing
+    with connection.open() as catalog:
+        rows = catalog.timeline(model, channel, plot)
+    click.echo(render(rows.to_dict("records"), fmt))
+    if plot is not None:
+        click.echo(f"drawn -> {plot}")
+
+
 # --- the reference models and the demo ---------------------------------------------------------------
 
 

@@ -317,6 +317,9 @@ CASES: dict[str, Case] = {
         (*EXPORT, "-o", "{tmp}/a.json", "-o", "/proc/circuit-atlas.png"), "-o /proc/circuit-atlas.png cannot be written"
     ),
     "export -o circuit.txt": Case((*EXPORT, "-o", "{tmp}/circuit.txt"), "name files ending in .json, .svg, .png"),
+    "timeline --plot t.pdf": Case(
+        ("timeline", "m", "A", "--plot", "{tmp}/t.pdf"), "name a file ending in .svg or .png"
+    ),
     "export --min-effect nan": Case((*EXPORT, "-o", "{tmp}/c.svg", "--min-effect", "nan"), "$min_effect must be"),
     "export on a catalog of an older schema": Case(
         (*EXPORT, "-o", "{tmp}/c.svg"), "schema is out of date", _older_schema

@@ -6,6 +6,7 @@ at training time), not from the method under test.
 
 import json
 
+import pandas as pd
 import pytest
 from empty_database import empty_database
 
@@ -15,6 +16,7 @@ from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.loader import load_artifact
 from circuit_atlas.schema.migrations import migrate
+from circuit_atlas.timeline import plot_timeline
 
 LIBRARY = queries.library()
 CIRCUIT = {"min_effect": 0.1, "min_attribution": 0.02}
@@ -185,30 +187,58 @@ def test_the_edge_rises_when_the_induction_score_jumps_and_the_head_is_matched_a
     assert set(ids[jump + 1 :]) <= set(matched)
 
 
-def test_the_mechanism_changes_where_the_truth_says_it_forms_and_not_after(loaded, truth, reference_checkpoints):
-    """The truth's formation step: the first checkpoint where the previous-token head and every
-    induction head reach half their final plain-PyTorch score. From there on the heads keep one
-    lineage (no change between it and the last checkpoint), they changed between the checkpoint
-    before it and the last, and every subspace of the induction heads has been what it is at the
-    end since exactly then (direct similarity to the last at 0.8 or more from there on)."""
-    run, ids = loaded
+@pytest.fixture(scope="module")
+def formed(truth, reference_checkpoints) -> int:
+    """The index of the truth's formation checkpoint: the first where the previous-token head and
+    every induction head reach half their final plain-PyTorch score."""
     scores, final = truth["scores"], truth["scores"][reference_checkpoints[-1].name]
     previous_head = int(truth["previous"].split("H")[1])
 
-    def formed(label: str) -> bool:
+    def reached(label: str) -> bool:
         step = scores[label]
         if step["previous_token"][0][previous_head] < 0.5 * final["previous_token"][0][previous_head]:
             return False
         return all(step["induction"][1][h] >= 0.5 * final["induction"][1][h] for h in truth["induction_index"].values())
 
     labels = [c.name for c in reference_checkpoints]
-    at = next(i for i, label in enumerate(labels) if formed(label))
+    at = next(i for i, label in enumerate(labels) if reached(label))
     assert 0 < at < len(labels) - 1, labels[at]  # the reference series forms its mechanism mid-run
+    return at
+
+
+def test_the_mechanism_changes_where_the_truth_says_it_forms_and_not_after(loaded, truth, formed):
+    """From the formation on, the heads keep one lineage (no change between it and the last
+    checkpoint), they changed between the checkpoint before it and the last, and every subspace of
+    the induction heads has been what it is at the end since exactly then (direct similarity to the
+    last at 0.8 or more from there on)."""
+    run, ids = loaded
     heads = {truth["previous"], *truth["induction"]}
-    assert not heads & {r["channel"] for r in run("changed_between", checkpoint_a=ids[at], checkpoint_b=ids[-1])}
-    changed = run("changed_between", checkpoint_a=ids[at - 1], checkpoint_b=ids[-1])
+    assert not heads & {r["channel"] for r in run("changed_between", checkpoint_a=ids[formed], checkpoint_b=ids[-1])}
+    changed = run("changed_between", checkpoint_a=ids[formed - 1], checkpoint_b=ids[-1])
     assert heads <= {r["channel"] for r in changed}, changed
     model = ids[-1].split("@")[0]
     for head in truth["induction"]:
         since = run("subspace_since", model=model, channel=head, threshold=0.8)
-        assert {r["since"] for r in since} == {ids[at]}, since
+        assert {r["since"] for r in since} == {ids[formed]}, since
+
+
+def test_the_timeline_shows_each_induction_head_join_the_circuit_when_the_mechanism_forms(
+    loaded, truth, formed, tmp_path
+):
+    """One row per checkpoint and slice; on repeated tokens each induction head is out of the circuit
+    before the formation and in it from there on, its effect there several standard errors above
+    zero, its lineage the formation's; drawn as SVG and PNG."""
+    run, ids = loaded
+    model = ids[-1].split("@")[0]
+    for head in truth["induction"]:
+        rows = run("timeline", model=model, channel=head)
+        on_repeated = {r["checkpoint"]: r for r in rows if r["slice"] == "repeated"}
+        assert list(on_repeated) == ids  # in step order
+        assert [on_repeated[i]["in_circuit"] for i in ids] == [i >= formed for i in range(len(ids))], rows
+        last = on_repeated[ids[-1]]
+        assert last["effect"] > 4 * last["effect_se"] and last["lineage_start"] == ids[formed].split("@")[1]
+        assert last["similarity_to_last"] == pytest.approx(1.0) and last["ranks"] and last["rank_rule"]
+    for suffix in (".svg", ".png"):
+        plot_timeline(pd.DataFrame(rows), model, head, tmp_path / f"t{suffix}")
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "training step" in (tmp_path / "t.svg").read_text()
