@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import neo4j
 
@@ -78,6 +79,42 @@ class Circuit:
             data["role_attribution"][edge.role] = edge.attribution
             data["role_patched"][edge.role] = edge.patched
         return graph
+
+    def to_graphml(self, path: str | Path) -> None:
+        """Write the circuit as GraphML (Gephi, Cytoscape, yEd read it), every attribute typed: a node
+        per channel with ``order``, ``kind``, ``layer``, ``head``, ``effect`` and ``fidelity``; an edge
+        per writer -> reader with ``roles`` (comma-separated), ``attribution`` (summed over roles) and
+        per role ``attribution_<role>`` and ``patched_<role>``; the circuit's settings on the graph.
+        GraphML has no null: an attribute without a value (a head index of an MLP, a patched effect
+        not measured) is left out of that node or edge."""
+        import networkx
+
+        def present(values: dict) -> dict:
+            return {k: v for k, v in values.items() if v is not None}
+
+        graph = networkx.DiGraph(
+            **present(
+                {
+                    "checkpoint": self.checkpoint,
+                    "slice": self.slice,
+                    "min_effect": float(self.min_effect),
+                    "min_attribution": float(self.min_attribution),
+                    "faithfulness": self.faithfulness,
+                }
+            )
+        )
+        for channel in self.channels:
+            graph.add_node(channel.name, **present({k: v for k, v in asdict(channel).items() if k != "name"}))
+        for writer, reader, data in self.to_networkx().edges(data=True):
+            graph.add_edge(
+                writer,
+                reader,
+                roles=",".join(data["roles"]),
+                attribution=float(data["attribution"]),
+                **{f"attribution_{role}": float(value) for role, value in data["role_attribution"].items()},
+                **present({f"patched_{role}": value for role, value in data["role_patched"].items()}),
+            )
+        networkx.write_graphml(graph, str(path))
 
 
 def fetch_circuit(

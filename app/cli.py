@@ -445,7 +445,7 @@ def query_command(
     multiple=True,
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A file to write: .json, .svg or .png. Repeatable.",
+    help="A file to write: .json, .graphml, .svg or .png. Repeatable.",
 )
 @click.option(
     "--min-effect",
@@ -468,7 +468,7 @@ def export_command(
     min_effect: float | None,
     min_attribution: float | None,
 ) -> None:
-    """Export the circuit of CHECKPOINT on data slice SLICE as JSON and as a picture (SVG, PNG)."""
+    """Export the circuit of CHECKPOINT on data slice SLICE as JSON or GraphML and as a picture (SVG, PNG)."""
     from .export import check_paths, export
 
     check_paths(list(paths))  # before connecting: a bad path writes nothing

@@ -1,4 +1,4 @@
-"""A circuit (:mod:`circuit_atlas.circuits`) exported as JSON and drawn as SVG or PNG.
+"""A circuit (:mod:`circuit_atlas.circuits`) exported as JSON or GraphML and drawn as SVG or PNG.
 
 The drawing follows the residual
 stream left to right: column ``2 * layer + 1`` for a layer's heads (stacked by head index),
@@ -31,8 +31,8 @@ KIND_COLOURS = {
 COLUMN_OFFSET = {"embed": 2, "pos_embed": 2, "attn_head": 1, "mlp": 2, "unembed": 1}
 ROW_OF_KIND = {"pos_embed": 1}
 ROLE_ORDER = ("q", "k", "v", "in")
-#: The file suffixes :func:`export` writes: the circuit as JSON, or drawn as SVG or PNG.
-EXPORT_SUFFIXES = (".json", ".svg", ".png")
+#: The file suffixes :func:`export` writes: the circuit as JSON or GraphML, or drawn as SVG or PNG.
+EXPORT_SUFFIXES = (".json", ".graphml", ".svg", ".png")
 # SVG text stays text (searchable, editable), and element ids do not change from run to run.
 SVG_SETTINGS: dict[RcKeyType, str] = {"svg.fonttype": "none", "svg.hashsalt": "circuit-atlas"}
 
@@ -157,13 +157,15 @@ def check_paths(paths: list[Path]) -> None:
 
 
 def export(circuit: Circuit, paths: list[Path]) -> None:
-    """Write ``circuit`` to each path: ``.json``, ``.svg`` or ``.png``."""
+    """Write ``circuit`` to each path: ``.json``, ``.graphml``, ``.svg`` or ``.png``."""
     check_paths(paths)
     for path in paths:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.suffix.lower() == ".json":
                 path.write_text(circuit.to_json() + "\n")
+            elif path.suffix.lower() == ".graphml":
+                circuit.to_graphml(path)
             else:
                 draw(circuit, path)
         except OSError as error:

@@ -316,7 +316,9 @@ CASES: dict[str, Case] = {
     "export -o a.json -o /proc/x.png": Case(
         (*EXPORT, "-o", "{tmp}/a.json", "-o", "/proc/circuit-atlas.png"), "-o /proc/circuit-atlas.png cannot be written"
     ),
-    "export -o circuit.txt": Case((*EXPORT, "-o", "{tmp}/circuit.txt"), "name files ending in .json, .svg, .png"),
+    "export -o circuit.txt": Case(
+        (*EXPORT, "-o", "{tmp}/circuit.txt"), "name files ending in .json, .graphml, .svg, .png"
+    ),
     "timeline --plot t.pdf": Case(
         ("timeline", "m", "A", "--plot", "{tmp}/t.pdf"), "name a file ending in .svg or .png"
     ),

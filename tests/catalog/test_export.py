@@ -65,5 +65,30 @@ def test_export_explains_what_is_wrong(catalog, cli_env, tmp_path):
     empty = export(cli_env, "m@1", "no-such-slice", "-o", str(tmp_path / "x.json"))
     assert empty.exit_code == 1 and "slice 'no-such-slice'" in empty.output and "--min-effect" in empty.output
     suffix = export(cli_env, "m@1", "rep", "-o", str(tmp_path / "x.pdf"))
-    assert suffix.exit_code == 1 and ".json, .svg, .png" in suffix.output
+    assert suffix.exit_code == 1 and ".json, .graphml, .svg, .png" in suffix.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_writes_graphml_that_reads_back_as_the_same_typed_graph(catalog, cli_env, tmp_path):
+    """GraphML (Gephi, Cytoscape): networkx reads back the circuit's channels and edges with their
+    attributes and types; what has no value (an MLP's head, a patched effect not measured) is absent."""
+    import networkx
+
+    path = tmp_path / "rep.graphml"
+    result = export(cli_env, "m@1", "rep", "--min-effect", "0.5", "--min-attribution", "0.1", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    graph = networkx.read_graphml(path)
+    assert graph.is_directed() and (graph.graph["checkpoint"], graph.graph["slice"]) == ("m@1", "rep")
+    assert graph.graph["min_effect"] == 0.5
+    assert [(name, data["layer"], data["effect"]) for name, data in graph.nodes(data=True)] == [
+        ("A", 0, 1.0),
+        ("B", 1, 0.8),
+        ("C", 2, 0.6),
+    ]
+    assert all(isinstance(data["layer"], int) and isinstance(data["kind"], str) for _, data in graph.nodes(data=True))
+    edges = {(w, r): data for w, r, data in graph.edges(data=True)}
+    assert set(edges) == {("A", "B"), ("B", "C")}
+    assert edges["A", "B"]["roles"] == "k" and edges["A", "B"]["attribution"] == 0.25
+    assert edges["A", "B"]["attribution_k"] == 0.25 and edges["B", "C"]["attribution_v"] == 0.15
+    written = path.read_text()
+    assert '<key id="d' in written and 'attr.type="double"' in written and 'attr.type="long"' in written
