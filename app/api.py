@@ -361,6 +361,32 @@ class Catalog:
         """The complete checkpoints of ``model`` (of every model when None), in step order."""
         return self.query("checkpoints", model=model)
 
+    def checkpoint_graph(self, checkpoint: str) -> networkx.MultiDiGraph:
+        """Every channel of ``checkpoint`` and every edge between them (its ``FEEDS``), as a
+        ``networkx.MultiDiGraph`` keyed by read role: nodes carry ``order``, ``kind``, ``layer``,
+        ``head``, ``fidelity``, ``ranks`` (role=rank, comma-separated), ``induction`` and
+        ``previous_token``; edges ``role``, ``weight``, ``strength``, ``flow``, ``attribution`` and
+        ``patched``. ``write_graphml`` writes it as GraphML (``export CHECKPOINT -o x.graphml``)."""
+        import networkx
+
+        channels = self.rows("checkpoint_channels", checkpoint=checkpoint)
+        if not channels:
+            raise UserError(
+                f"No complete checkpoint {checkpoint!r}: `circuit-atlas query checkpoints` lists the checkpoints."
+            )
+        graph = networkx.MultiDiGraph(checkpoint=checkpoint)
+        for row in channels:
+            attributes = {
+                k: row[k] for k in ("order", "kind", "layer", "head", "fidelity", "induction", "previous_token")
+            }
+            graph.add_node(row["channel"], **attributes, ranks=",".join(row["ranks"]))
+        for row in self.rows("top_edges", checkpoint=checkpoint, by="weight", limit=2**62):
+            properties = ("weight", "strength", "flow", "attribution", "patched")
+            graph.add_edge(
+                row["writer"], row["reader"], key=row["role"], role=row["role"], **{k: row[k] for k in properties}
+            )
+        return graph
+
     def timeline(self, model: str, channel: str, plot: Path | None = None) -> pd.DataFrame:
         """Channel ``channel`` of ``model`` across its complete checkpoints (the ``timeline`` query: one
         row per checkpoint and slice); with ``plot``, also drawn there (SVG or PNG)."""

@@ -81,30 +81,21 @@ class Circuit:
         return graph
 
     def to_graphml(self, path: str | Path) -> None:
-        """Write the circuit as GraphML (Gephi, Cytoscape, yEd read it), every attribute typed: a node
-        per channel with ``order``, ``kind``, ``layer``, ``head``, ``effect`` and ``fidelity``; an edge
-        per writer -> reader with ``roles`` (comma-separated), ``attribution`` (summed over roles) and
-        per role ``attribution_<role>`` and ``patched_<role>``; the circuit's settings on the graph.
-        GraphML has no null: an attribute without a value (a head index of an MLP, a patched effect
-        not measured) is left out of that node or edge."""
+        """Write the circuit as GraphML (:func:`write_graphml`): a node per channel with ``order``,
+        ``kind``, ``layer``, ``head``, ``effect`` and ``fidelity``; an edge per writer -> reader with
+        ``roles`` (comma-separated), ``attribution`` (summed over roles) and per role
+        ``attribution_<role>`` and ``patched_<role>``; the circuit's settings on the graph."""
         import networkx
 
-        def present(values: dict) -> dict:
-            return {k: v for k, v in values.items() if v is not None}
-
         graph = networkx.DiGraph(
-            **present(
-                {
-                    "checkpoint": self.checkpoint,
-                    "slice": self.slice,
-                    "min_effect": float(self.min_effect),
-                    "min_attribution": float(self.min_attribution),
-                    "faithfulness": self.faithfulness,
-                }
-            )
+            checkpoint=self.checkpoint,
+            slice=self.slice,
+            min_effect=float(self.min_effect),
+            min_attribution=float(self.min_attribution),
+            faithfulness=self.faithfulness,
         )
         for channel in self.channels:
-            graph.add_node(channel.name, **present({k: v for k, v in asdict(channel).items() if k != "name"}))
+            graph.add_node(channel.name, **{k: v for k, v in asdict(channel).items() if k != "name"})
         for writer, reader, data in self.to_networkx().edges(data=True):
             graph.add_edge(
                 writer,
@@ -112,9 +103,27 @@ class Circuit:
                 roles=",".join(data["roles"]),
                 attribution=float(data["attribution"]),
                 **{f"attribution_{role}": float(value) for role, value in data["role_attribution"].items()},
-                **present({f"patched_{role}": value for role, value in data["role_patched"].items()}),
+                **{f"patched_{role}": value for role, value in data["role_patched"].items()},
             )
-        networkx.write_graphml(graph, str(path))
+        write_graphml(graph, path)
+
+
+def write_graphml(graph, path: str | Path) -> None:
+    """Write a networkx ``graph`` as GraphML (Gephi, Cytoscape, yEd read it), every attribute typed
+    by its values. GraphML has no null: an attribute without a value (a head index of an MLP, a
+    patched effect not measured) is left out of that node, edge or graph."""
+    import networkx
+
+    def present(values: dict) -> dict:
+        return {k: v for k, v in values.items() if v is not None}
+
+    kept = graph.__class__(**present(graph.graph))
+    kept.add_nodes_from((node, present(data)) for node, data in graph.nodes(data=True))
+    if graph.is_multigraph():
+        kept.add_edges_from((a, b, key, present(data)) for a, b, key, data in graph.edges(keys=True, data=True))
+    else:
+        kept.add_edges_from((a, b, present(data)) for a, b, data in graph.edges(data=True))
+    networkx.write_graphml(kept, str(path))
 
 
 def fetch_circuit(

@@ -437,7 +437,7 @@ def query_command(
 
 @cli.command("export")
 @click.argument("checkpoint")
-@click.argument("slice_name", metavar="SLICE")
+@click.argument("slice_name", metavar="[SLICE]", required=False)
 @click.option(
     "-o",
     "--out",
@@ -463,15 +463,32 @@ def query_command(
 def export_command(
     connection: Connection,
     checkpoint: str,
-    slice_name: str,
+    slice_name: str | None,
     paths: tuple[Path, ...],
     min_effect: float | None,
     min_attribution: float | None,
 ) -> None:
-    """Export the circuit of CHECKPOINT on data slice SLICE as JSON or GraphML and as a picture (SVG, PNG)."""
+    """Export the circuit of CHECKPOINT on data slice SLICE as JSON or GraphML and as a picture (SVG, PNG);
+    without SLICE, the checkpoint's whole graph as GraphML."""
+    from .circuits import write_graphml
     from .export import check_paths, export
 
     check_paths(list(paths))  # before connecting: a bad path writes nothing
+    if slice_name is None:
+        if any(p.suffix.lower() != ".graphml" for p in paths) or min_effect is not None or min_attribution is not None:
+            raise UserError(
+                "Without SLICE, export writes the checkpoint's whole graph, as GraphML only (-o x.graphml, no "
+                "--min-effect or --min-attribution); give SLICE for a circuit as JSON, SVG or PNG."
+            )
+        with connection.open() as catalog:
+            graph = catalog.checkpoint_graph(checkpoint)
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_graphml(graph, path)
+        click.echo(
+            f"{graph.number_of_nodes()} channels, {graph.number_of_edges()} edges -> {', '.join(map(str, paths))}"
+        )
+        return
     api.check_circuit_params(checkpoint, slice_name, min_effect, min_attribution)
     with connection.open() as catalog:
         circuit = catalog.circuit(checkpoint, slice_name, min_effect, min_attribution)

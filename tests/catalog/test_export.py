@@ -92,3 +92,24 @@ def test_export_writes_graphml_that_reads_back_as_the_same_typed_graph(catalog, 
     assert edges["A", "B"]["attribution_k"] == 0.25 and edges["B", "C"]["attribution_v"] == 0.15
     written = path.read_text()
     assert '<key id="d' in written and 'attr.type="double"' in written and 'attr.type="long"' in written
+
+
+def test_export_without_a_slice_writes_the_checkpoints_whole_graph_as_graphml(catalog, cli_env, tmp_path):
+    """Every channel and every edge of the checkpoint (one per read role), as the queries give them;
+    anything but GraphML without a slice is refused."""
+    import networkx
+
+    path = tmp_path / "whole.graphml"
+    result = export(cli_env, "m@1", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    graph = networkx.read_graphml(path, force_multigraph=True)  # the edges' ids are their read roles
+    channels = catalog("checkpoint_channels", checkpoint="m@1")
+    edges = catalog("top_edges", checkpoint="m@1", by="weight", limit=10**6)
+    assert list(graph.nodes) == [c["channel"] for c in channels]
+    assert graph.number_of_edges() == len(edges) > 0
+    for row in edges:
+        data = graph.edges[row["writer"], row["reader"], row["role"]]
+        assert data["weight"] == row["weight"] and data["attribution"] == row["attribution"]
+    assert {data["kind"] for _, data in graph.nodes(data=True)} == {c["kind"] for c in channels}
+    refused = export(cli_env, "m@1", "-o", str(tmp_path / "whole.svg"))
+    assert refused.exit_code == 1 and "GraphML only" in refused.output
