@@ -32,6 +32,7 @@ from circuit_atlas import queries
 from circuit_atlas.schema import migrations
 
 from .circuits import Circuit, fetch_circuit
+from .comparison import Comparison, Reference, compare
 from .connection import Neo4jSettings, open_driver
 from .errors import UserError
 from .local_server import Distribution, LocalServer, default_server_dir
@@ -386,6 +387,17 @@ class Catalog:
                 row["writer"], row["reader"], key=row["role"], role=row["role"], **{k: row[k] for k in properties}
             )
         return graph
+
+    def compare(
+        self, checkpoint: str, slice_name: str, reference: str | Path | Reference, min_effect: float | None = None
+    ) -> Comparison:
+        """``checkpoint``'s circuits on ``slice_name`` against a reference circuit (a JSON file, or a
+        :class:`~circuit_atlas.comparison.Reference`): channel precision and recall, and each edge
+        score's ROC AUC (:mod:`circuit_atlas.comparison`)."""
+        if not isinstance(reference, Reference):
+            reference = Reference.read(Path(reference))
+        self.require_current_schema()
+        return compare(self, checkpoint, slice_name, reference, min_effect)
 
     def timeline(self, model: str, channel: str, plot: Path | None = None) -> pd.DataFrame:
         """Channel ``channel`` of ``model`` across its complete checkpoints (the ``timeline`` query: one

@@ -435,6 +435,15 @@ def query_command(
     click.echo(render(rows, fmt))
 
 
+#: A circuit's threshold, for the commands that fetch one (its default is the ``circuit`` query's).
+MIN_EFFECT_OPTION = click.option(
+    "--min-effect",
+    type=float,
+    help="Nats of slice loss a channel's ablation must add to be in the circuit  [default: the circuit query's, "
+    f"{api.circuit_default('min_effect')}]",
+)
+
+
 @cli.command("export")
 @click.argument("checkpoint")
 @click.argument("slice_name", metavar="[SLICE]", required=False)
@@ -447,12 +456,7 @@ def query_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="A file to write: .json, .graphml, .svg or .png. Repeatable.",
 )
-@click.option(
-    "--min-effect",
-    type=float,
-    help="Nats of slice loss a channel's ablation must add to be in the circuit  [default: the circuit query's, "
-    f"{api.circuit_default('min_effect')}]",
-)
+@MIN_EFFECT_OPTION
 @click.option(
     "--min-attribution",
     type=float,
@@ -494,6 +498,27 @@ def export_command(
         circuit = catalog.circuit(checkpoint, slice_name, min_effect, min_attribution)
     export(circuit, list(paths))
     click.echo(f"{len(circuit.channels)} channels, {len(circuit.edges)} edges -> {', '.join(map(str, paths))}")
+
+
+@cli.command("compare")
+@click.argument("checkpoint")
+@click.argument("slice_name", metavar="SLICE")
+@click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
+@MIN_EFFECT_OPTION
+@click.option(
+    "--format", "fmt", type=click.Choice(ROW_FORMATS), default="table", show_default=True, help="Output format."
+)
+@connection_options
+def compare_command(
+    connection: Connection, checkpoint: str, slice_name: str, reference: Path, min_effect: float | None, fmt: str
+) -> None:
+    """Score the circuits of CHECKPOINT on SLICE against the circuit in REFERENCE (JSON: channels, edges)."""
+    from .comparison import Reference
+
+    known = Reference.read(reference)  # before connecting: a bad file asks nothing of the server
+    with connection.open() as catalog:
+        rows = catalog.compare(checkpoint, slice_name, known, min_effect).rows()
+    click.echo(render(rows, fmt))
 
 
 @cli.command("timeline")

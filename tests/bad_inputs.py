@@ -319,6 +319,9 @@ CASES: dict[str, Case] = {
     "export -o circuit.txt": Case(
         (*EXPORT, "-o", "{tmp}/circuit.txt"), "name files ending in .json, .graphml, .svg, .png"
     ),
+    "compare with a reference file that is missing": Case(
+        ("compare", "m@1", "rep", "{tmp}/missing.json"), "Cannot read the reference circuit"
+    ),
     "timeline --plot t.pdf": Case(
         ("timeline", "m", "A", "--plot", "{tmp}/t.pdf"), "name a file ending in .svg or .png"
     ),

@@ -242,3 +242,30 @@ def test_the_timeline_shows_each_induction_head_join_the_circuit_when_the_mechan
         plot_timeline(pd.DataFrame(rows), model, head, tmp_path / f"t{suffix}")
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "training step" in (tmp_path / "t.svg").read_text()
+
+
+def test_compare_scores_the_circuits_and_edge_scores_against_the_known_mechanism(
+    loaded, truth, neo4j_settings, tmp_path
+):
+    """The reference is the truth's mechanism: the previous-token head, the induction heads and the key
+    edges between them. Both circuits on repeated tokens recall every channel of it. Among all the
+    checkpoint's edges (embedding and MLP edges included, which are large without being the
+    mechanism's), `strength` ranks the key edges first (AUC 1.0) and the patched effect above most
+    (at least 0.75; 0.78 measured); every AUC ranks every edge that has its score."""
+    from circuit_atlas.api import Catalog
+
+    _, ids = loaded
+    heads = [truth["previous"], *truth["induction"]]
+    edges = [{"writer": truth["previous"], "reader": head, "role": "k"} for head in truth["induction"]]
+    path = tmp_path / "mechanism.json"
+    path.write_text(json.dumps({"channels": heads, "edges": edges}))
+    with Catalog(neo4j_settings) as catalog:
+        comparison = catalog.compare(ids[-1], "repeated", path)
+    assert comparison.precision_recall(comparison.threshold_circuit)[1] == 1.0
+    assert comparison.precision_recall(comparison.faithful_circuit)[1] == 1.0
+    auc = comparison.edge_auc
+    assert set(auc) == {"weight", "strength", "flow", "attribution", "patched"}
+    assert auc["strength"][0] == 1.0 and auc["patched"][0] >= 0.75, auc
+    assert all(0 <= value <= 1 for value, _ in auc.values()) and len({count for _, count in auc.values()}) == 1
+    rows = {row["measure"]: row["value"] for row in comparison.rows()}
+    assert rows["edge ROC AUC by strength"] == 1.0 and rows["circuit by faithfulness: recall"] == 1.0
