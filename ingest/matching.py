@@ -44,12 +44,9 @@ class PreviousCheckpoint:
         the checkpoint before it, whose lineages it continues."""
         artifact = read_artifact(path)
         label, bases = artifact.manifest["checkpoint"]["label"], artifact.bases()
-        starts = dict(zip(artifact.tables["blocks"]["name"], artifact.tables["blocks"]["lineage_start"]))
-        lineages = {
-            block: (start, own_bases(block, bases)) if start == label or before is None else before.lineages[block]
-            for block, start in starts.items()
-        }
-        return cls(label, bases, artifact.fingerprints(), before.first if before else bases, lineages)
+        blocks = artifact.tables["blocks"]
+        found = dict(zip(blocks["name"], zip(blocks["lineage_start"], blocks["lineage_similarity"])))
+        return following(label, bases, artifact.fingerprints(), before, found)
 
 
 def own_bases(block: str, bases: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

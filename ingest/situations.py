@@ -218,6 +218,7 @@ def discover(usage: Usage, channels: Sequence[str], max_situations: int, seed: i
     groups.sort(key=lambda g: (-len(g), int(g[0])))
     if len(groups) < 2:
         return Discovery([], score, f"no clustering of the usage reached silhouette {MIN_SILHOUETTE}")
+    overall = Counter(_unit_tokens(usage, np.arange(len(usage.effects))))  # every unit's token, counted once
     found = []
     for rank, members in enumerate(groups, 1):
         situation = situation_slice(usage, members)
@@ -225,7 +226,7 @@ def discover(usage: Usage, channels: Sequence[str], max_situations: int, seed: i
             replace(
                 situation,
                 name=f"situation-{rank}",
-                description=describe(usage, members, situation, channels, tokenizer),
+                description=describe(usage, members, situation, channels, overall, tokenizer),
                 discovered=True,
             )
         )
@@ -271,10 +272,13 @@ def situation_slice(usage: Usage, members: np.ndarray) -> DataSlice:
     )
 
 
-def describe(usage: Usage, members: np.ndarray, situation: DataSlice, channels: Sequence[str], tokenizer) -> str:
+def describe(
+    usage: Usage, members: np.ndarray, situation: DataSlice, channels: Sequence[str], overall: Counter, tokenizer
+) -> str:
     """What sets a situation apart: its size and sources; the channels whose mean exact effect
     differs most between it and the other units (nats, in against out); its most over-represented
-    tokens (at its scored positions for token units); and examples."""
+    tokens (at its scored positions for token units) against ``overall``, every unit's token counts;
+    and examples."""
     inside = np.zeros(len(usage.effects), dtype=bool)
     inside[members] = True
     mean_in, mean_out = usage.effects[inside].mean(0), usage.effects[~inside].mean(0)
@@ -282,9 +286,9 @@ def describe(usage: Usage, members: np.ndarray, situation: DataSlice, channels: 
     apart = [f"{channels[c]} {mean_in[c]:+.2f} (rest {mean_out[c]:+.2f})" for c in order]
     prompts = np.unique(usage.prompt[members])
     composition = ", ".join(f"{name} {count}" for name, count in Counter(usage.sources[prompts]).most_common())
-    tokens_in, tokens_all = _unit_tokens(usage, members), _unit_tokens(usage, np.arange(len(usage.effects)))
-    inside_counts, overall = Counter(tokens_in), Counter(tokens_all)
-    share_all = {t: c / len(tokens_all) for t, c in overall.items()}
+    tokens_in, n_all = _unit_tokens(usage, members), sum(overall.values())
+    inside_counts = Counter(tokens_in)
+    share_all = {t: c / n_all for t, c in overall.items()}
     ratios = {t: c / len(tokens_in) / share_all[t] for t, c in inside_counts.items() if c >= MIN_TOKEN_COUNT}
     shown = [repr(token_text(t, tokenizer)) for t in sorted(ratios, key=lambda t: (-ratios[t], t))[:DESCRIBED_TOKENS]]
     tokens = (usage.position[members] >= 0).all()
