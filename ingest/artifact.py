@@ -9,7 +9,8 @@ One self-describing directory per (model, checkpoint, slices, config)::
 
 :data:`TABLES` is the only definition of the tables and their columns: :func:`write_artifact`
 refuses a frame whose columns differ from it, :func:`read_artifact` refuses a file that does,
-and the loader reads columns by these names. Any change to it bumps :data:`FORMAT_VERSION`.
+and the loader reads columns by these names. Any change to it, or to what a column means (format 9:
+subspace similarities count beyond chance), bumps :data:`FORMAT_VERSION`.
 
 An artifact is written under a hidden temporary name (``.<name>.partial-<host>-<pid>``) and
 renamed when complete, so a directory that exists is whole; the next write into the same folder
@@ -41,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 

@@ -1,8 +1,12 @@
 """Matching a checkpoint's channels with the same channels of other checkpoints of its series.
 
-Two subspaces match by the mean squared cosine of their principal angles,
-``||A^T B||_F^2 / min(rank A, rank B)`` for orthonormal bases A and B (1 when one contains the
-other, 0 when orthogonal). A channel's similarity is the mean over its roles with a non-empty
+Two subspaces match by the mean squared cosine of their principal angles beyond chance: for
+orthonormal bases A and B of ranks a <= b in d dimensions, ``s = ||A^T B||_F^2 / a`` (1 when the
+smaller lies in the larger, 0 when orthogonal) is ``b / d`` on average for random subspaces, so the
+similarity is ``(s - b/d) / (1 - b/d)``, clipped at 0: a subspace of 47 of 64 dimensions contains
+three quarters of any other by chance, and without the correction a freshly initialised embedding
+is 0.91 "similar" to the trained one. A subspace of all d dimensions says nothing about direction:
+it is similar (1) only to another of all d. A channel's similarity is the mean over its roles with a non-empty
 subspace in both checkpoints; pairs of neighbouring checkpoints at or above the threshold become
 ``MATCHES``, which also carry the similarity of the two behaviour fingerprints
 (:func:`.fingerprints.similarity`).
@@ -131,10 +135,15 @@ def following(
 
 
 def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """Mean squared cosine of the principal angles between column spaces (None if either is empty)."""
-    if a.shape[1] == 0 or b.shape[1] == 0:
+    """Mean squared cosine of the principal angles between column spaces beyond its chance level
+    (see the module docstring; None if either is empty)."""
+    smaller, larger, d = min(a.shape[1], b.shape[1]), max(a.shape[1], b.shape[1]), a.shape[0]
+    if smaller == 0:
         return None
-    return float((a.T @ b).square().sum()) / min(a.shape[1], b.shape[1])
+    if larger == d:
+        return float(smaller == d)
+    overlap = float((a.T @ b).square().sum()) / smaller
+    return max(0.0, (overlap - larger / d) / (1 - larger / d))
 
 
 def matches(

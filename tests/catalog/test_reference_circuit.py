@@ -207,15 +207,23 @@ def formed(truth, reference_checkpoints) -> int:
 
 
 def test_the_mechanism_changes_where_the_truth_says_it_forms_and_not_after(loaded, truth, formed):
-    """From the formation on, the heads keep one lineage (no change between it and the last
-    checkpoint), they changed between the checkpoint before it and the last, and every subspace of
-    the induction heads has been what it is at the end since exactly then (direct similarity to the
-    last at 0.8 or more from there on)."""
+    """The previous-token and induction heads changed between the checkpoint before the formation and
+    the last, and each starts a lineage at the formation; from there on the induction heads keep it
+    (no change between it and the last checkpoint), and every subspace of theirs has been what it is at
+    the end since exactly then (direct similarity to the last at 0.8 or more from there on). The
+    previous-token head's lineage is not asserted after the formation: its query and key subspaces
+    drift (0.61 to 0.63 beyond chance from the formation to the last) while its attention stays put,
+    and a lineage follows subspaces, not behaviour."""
     run, ids = loaded
     heads = {truth["previous"], *truth["induction"]}
-    assert not heads & {r["channel"] for r in run("changed_between", checkpoint_a=ids[formed], checkpoint_b=ids[-1])}
+    after = run("changed_between", checkpoint_a=ids[formed], checkpoint_b=ids[-1])
+    assert not set(truth["induction"]) & {r["channel"] for r in after}, after
     changed = run("changed_between", checkpoint_a=ids[formed - 1], checkpoint_b=ids[-1])
     assert heads <= {r["channel"] for r in changed}, changed
+    model = ids[-1].split("@")[0]
+    for head in heads:
+        at_formation = {r["checkpoint"]: r for r in run("timeline", model=model, channel=head)}[ids[formed]]
+        assert at_formation["lineage_start"] == ids[formed].split("@")[1], (head, at_formation)
     model = ids[-1].split("@")[0]
     for head in truth["induction"]:
         since = run("subspace_since", model=model, channel=head, threshold=0.8)
