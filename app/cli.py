@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -663,6 +664,42 @@ def reference_train_first_unique(out: Path | None, seed: int, retrain: bool) -> 
         click.echo(f"{head} serves the answers {' '.join(chr(ord('a') + letter) for letter in letters) or '(none)'}")
     click.echo(
         f"{len(files)} checkpoints in {files[-1].parent} (config {NATIVE_CONFIG}); ground truth in {LETTER_EFFECTS}"
+    )
+
+
+@reference_group.command("train-modular-addition")
+@reference_out_option
+@reference_seed_option
+@click.option("--retrain", is_flag=True, help="Train here even where a cached or shipped copy exists.")
+def reference_train_modular_addition(out: Path | None, seed: int, retrain: bool) -> None:
+    """Train (or reuse) the modular-addition series, which memorises its training pairs before it
+    forms the algorithm, write its training and held-out pairs as task files, and print its progress."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.attention_only import NATIVE_CONFIG
+    from circuit_atlas.reference.modular_addition import (
+        PROGRESS,
+        ModularAdditionRecipe,
+        train_modular_addition,
+        write_slices,
+    )
+
+    recipe = ModularAdditionRecipe(seed=seed)
+    files = train_modular_addition(recipe, out or default_reference_dir(), echo=click.echo, retrain=retrain)
+    root = files[-1].parent
+    truth = json.loads((root / PROGRESS).read_text())
+    for label, row in truth["checkpoints"].items():
+        click.echo(
+            f"{label}: training loss {row['train_loss']:.3f}, held-out loss {row['held_out_loss']:.3f} "
+            f"(chance {math.log(recipe.p):.2f}), key-frequency share {row['key_share']:.2f}"
+        )
+    data = write_slices(root / "pairs", recipe)
+    click.echo(
+        f"{len(files)} checkpoints in {root} (config {NATIVE_CONFIG}); ground truth in {PROGRESS}. Ingest the series "
+        f"with: circuit-atlas ingest {root / NATIVE_CONFIG} "
+        + " ".join(f"--checkpoint {f}" for f in files[:2])
+        + " ... "
+        + " ".join(f"--data {d}" for d in data)
+        + " --out DIR"
     )
 
 

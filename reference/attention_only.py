@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -108,6 +108,40 @@ class _Params(nn.Module):
         def __getattr__(self, name: str) -> Tensor: ...
 
 
+def attend(x: Tensor, a: _Params, causal: Tensor) -> Tensor:
+    """One attention layer's z ``[batch, pos, head, d_head]`` from its input ``x`` and HookedTransformer
+    weights ``a``: ``softmax(q kᵀ / √d_head + mask) v`` with ``q/k/v = x W_Q/K/V + b_Q/K/V``."""
+    q, k, v = (
+        torch.einsum("bpd,hde->bphe", x, W) + bias for W, bias in ((a.W_Q, a.b_Q), (a.W_K, a.b_K), (a.W_V, a.b_V))
+    )
+    scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+    return torch.einsum("bhqk,bkhe->bqhe", scores.masked_fill(~causal, float("-inf")).softmax(-1), v)
+
+
+def attention_params(d: int, n_heads: int, d_head: int) -> _Params:
+    """An attention layer's parameters in HookedTransformer's names and shapes."""
+    H, dh = n_heads, d_head
+    return _Params(
+        W_Q=(H, d, dh), W_K=(H, d, dh), W_V=(H, d, dh), W_O=(H, dh, d),
+        b_Q=(H, dh), b_K=(H, dh), b_V=(H, dh), b_O=(d,),
+    )  # fmt: skip
+
+
+def init_like_transformer_lens(model: nn.Module, d_model: int) -> None:
+    """TransformerLens's ``gpt2`` init: matrices normal with standard deviation ``0.8 / √d_model``,
+    biases zero, LayerNorm weights (``w``) one."""
+    std = 0.8 / math.sqrt(d_model)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            short = name.rsplit(".", 1)[-1]
+            if short == "w":
+                parameter.fill_(1.0)
+            elif short.startswith("b"):
+                parameter.zero_()
+            else:
+                parameter.normal_(0.0, std)
+
+
 class AttentionOnly(nn.Module):
     """HookedTransformer's forward without MLPs, in plain PyTorch, on unprocessed weights::
 
@@ -129,23 +163,11 @@ class AttentionOnly(nn.Module):
         for _ in range(recipe.n_layers):
             block = nn.Module()
             block.ln1 = _Params(w=(d,), b=(d,))
-            block.attn = _Params(
-                W_Q=(H, d, dh), W_K=(H, d, dh), W_V=(H, d, dh), W_O=(H, dh, d),
-                b_Q=(H, dh), b_K=(H, dh), b_V=(H, dh), b_O=(d,),
-            )  # fmt: skip
+            block.attn = attention_params(d, H, dh)
             self.blocks.append(block)
         self.ln_final = _Params(w=(d,), b=(d,))
         self.unembed = _Params(W_U=(d, V), b_U=(V,))
-        std = 0.8 / math.sqrt(d)
-        with torch.no_grad():
-            for name, parameter in self.named_parameters():
-                short = name.rsplit(".", 1)[-1]
-                if short == "w":
-                    parameter.fill_(1.0)
-                elif short.startswith("b"):
-                    parameter.zero_()
-                else:
-                    parameter.normal_(0.0, std)
+        init_like_transformer_lens(self, d)
 
     @staticmethod
     def _norm(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -161,14 +183,7 @@ class AttentionOnly(nn.Module):
         causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         for l, block in enumerate(self.blocks):
             ln1, a = cast(_Params, block.ln1), cast(_Params, block.attn)  # a plain Module's children are untyped
-            x = self._norm(r, ln1.w, ln1.b)
-            q, k, v = (
-                torch.einsum("bpd,hde->bphe", x, W) + bias
-                for W, bias in ((a.W_Q, a.b_Q), (a.W_K, a.b_K), (a.W_V, a.b_V))
-            )
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
-            pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
-            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+            z = attend(self._norm(r, ln1.w, ln1.b), a, causal)
             if HOOK_Z.format(l) in hooks:
                 z = hooks[HOOK_Z.format(l)](z)
             r = r + torch.einsum("bphe,hed->bpd", z, a.W_O) + a.b_O
@@ -187,7 +202,13 @@ def next_token_loss(model: AttentionOnly, tokens: Tensor) -> Tensor:
     return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
 
 
-def save_native(model: AttentionOnly, stem: Path, recipe: AttentionOnlyRecipe, step: int, loss: float) -> None:
+class NativeRecipe(Protocol):
+    """A recipe saved as TransformerLens-native checkpoints: it states its model's config."""
+
+    def hooked_transformer_config(self) -> dict: ...
+
+
+def save_native(model: nn.Module, stem: Path, recipe: NativeRecipe, step: int, loss: float) -> None:
     """``<stem>.pt`` (written to a ``.partial`` file renamed into place): the state dict beside the
     sidecar's facts; and :data:`NATIVE_CONFIG` beside it with the first checkpoint."""
     config = stem.parent / NATIVE_CONFIG

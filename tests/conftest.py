@@ -102,6 +102,16 @@ def attention_only_checkpoints() -> list:
 
 
 @pytest.fixture(scope="session")
+def modular_addition_checkpoints() -> list:
+    """The modular-addition series (TransformerLens-native, 13 checkpoints through memorisation and the
+    algorithm's formation), shipped trained and copied into the cache once per machine."""
+    from circuit_atlas.reference import default_reference_dir
+    from circuit_atlas.reference.modular_addition import ModularAdditionRecipe, train_modular_addition
+
+    return train_modular_addition(ModularAdditionRecipe(), default_reference_dir(), progress=False, echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def variant_artifacts(reference_checkpoints, tmp_path_factory) -> dict[str, list[Path]]:
     """The induction recipe's variants (``reference.seeds.VARIANTS``: seeds 0 and 1, and 4 heads per
     layer), trained once per machine, ingested on repeated and random tokens: the reference model's
