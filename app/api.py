@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 import neo4j
 import pandas as pd
@@ -398,6 +399,36 @@ class Catalog:
             reference = Reference.read(Path(reference))
         self.require_current_schema()
         return compare(self, checkpoint, slice_name, reference, min_effect)
+
+    def artifact(self, checkpoint: str) -> Path:
+        """The artifact folder of ``checkpoint``, from its subspaces' ``basis_uri``."""
+        rows = self.rows("checkpoint_artifact", checkpoint=checkpoint)
+        if not rows:
+            raise UserError(
+                f"No complete checkpoint {checkpoint!r} in the catalog; list them with "
+                "`circuit-atlas query checkpoints`."
+            )
+        folder = Path(unquote(urlparse(rows[0]["basis_uri"]).path)).parent
+        if not folder.is_dir():
+            raise UserError(
+                f"The artifact of {checkpoint} was at {folder}, which no longer exists; steering needs it (its "
+                "bases and the settings of its data)."
+            )
+        return folder
+
+    def steer(
+        self,
+        checkpoint: str,
+        interventions: list[str],
+        slices: list[str] | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Every intervention (specs: :mod:`circuit_atlas.ingest.steering`) on ``checkpoint``'s slices
+        (default all), measured on its model and prompts from its artifact (:mod:`circuit_atlas.steering`)."""
+        from .steering import steer_artifact  # torch and the model code: only when steering
+
+        return steer_artifact(self.artifact(checkpoint), interventions, slices, device, seed)
 
     def timeline(self, model: str, channel: str, plot: Path | None = None) -> pd.DataFrame:
         """Channel ``channel`` of ``model`` across its complete checkpoints (the ``timeline`` query: one

@@ -522,6 +522,41 @@ def compare_command(
     click.echo(render(rows, fmt))
 
 
+@cli.command("steer")
+@click.argument("checkpoint")
+@click.option(
+    "--intervene",
+    "specs",
+    multiple=True,
+    required=True,
+    help="An intervention on a stored write subspace: 'L1H2/out[0] += 3' (standard deviations; '3 raw' for "
+    "raw units), 'L1H2/out[0] = -1', 'project L1H2/out[0,2]', 'patch L1H2/out from SLICE', 'ablate L1H2'. "
+    "Repeatable: several run as batched variants, each against the clean model.",
+)
+@click.option(
+    "--data", "slices", multiple=True, help="A slice of the checkpoint to measure on (default: all). Repeatable."
+)
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the prompt order a patch resamples.")
+@connection_options
+def steer_command(
+    connection: Connection, checkpoint: str, specs: tuple[str, ...], slices: tuple[str, ...], device: str, seed: int
+) -> None:
+    """Intervene on CHECKPOINT's stored write subspaces and print, per slice, each intervention's loss
+    change with its standard error, accuracy change (task slices), KL from the clean output, and the
+    output tokens it promotes and suppresses. CHECKPOINT is a catalog id (model@label) or an artifact
+    folder (no server needed)."""
+    from .steering import effect_lines, steer_artifact
+
+    if Path(checkpoint).is_dir():
+        effects = steer_artifact(Path(checkpoint), list(specs), list(slices) or None, device, seed)
+    else:
+        with connection.open() as catalog:
+            folder = catalog.artifact(checkpoint)
+        effects = steer_artifact(folder, list(specs), list(slices) or None, device, seed)
+    click.echo("\n".join(effect_lines(effects)))
+
+
 @cli.command("timeline")
 @click.argument("model")
 @click.argument("channel")

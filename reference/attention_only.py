@@ -48,8 +48,8 @@ from .training import checkpoint_facts, folder_name, train_cached
 
 #: The HookedTransformerConfig JSON in an attention-only recipe's folder.
 NATIVE_CONFIG = "hooked_transformer_config.json"
-#: Hook names :meth:`AttentionOnly.forward` offers (a z hook per layer: ``blocks.{l}.attn.hook_z``).
-HOOK_Z = "blocks.{}.attn.hook_z"
+#: Hook names :meth:`AttentionOnly.forward` offers per layer: its z and its output (what it adds to the stream).
+HOOK_Z, HOOK_ATTN_OUT = "blocks.{}.attn.hook_z", "blocks.{}.hook_attn_out"
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,9 @@ class AttentionOnly(nn.Module):
         return centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * w + b
 
     def forward(self, tokens: Tensor, hooks: dict[str, Callable[[Tensor], Tensor]] | None = None) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]``; ``hooks`` maps ``blocks.{l}.attn.hook_z`` to a function
-        of z ``[batch, pos, head, d_head]`` returning the z the layer goes on with."""
+        """Logits ``[batch, pos, d_vocab]``; ``hooks`` maps :data:`HOOK_Z` (z ``[batch, pos, head,
+        d_head]``) and :data:`HOOK_ATTN_OUT` (``[batch, pos, d_model]``) of a layer to a function
+        returning what the layer goes on with."""
         hooks = hooks or {}
         n = tokens.shape[1]
         r = self.embed.W_E[tokens] + self.pos_embed.W_pos[:n]
@@ -186,7 +187,8 @@ class AttentionOnly(nn.Module):
             z = attend(self._norm(r, ln1.w, ln1.b), a, causal)
             if HOOK_Z.format(l) in hooks:
                 z = hooks[HOOK_Z.format(l)](z)
-            r = r + torch.einsum("bphe,hed->bpd", z, a.W_O) + a.b_O
+            out = torch.einsum("bphe,hed->bpd", z, a.W_O) + a.b_O
+            r = r + (hooks[HOOK_ATTN_OUT.format(l)](out) if HOOK_ATTN_OUT.format(l) in hooks else out)
         return self._norm(r, self.ln_final.w, self.ln_final.b) @ self.unembed.W_U + self.unembed.b_U
 
     @classmethod

@@ -8,9 +8,11 @@ import json
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from empty_database import empty_database
 
 from circuit_atlas import queries
+from circuit_atlas.cli import cli
 from circuit_atlas.ingest.channels import head_name
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.pipeline import ingest
@@ -277,3 +279,20 @@ def test_compare_scores_the_circuits_and_edge_scores_against_the_known_mechanism
     assert all(0 <= value <= 1 for value, _ in auc.values()) and len({count for _, count in auc.values()}) == 1
     rows = {row["measure"]: row["value"] for row in comparison.rows()}
     assert rows["edge ROC AUC by strength"] == 1.0 and rows["circuit by faithfulness: recall"] == 1.0
+
+
+def test_steer_finds_a_catalogued_checkpoints_artifact_and_patching_the_previous_token_head_costs(
+    loaded, truth, cli_env
+):
+    """By catalog id: the artifact is found through the subspaces' basis_uri; patching the previous-token
+    head's write state from random tokens raises the repeated loss by more than 20 standard errors; an
+    unknown checkpoint is one line."""
+    _, ids = loaded
+    spec = f"patch {truth['previous']}/out from random"
+    result = CliRunner().invoke(cli, ["steer", ids[-1], "--intervene", spec, "--data", "repeated"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    line = result.output.splitlines()[1]
+    loss, se = (float(x) for x in line.split("loss ")[1].split(",")[0].split(" ± "))
+    assert loss > 20 * se > 0, line
+    missing = CliRunner().invoke(cli, ["steer", "induction-s0@nowhere", "--intervene", spec], env=cli_env)
+    assert missing.exit_code != 0 and "No complete checkpoint 'induction-s0@nowhere'" in missing.output

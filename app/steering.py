@@ -1,0 +1,73 @@
+"""Steering a catalogued checkpoint: its model, stored subspaces and slices from its artifact.
+
+An artifact names everything an intervention needs: the model's source and weights, the ``--data``
+arguments and the settings that rebuilt its slices (the same prompts), and the write subspaces in
+``bases.safetensors``. :func:`steer_artifact` opens it, parses the specs
+(:mod:`circuit_atlas.ingest.steering`) and measures them, with no server; the catalog finds a
+checkpoint's artifact through its subspaces' ``basis_uri`` (:meth:`~circuit_atlas.api.Catalog.steer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.channels import model_channels
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.model_adapter import load_model
+from circuit_atlas.ingest.pipeline import load_slices
+from circuit_atlas.ingest.steering import Effect, parse, steer
+
+from .errors import UserError
+
+
+def steer_artifact(
+    artifact: Path,
+    specs: list[str],
+    slices: list[str] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    top: int = 5,
+) -> pd.DataFrame:
+    """Every intervention of ``specs`` on every slice of ``artifact`` named in ``slices`` (default:
+    all of them), one row per (intervention, slice): the :class:`~circuit_atlas.ingest.steering.Effect`'s fields."""
+    if not specs:
+        raise UserError("Give at least one intervention (--intervene SPEC).")
+    opened = read_artifact(Path(artifact))
+    manifest = opened.manifest
+    model = load_model(manifest["checkpoint"]["source"], manifest["checkpoint"]["revision"], device)
+    known = {f.name for f in fields(IngestConfig)}
+    config = IngestConfig(**{k: v for k, v in manifest["config"].items() if k in known})
+    every = {part.name: part for part in load_slices(model, manifest["data"], config)}
+    chosen = slices or list(every)
+    missing = [name for name in chosen if name not in every]
+    if missing:
+        raise UserError(f"No slice {missing[0]!r} in {artifact}; its slices are {', '.join(every)}.")
+    bases = opened.bases()
+    channels = model_channels(model.spec)
+    interventions = [parse(spec, bases, channels, list(every)) for spec in specs]
+    with torch.no_grad():
+        effects = steer(model, bases, interventions, [every[n] for n in chosen], every, config.batch_tokens, seed, top)
+    return pd.DataFrame([asdict(e) for e in effects], columns=[f.name for f in fields(Effect)])
+
+
+def effect_lines(effects: pd.DataFrame) -> list[str]:
+    """A readable report: per slice, one line per intervention and its top tokens."""
+
+    def tokens(entries) -> str:
+        return ", ".join(f"{text!r}" if text is not None else str(token) for token, text, _ in entries)
+
+    lines = []
+    for name, rows in effects.groupby("slice", sort=False):
+        lines.append(f"slice {name}:")
+        for r in rows.itertuples():
+            accuracy = "" if pd.isna(r.accuracy_delta) else f", accuracy {r.accuracy_delta:+.3f}"
+            lines.append(
+                f"  {r.spec}: loss {r.loss_delta:+.4f} ± {r.loss_se:.4f}{accuracy}, KL {r.kl:.4f}; "
+                f"promotes {tokens(r.promoted)}; suppresses {tokens(r.suppressed)}"
+            )
+    return lines

@@ -1,0 +1,396 @@
+"""Interventions on what a channel writes, and the behaviour they cause on a slice.
+
+A writer channel's write w (per position, in d_model: a head's ``z_h W_O[h]``, an MLP's output, an
+embedding) has coordinates ``c = w B`` in its stored write subspace ``<channel>/out`` (B, d_model x k,
+orthonormal, from the artifact's bases). Each intervention adds Δ to the residual stream where w
+enters it, at every real position of every prompt:
+
+==============================  ===============================================================
+spec                            Δ
+==============================  ===============================================================
+``L1H2/out[0] += 3``            ``3 σ_0 b_0`` (σ_i: the standard deviation of c_i over the
+                                slice's real tokens; ``-=`` subtracts; ``3 raw``: ``3 b_0``)
+``L1H2/out[0] = -1.5``          ``(μ_0 - 1.5 σ_0 - c_0) b_0``: the coordinate set to its mean
+                                plus -1.5 standard deviations (``raw``: set to -1.5)
+``project L1H2/out[0,2]``       ``-c_S B_Sᵀ`` over the named directions S (none named: all)
+``patch L1H2/out from random``  ``(c' - c) Bᵀ``: every coordinate taken from prompt π(i) of slice
+                                ``random`` at the same position (π drawn with the seed; a
+                                position the source prompt lacks keeps its own)
+``ablate L1H2``                 w replaced by its mean over the slice's prompts at each position
+                                (the catalog's default ``position`` ablation)
+==============================  ===============================================================
+
+Write subspaces only: a read subspace (a head's q, k, v, an MLP's or the unembedding's ``in``) is
+what the channel reads, and changing it for one reader needs that reader's own copy of the
+stream; a spec naming one is refused with the roles that can be steered.
+
+:func:`steer` measures every intervention against the clean model on the same prompts, as batched
+variants (the clean rows and one block of rows per intervention in each forward pass, as the
+ingest's ablations run): per slice, the mean change of the slice's metric with its standard error
+over prompts, the change of answer accuracy (task slices), the mean KL divergence from the clean
+prediction at the scored positions, and the output tokens whose probability it raises and lowers
+most on average there (probability, not log-probability: a flatter prediction raises the
+log-probability of nearly every token, while the changes of probability sum to zero).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from circuit_atlas.errors import UserError
+
+from .channels import Channel, model_channels
+from .data import DataSlice
+from .metrics import POSITIONAL, Targets, sequence_losses
+from .model_adapter import Hook, LoadedModel, site
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_SUBSPACE = r"(?P<channel>[^\s/\[\]]+)/(?P<role>\w+)"
+SPECS = {
+    "add": re.compile(rf"^{_SUBSPACE}\[(?P<index>\d+)\]\s*(?P<op>\+=|-=)\s*(?P<amount>{_NUMBER})\s*(?P<unit>sd|raw)?$"),
+    "set": re.compile(rf"^{_SUBSPACE}\[(?P<index>\d+)\]\s*=\s*(?P<amount>{_NUMBER})\s*(?P<unit>sd|raw)?$"),
+    "project": re.compile(rf"^project\s+{_SUBSPACE}(?:\[(?P<indices>\d+(?:\s*,\s*\d+)*)\])?$"),
+    "patch": re.compile(rf"^patch\s+{_SUBSPACE}\s+from\s+(?P<source>\S+)$"),
+    "ablate": re.compile(r"^ablate\s+(?P<channel>\S+)$"),
+}
+GRAMMAR = (
+    "CH/out[i] += X | CH/out[i] -= X | CH/out[i] = X (X in standard deviations, or 'X raw') | "
+    "project CH/out[i,j,...] | patch CH/out from SLICE | ablate CH"
+)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One parsed spec (see the module docstring): ``directions`` index the channel's write subspace
+    (empty: all of it), ``amount`` is in standard deviations unless ``raw``. ``basis`` replaces the
+    stored subspace by any orthonormal directions [d_model, k] (the API only: e.g. a direction outside
+    the stored subspace)."""
+
+    spec: str
+    action: str  # add | set | project | patch | ablate
+    channel: str
+    directions: tuple[int, ...] = ()
+    amount: float = 0.0
+    raw: bool = False
+    source: str | None = None
+    basis: Tensor | None = field(default=None, compare=False)
+
+
+def parse(spec: str, bases: dict[str, Tensor], channels: Sequence[Channel], slices: Sequence[str]) -> Intervention:
+    """``spec`` checked against the channels, their stored write subspaces and the slice names;
+    :class:`UserError` naming what exists when it does not fit."""
+    text = " ".join(spec.split())
+    matched = [(action, found) for action, pattern in SPECS.items() if (found := pattern.match(text))]
+    if not matched:
+        raise UserError(f"Cannot read the intervention {spec!r}; write one of: {GRAMMAR}.")
+    action, found = matched[0]
+    groups = found.groupdict()
+    writers = {c.name: c for c in channels if c.writes}
+    if groups["channel"] not in writers:
+        raise UserError(
+            f"Intervention {spec!r}: no channel {groups['channel']!r} writes to the residual stream; "
+            f"the writers are {', '.join(writers)}."
+        )
+    channel = writers[groups["channel"]]
+    if action == "ablate":
+        return Intervention(text, action, channel.name)
+    if groups["role"] != "out":
+        readable = ", ".join(channel.read_roles) or "none"
+        raise UserError(
+            f"Intervention {spec!r}: {channel.name}/{groups['role']} is not a write subspace; steering acts on what "
+            f"a channel writes, {channel.name}/out (its read subspaces: {readable})."
+        )
+    rank = bases[f"{channel.name}/out"].shape[1]
+    indices = tuple(int(i) for i in re.findall(r"\d+", groups.get("indices") or groups.get("index") or ""))
+    if rank == 0:
+        raise UserError(f"Intervention {spec!r}: {channel.name}/out has rank 0 at this checkpoint; nothing to steer.")
+    past = [i for i in indices if i >= rank]
+    if past:
+        raise UserError(
+            f"Intervention {spec!r}: {channel.name}/out has rank {rank} (directions 0 to {rank - 1}); "
+            f"{past[0]} is past it."
+        )
+    if action == "patch" and groups["source"] not in slices:
+        raise UserError(f"Intervention {spec!r}: no slice {groups['source']!r}; the slices are {', '.join(slices)}.")
+    sign = -1.0 if groups.get("op") == "-=" else 1.0
+    return Intervention(
+        text,
+        action,
+        channel.name,
+        indices,
+        sign * float(groups.get("amount") or 0.0),
+        groups.get("unit") == "raw",
+        groups.get("source"),
+    )
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What one intervention did on one slice, against the clean model on the same prompts."""
+
+    spec: str
+    slice: str
+    loss_delta: float  # mean over prompts of metric(intervened) - metric(clean)
+    loss_se: float  # its standard error over prompts
+    accuracy_delta: float | None  # answer accuracy change (task slices; None otherwise)
+    kl: float  # mean KL(clean || intervened) at the scored positions
+    promoted: list[tuple[int, str | None, float]]  # (token, text, mean change of its probability)
+    suppressed: list[tuple[int, str | None, float]]
+
+
+class _Write:
+    """Where a channel's write enters the stream: the site whose activation gives its coordinates
+    (``capture``) and the site Δ is added at (``apply``), and its write ``[rows, pos, d]`` from the
+    captured activation."""
+
+    def __init__(self, model: LoadedModel, channel: Channel):
+        self.channel = channel
+        if channel.kind == "attn_head":
+            self.capture, self.apply = site("z", channel.layer), site("attn_out", channel.layer)
+            self.W_O = model.weights.W_O[channel.layer, channel.head].to(model.device)  # [d_head, d_model]
+        else:
+            name = {"mlp": "mlp_out", "embed": "embed", "pos_embed": "pos_embed"}[channel.kind]
+            self.capture = self.apply = site(name, channel.layer if channel.kind == "mlp" else None)
+
+    def write(self, activation: Tensor) -> Tensor:
+        if self.channel.kind == "attn_head":
+            return activation[:, :, self.channel.head].float() @ self.W_O
+        return activation.float()
+
+    def ablated(self, activation: Tensor, mean: Tensor, rows: slice) -> Tensor:
+        """``activation`` with the channel's part replaced by ``mean`` (per position) in ``rows``."""
+        out = activation.clone()
+        width = activation.shape[1]
+        if self.channel.kind == "attn_head":
+            out[rows, :, self.channel.head] = mean[:width].to(out.dtype)
+        else:
+            out[rows] = mean[:width].to(out.dtype)
+        return out
+
+
+@dataclass
+class _Prepared:
+    """An intervention with what it needs from clean passes: its write, basis, the coordinates'
+    mean and standard deviation (add, set), the per-position mean (ablate), the source coordinates
+    and each prompt's source prompt (patch)."""
+
+    intervention: Intervention
+    write: _Write
+    basis: Tensor  # [d_model, k], the directions acted on
+    mean: Tensor | None = None  # [k]
+    sd: Tensor | None = None  # [k]
+    position_mean: Tensor | None = None  # [p, ...] of the captured activation's channel part
+    source: Tensor | None = None  # [n_source, p_source, k] coordinates
+    order: Tensor | None = None  # [n]: prompt i takes source prompt order[i]
+
+
+def resample_order(n_target: int, n_source: int, seed: int) -> Tensor:
+    """π: for each of ``n_target`` prompts, the source prompt it is patched from (uniform, seeded)."""
+    return torch.randint(0, n_source, (n_target,), generator=torch.Generator().manual_seed(seed))
+
+
+def steer(
+    model: LoadedModel,
+    bases: dict[str, Tensor],
+    interventions: Sequence[Intervention],
+    data: Sequence[DataSlice],
+    sources: dict[str, DataSlice],
+    batch_tokens: int = 4096,
+    seed: int = 0,
+    top: int = 5,
+) -> list[Effect]:
+    """Every intervention's :class:`Effect` on every slice of ``data`` (interventions by slice);
+    ``sources`` holds the slices ``patch`` reads from (by name)."""
+    channels = {c.name: c for c in model_channels(model.spec)}
+    effects = []
+    for part in data:
+        prepared = [
+            _prepare(model, bases, i, channels[i.channel], part, sources, batch_tokens, seed) for i in interventions
+        ]
+        effects += _measure(model, prepared, part, batch_tokens, top)
+    return effects
+
+
+def _capture(model: LoadedModel, part: DataSlice, names: set[str], batch_tokens: int) -> dict[str, Tensor]:
+    """The clean activations at ``names`` over every prompt of ``part`` (float32, on the CPU)."""
+    found: dict[str, list[Tensor]] = {name: [] for name in names}
+
+    def keeper(name: str) -> Hook:
+        def keep(activation: Tensor, hook) -> None:
+            found[name].append(activation.detach().float().cpu())
+
+        return keep
+
+    with torch.no_grad():
+        for batch in part.batches(batch_tokens):
+            model.run(batch.tokens, [(name, keeper(name)) for name in names], batch.mask)
+    return {name: torch.cat(values) for name, values in found.items()}
+
+
+def _prepare(
+    model: LoadedModel,
+    bases: dict[str, Tensor],
+    intervention: Intervention,
+    channel: Channel,
+    part: DataSlice,
+    sources: dict[str, DataSlice],
+    batch_tokens: int,
+    seed: int,
+) -> _Prepared:
+    write = _Write(model, channel)
+    stored = bases[f"{channel.name}/out"].float() if intervention.action != "ablate" else None
+    basis = intervention.basis.float() if intervention.basis is not None else stored
+    if basis is not None and intervention.directions:
+        basis = basis[:, list(intervention.directions)]
+    prepared = _Prepared(intervention, write, basis.to(model.device) if basis is not None else torch.empty(0))
+    if intervention.action in ("add", "set", "ablate"):
+        captured = _capture(model, part, {write.capture}, batch_tokens)[write.capture]
+        mask = part.mask[: captured.shape[0], : captured.shape[1]]
+        if intervention.action == "ablate":
+            own = captured[:, :, channel.head] if channel.kind == "attn_head" else captured
+            weights = mask.float().view(*mask.shape, *([1] * (own.dim() - 2)))
+            prepared.position_mean = ((own * weights).sum(0) / weights.sum(0).clamp_min(1)).to(model.device)
+        else:
+            coordinates = write.write(captured.to(model.device)) @ prepared.basis  # [n, p, k]
+            real = coordinates[mask.to(model.device)]
+            prepared.mean, prepared.sd = real.mean(0), real.std(0)
+    if intervention.action == "patch":
+        source = sources[intervention.source]  # type: ignore[index]
+        captured = _capture(model, source, {write.capture}, batch_tokens)[write.capture]
+        prepared.source = (write.write(captured.to(model.device)) @ prepared.basis).cpu()
+        prepared.order = resample_order(part.n_sequences, source.n_sequences, seed)
+    return prepared
+
+
+def _delta(p: _Prepared, write: Tensor, prompts: Tensor) -> Tensor:
+    """Δ [rows, pos, d_model] for the rows of one variant, whose clean-or-intervened write so far is
+    ``write`` and whose prompts (indices in the slice) are ``prompts``."""
+    i, basis = p.intervention, p.basis
+    coordinates = write @ basis  # [rows, pos, k]
+    if i.action == "add":
+        scale = i.amount if i.raw else i.amount * p.sd  # type: ignore[operator]
+        return (torch.zeros_like(coordinates) + scale) @ basis.T
+    if i.action == "set":
+        target = torch.as_tensor(i.amount, device=write.device) if i.raw else p.mean + i.amount * p.sd  # type: ignore[operator]
+        return (target - coordinates) @ basis.T
+    if i.action == "project":
+        return -coordinates @ basis.T
+    source = p.source[p.order[prompts]].to(write.device)  # type: ignore[index]  # [rows, p_source, k]
+    width = min(source.shape[1], coordinates.shape[1])
+    change = torch.zeros_like(coordinates)
+    change[:, :width] = source[:, :width] - coordinates[:, :width]
+    return change @ basis.T
+
+
+def _hooks(prepared: Sequence[_Prepared], rows: int, prompts: Tensor) -> list[tuple[str, Hook]]:
+    """Hooks for a batch of ``len(prepared) + 1`` blocks of ``rows`` rows: block 0 clean, block v+1
+    under ``prepared[v]``."""
+    hooks: list[tuple[str, Hook]] = []
+    for v, p in enumerate(prepared):
+        block = slice((v + 1) * rows, (v + 2) * rows)
+        if p.intervention.action == "ablate":
+            hooks.append((p.write.capture, _ablating(p, block)))
+            continue
+        captured: dict[str, Tensor] = {}
+        if p.write.capture != p.write.apply:
+            hooks.append((p.write.capture, _keeping(captured, block)))
+        hooks.append((p.write.apply, _adding(p, captured, block, prompts)))
+    return hooks
+
+
+def _ablating(p: _Prepared, block: slice) -> Hook:
+    def hook(activation: Tensor, _) -> Tensor:
+        return p.write.ablated(activation, p.position_mean, block)  # type: ignore[arg-type]
+
+    return hook
+
+
+def _keeping(captured: dict[str, Tensor], block: slice) -> Hook:
+    def hook(activation: Tensor, _) -> None:
+        captured["write"] = activation[block]
+
+    return hook
+
+
+def _adding(p: _Prepared, captured: dict[str, Tensor], block: slice, prompts: Tensor) -> Hook:
+    def hook(activation: Tensor, _) -> Tensor:
+        own = captured["write"] if "write" in captured else activation[block]
+        out = activation.clone()
+        out[block] = out[block] + _delta(p, p.write.write(own), prompts).to(out.dtype)
+        return out
+
+    return hook
+
+
+def _scored_log_probs(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
+    """Log-probabilities at the scored positions [b, m, V] and which are scored [b, m]."""
+    if targets.metric not in POSITIONAL:
+        return logits[:, :-1].float().log_softmax(-1), targets.mask[:, 1:].to(logits.device)
+    positions = targets.positions
+    assert positions is not None
+    index = positions.clamp_min(0).to(logits.device)
+    picked = torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return picked.float().log_softmax(-1), (positions >= 0).to(logits.device)
+
+
+def _measure(
+    model: LoadedModel, prepared: Sequence[_Prepared], part: DataSlice, batch_tokens: int, top: int
+) -> list[Effect]:
+    V = len(prepared) + 1
+    rows_per_batch = max(1, batch_tokens // (part.tokens.shape[1] * V))
+    deltas: list[list[Tensor]] = [[] for _ in prepared]
+    accuracy: list[list[Tensor]] = [[] for _ in prepared]
+    kl = torch.zeros(len(prepared), dtype=torch.float64)
+    shift = torch.zeros(len(prepared), model.spec.d_vocab_out or model.spec.d_vocab, dtype=torch.float64)
+    scored = 0
+    task = part.metric in ("answer_loss", "label_loss")
+    with torch.no_grad():
+        for start in range(0, part.n_sequences, rows_per_batch):
+            prompts = torch.arange(start, min(start + rows_per_batch, part.n_sequences))
+            batch = part.rows(prompts)
+            n = len(prompts)
+            tokens = batch.tokens.repeat(V, 1)
+            mask = batch.mask.repeat(V, 1)
+            logits = model.run(tokens, _hooks(prepared, n, prompts), mask).view(V, n, *batch.tokens.shape[1:], -1)
+            targets = batch.targets()
+            clean_loss = sequence_losses(logits[0], batch.tokens, targets).double().cpu()
+            clean_lp, valid = _scored_log_probs(logits[0], targets)
+            scored += int(valid.sum())
+            for v in range(len(prepared)):
+                lp, _ = _scored_log_probs(logits[v + 1], targets)
+                deltas[v].append(sequence_losses(logits[v + 1], batch.tokens, targets).double().cpu() - clean_loss)
+                kl[v] += float(((clean_lp.exp() * (clean_lp - lp)).sum(-1) * valid).sum())
+                shift[v] += ((lp.exp() - clean_lp.exp()) * valid.unsqueeze(-1)).sum((0, 1)).double().cpu()
+                if task:
+                    answers = targets.answers.to(lp.device)  # type: ignore[union-attr]
+                    right = (lp.argmax(-1) == answers).float() - (clean_lp.argmax(-1) == answers).float()
+                    accuracy[v].append(((right * valid).sum(1) / valid.sum(1).clamp_min(1)).double().cpu())
+    effects = []
+    for v, p in enumerate(prepared):
+        change = torch.cat(deltas[v])
+        mean_shift = shift[v] / max(scored, 1)
+        order = mean_shift.argsort(descending=True)
+        effects.append(
+            Effect(
+                p.intervention.spec,
+                part.name,
+                float(change.mean()),
+                float(change.std() / math.sqrt(len(change))) if len(change) > 1 else float("nan"),
+                float(torch.cat(accuracy[v]).mean()) if task else None,
+                float(kl[v] / max(scored, 1)),
+                _tokens(model, order[:top], mean_shift),
+                _tokens(model, order.flip(0)[:top], mean_shift),
+            )
+        )
+    return effects
+
+
+def _tokens(model: LoadedModel, ids: Tensor, shift: Tensor) -> list[tuple[int, str | None, float]]:
+    decode: Callable[[list[int]], str] | None = getattr(model.tokenizer, "decode", None)
+    return [(int(t), decode([int(t)]) if decode else None, float(shift[t])) for t in ids]

@@ -1,0 +1,196 @@
+"""Interventions on stored write subspaces (ingest/steering.py, app/steering.py) on the attention-only
+induction model, each figure checked against the same intervention written here as a plain PyTorch
+hook on the model's own forward (reference/attention_only.py), not the catalog's runner.
+
+The head's write in the catalog's processed model is ``(z_h - b_V[h]) W_O[h]`` centred over d_model
+(LayerNorm removes the mean anyway); a patch or a projection depends on it only up to that constant,
+so the plain hooks use the centred ``z_h W_O[h]``.
+"""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from circuit_atlas.cli import cli
+from circuit_atlas.errors import UserError
+from circuit_atlas.ingest.artifact import read_artifact
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.pipeline import ingest
+from circuit_atlas.ingest.steering import Intervention, resample_order
+from circuit_atlas.reference.attention_only import (
+    HOOK_ATTN_OUT,
+    HOOK_Z,
+    NATIVE_CONFIG,
+    AttentionOnly,
+    AttentionOnlyRecipe,
+)
+from circuit_atlas.steering import steer_artifact
+
+RECIPE = AttentionOnlyRecipe()
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def artifact(attention_only_checkpoints, tmp_path_factory):
+    """The final checkpoint ingested on repeated and random tokens."""
+    final = attention_only_checkpoints[-1]
+    (path,) = ingest(
+        str(final.parent / NATIVE_CONFIG),
+        [str(final)],
+        ["repeated", "random"],
+        tmp_path_factory.mktemp("steering"),
+        IngestConfig(n_seq=64),
+        "cpu",
+        progress=False,
+        echo=lambda _: None,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain(attention_only_checkpoints, artifact):
+    """The plain model, the slices' tokens (rebuilt by the ingest's own settings) and the previous-token head."""
+    from circuit_atlas.ingest.model_adapter import load_model
+    from circuit_atlas.ingest.pipeline import load_slices
+
+    manifest = read_artifact(artifact).manifest
+    loaded = load_model(manifest["checkpoint"]["source"], manifest["checkpoint"]["revision"])
+    slices = {s.name: s.tokens for s in load_slices(loaded, manifest["data"], IngestConfig(**manifest["config"]))}
+    final = attention_only_checkpoints[-1]
+    scores = json.loads((final.parent / "head_scores.json").read_text())[final.stem]["previous_token"][0]
+    head = max(range(RECIPE.n_heads), key=lambda h: scores[h])
+    return AttentionOnly.from_checkpoint(RECIPE, final), slices, head
+
+
+def prompt_losses(model, tokens, hooks=None) -> torch.Tensor:
+    """Each prompt's mean next-token loss."""
+    with torch.no_grad():
+        logits = model(tokens, hooks or {})
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    return losses.mean(1).double()
+
+
+def head_write(model, tokens, head) -> torch.Tensor:
+    """The head's centred write ``[n, p, d_model]`` on ``tokens``."""
+    captured = {}
+
+    def keep(z):
+        captured["z"] = z
+        return z
+
+    with torch.no_grad():
+        model(tokens, {HOOK_Z.format(0): keep})
+        write = captured["z"][:, :, head] @ model.blocks[0].attn.W_O[head]
+    return write - write.mean(-1, keepdim=True)
+
+
+def adding(delta: torch.Tensor):
+    return {HOOK_ATTN_OUT.format(0): lambda out: out + delta}
+
+
+def test_patching_the_previous_token_heads_write_from_random_tokens_costs_what_ablating_it_does(plain, artifact):
+    """Its write-subspace state taken from random-token prompts raises the repeated loss by most of its
+    mean-ablation cost (per-position mean, plain hook) and moves the random loss by less than twice its
+    standard error; the figures are the plain patch's."""
+    model, tokens, head = plain
+    name = f"L0H{head}"
+    effects = steer_artifact(artifact, [f"patch {name}/out from random"], seed=SEED).set_index("slice")
+    basis = read_artifact(artifact).bases()[f"{name}/out"]
+    repeated, random = tokens["repeated"], tokens["random"]
+    clean = prompt_losses(model, repeated)
+
+    def mean_z(z):
+        z = z.clone()
+        z[:, :, head] = z[:, :, head].mean(0)
+        return z
+
+    ablation = float((prompt_losses(model, repeated, {HOOK_Z.format(0): mean_z}) - clean).mean())
+    source = head_write(model, random, head) @ basis
+    order = resample_order(len(repeated), len(random), SEED)
+    delta = (source[order] - head_write(model, repeated, head) @ basis) @ basis.T
+    patched = float((prompt_losses(model, repeated, adding(delta)) - clean).mean())
+    on_repeated = effects.loc["repeated"]
+    assert on_repeated["loss_delta"] == pytest.approx(patched, abs=2e-3)
+    assert on_repeated["loss_delta"] >= 0.8 * ablation > 0.5, (on_repeated["loss_delta"], ablation)
+    on_random = effects.loc["random"]
+    assert abs(on_random["loss_delta"]) < 2 * on_random["loss_se"], on_random
+
+
+def test_projecting_out_what_the_stored_subspace_left_out_changes_nothing_measurable(plain, artifact):
+    """The directions of the head's write space outside its stored subspace, projected out, move the
+    repeated loss by less than twice its standard error (as the plain projection does), while projecting
+    out the stored subspace costs most of the head's effect; batched with it, each measures what it does alone."""
+    model, tokens, head = plain
+    name = f"L0H{head}"
+    basis = read_artifact(artifact).bases()[f"{name}/out"].double()
+    W_O = model.blocks[0].attn.W_O[head].detach().double()
+    space = torch.linalg.svd(W_O - W_O.mean(-1, keepdim=True), full_matrices=False)[2].T  # [d_model, d_head]
+    left_u, values, _ = torch.linalg.svd(space - basis @ (basis.T @ space), full_matrices=False)
+    outside = left_u[:, values > 0.5].float()
+    assert 0 < outside.shape[1] <= RECIPE.d_head - basis.shape[1] and (outside.T @ basis.float()).abs().max() < 1e-4
+    specs = [f"project {name}/out"]
+    together = _steer_with_basis(artifact, name, outside, specs)
+    alone = _steer_with_basis(artifact, name, outside, [])
+    repeated = tokens["repeated"]
+    write = head_write(model, repeated, head)
+    plain_delta = float(
+        (prompt_losses(model, repeated, adding(-(write @ outside) @ outside.T)) - prompt_losses(model, repeated)).mean()
+    )
+    outside_effect = together[("outside", "repeated")]
+    assert outside_effect["loss_delta"] == pytest.approx(plain_delta, abs=2e-3)
+    assert abs(outside_effect["loss_delta"]) < 2 * outside_effect["loss_se"], outside_effect
+    assert together[(specs[0], "repeated")]["loss_delta"] > 1.0
+    assert outside_effect["loss_delta"] == pytest.approx(alone[("outside", "repeated")]["loss_delta"], abs=1e-6)
+    single = steer_artifact(artifact, specs, ["repeated"]).iloc[0]
+    assert single["loss_delta"] == pytest.approx(together[(specs[0], "repeated")]["loss_delta"], abs=1e-6)
+
+
+def _steer_with_basis(artifact, name, basis, specs) -> dict:
+    """Effects keyed by (spec, slice) of ``specs`` and of projecting out ``basis`` (spec ``outside``)
+    on the artifact's slices (the API's explicit-basis intervention)."""
+    from circuit_atlas.ingest.channels import model_channels
+    from circuit_atlas.ingest.model_adapter import load_model
+    from circuit_atlas.ingest.pipeline import load_slices
+    from circuit_atlas.ingest.steering import parse, steer
+
+    opened = read_artifact(artifact)
+    manifest = opened.manifest
+    model = load_model(manifest["checkpoint"]["source"], manifest["checkpoint"]["revision"])
+    slices = load_slices(model, manifest["data"], IngestConfig(**manifest["config"]))
+    bases = opened.bases()
+    names = [s.name for s in slices]
+    interventions = [parse(s, bases, model_channels(model.spec), names) for s in specs]
+    interventions.append(Intervention("outside", "project", name, basis=basis))
+    effects = steer(model, bases, interventions, slices, {s.name: s for s in slices})
+    return {(e.spec, e.slice): vars(e) for e in effects}
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("L0H9/out[0] += 1", "the writers are embed, pos_embed, L0H0"),
+        ("L0H1/q[0] += 1", "L0H1/q is not a write subspace"),
+        ("L0H1/out[99] += 1", "99 is past it"),
+        ("patch L0H1/out from nowhere", "no slice 'nowhere'; the slices are repeated, random"),
+        ("L0H1 += 1", "Cannot read the intervention"),
+    ],
+)
+def test_a_bad_spec_is_one_line_naming_what_exists(artifact, spec, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[")):
+        steer_artifact(artifact, [spec])
+    result = CliRunner().invoke(cli, ["steer", str(artifact), "--intervene", spec])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_the_command_prints_each_slice_and_intervention(artifact):
+    result = CliRunner().invoke(
+        cli,
+        ["steer", str(artifact), "--intervene", "L0H1/out[0] += 2", "--intervene", "ablate L1H0", "--data", "repeated"],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "slice repeated:" and len(lines) == 3
+    assert lines[1].startswith("  L0H1/out[0] += 2: loss ") and "KL" in lines[1] and "promotes" in lines[1]
+    assert lines[2].startswith("  ablate L1H0: loss +")
