@@ -10,7 +10,7 @@ One self-describing directory per (model, checkpoint, slices, config)::
 :data:`TABLES` is the only definition of the tables and their columns: :func:`write_artifact`
 refuses a frame whose columns differ from it, :func:`read_artifact` refuses a file that does,
 and the loader reads columns by these names. Any change to it, or to what a column means (format 9:
-subspace similarities count beyond chance), bumps :data:`FORMAT_VERSION`.
+subspace similarities count beyond chance; 10: write directions' output tokens), bumps :data:`FORMAT_VERSION`.
 
 An artifact is written under a hidden temporary name (``.<name>.partial-<host>-<pid>``) and
 renamed when complete, so a directory that exists is whole; the next write into the same folder
@@ -42,12 +42,12 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
 _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
-_INTS, _FLOATS = pa.list_(pa.int64()), pa.list_(pa.float64())
+_INTS, _FLOATS, _STRS = pa.list_(pa.int64()), pa.list_(pa.float64()), pa.list_(pa.string())
 
 
 PATCHED = "exact metric change from ablating the writer in this reader role's input only (nats; null: not patched)"
@@ -89,6 +89,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("basis_key", _STR, "key of the basis in bases.safetensors"),
         Column("similarity_to_first", _FLOAT, "to the same subspace at the series' first checkpoint", nullable=True),
         Column("similarity_to_last", _FLOAT, "to the same subspace at the series' last checkpoint", nullable=True),
+        Column("promoted_tokens", _INTS, "out: per direction the 5 tokens it raises most, directly (else empty)"),
+        Column("suppressed_tokens", _INTS, "out: per direction the 5 tokens it lowers most, directly (else empty)"),
+        Column("promoted_text", _STRS, "their text (empty without a tokenizer)"),
+        Column("suppressed_text", _STRS, "their text (empty without a tokenizer)"),
     ),
     "edges": (
         Column("writer", _STR, "writing channel"),

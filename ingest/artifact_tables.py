@@ -9,6 +9,7 @@ import torch
 from .artifact import frame
 from .channels import ChannelLayout
 from .compression import Compression
+from .direct_effects import OutputTokens, empty
 from .fingerprints import PATTERN_SCORES
 from .matching import SeriesPlace
 from .slice_scorer import ScoredSlice
@@ -44,9 +45,11 @@ def artifact_tables(
     pattern_scores: dict[str, torch.Tensor],
     ingest_slice: str,
     place: SeriesPlace,
+    tokens: dict[str, OutputTokens],
 ) -> dict[str, pd.DataFrame]:
     """Every table of the artifact but ``matches`` and ``examples``, in the schema of :mod:`.artifact`
-    (``place``: the checkpoint's lineages and similarities in its series)."""
+    (``place``: the checkpoint's lineages and similarities in its series; ``tokens``: each write
+    subspace's output tokens, :mod:`.direct_effects`)."""
     channels = layout.channels
     ingest = scored[ingest_slice]
 
@@ -83,6 +86,7 @@ def artifact_tables(
                 "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
                 "similarity_to_first": place.to_first[f"{c.name}/{role}"],
                 "similarity_to_last": place.to_last[f"{c.name}/{role}"],
+                **vars(tokens.get(f"{c.name}/{role}", empty())),
             }
             for c in channels
             for role in c.roles

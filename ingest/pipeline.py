@@ -27,6 +27,7 @@ from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, Decomposition, activation_weighted, decompose
 from .config import IngestConfig
 from .data import DataSlice, load_slice
+from .direct_effects import output_tokens
 from .examples import example_rows
 from .fidelity import RankSearchReport, channel_recovery, choose_rank_fraction, compression_losses
 from .fingerprints import channel_fingerprints
@@ -225,8 +226,9 @@ def ingest_checkpoint(
         bases = bases_of(compression, layout)
         last = None if series is None or checkpoint.label == series.labels[-1] else series.last
         place = series_place(layout.channels, checkpoint.label, bases, previous, last, config.match_threshold)
+        tokens = output_tokens(bases, model.runner.params["unembed.W_U"], model.tokenizer)
         tables = artifact_tables(
-            layout, compression, structural, scored, recovery, prints, pattern_scores, union.name, place
+            layout, compression, structural, scored, recovery, prints, pattern_scores, union.name, place, tokens
         )
         tables["matches"] = matches(layout.channels, bases, prints, previous, config.match_threshold)
         per_slice = {slice_name: s.scores for slice_name, s in scored.items()}

@@ -124,6 +124,10 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
                 "basis_key": f"{ch.name}/{role}",
                 "similarity_to_first": 1.0,
                 "similarity_to_last": 1.0,
+                "promoted_tokens": [1, 2] if role == "out" else [],
+                "suppressed_tokens": [3, 4] if role == "out" else [],
+                "promoted_text": [],
+                "suppressed_text": [],
             }
             for ch in c.channels
             for role in ROLES[ch.kind]

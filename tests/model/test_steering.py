@@ -194,3 +194,80 @@ def test_the_command_prints_each_slice_and_intervention(artifact):
     assert lines[0] == "slice repeated:" and len(lines) == 3
     assert lines[1].startswith("  L0H1/out[0] += 2: loss ") and "KL" in lines[1] and "promotes" in lines[1]
     assert lines[2].startswith("  ablate L1H0: loss +")
+
+
+TOKEN = 7  # the token whose unembedding the constructed head writes
+
+
+@pytest.fixture(scope="module")
+def constructed(tmp_path_factory):
+    """A one-layer attention-only model without normalisation (TransformerLens-native, built here)
+    whose single head writes only along the unembedding of :data:`TOKEN` (unit-norm unembedding
+    columns), ingested on random tokens; returns the artifact and that direction."""
+    d_model, d_head, d_vocab, n_ctx = 16, 4, 20, 16
+    generator = torch.Generator().manual_seed(0)
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator) / d_model**0.5
+
+    W_U = torch.nn.functional.normalize(torch.randn(d_model, d_vocab, generator=generator), dim=0)
+    direction = W_U[:, TOKEN]
+    state = {
+        "embed.W_E": normal(d_vocab, d_model),
+        "pos_embed.W_pos": normal(n_ctx, d_model),
+        "blocks.0.attn.W_Q": normal(1, d_model, d_head),
+        "blocks.0.attn.W_K": normal(1, d_model, d_head),
+        "blocks.0.attn.W_V": normal(1, d_model, d_head),
+        "blocks.0.attn.W_O": torch.randn(1, d_head, 1, generator=generator) * direction,
+        "blocks.0.attn.b_Q": torch.zeros(1, d_head),
+        "blocks.0.attn.b_K": torch.zeros(1, d_head),
+        "blocks.0.attn.b_V": torch.zeros(1, d_head),
+        "blocks.0.attn.b_O": torch.zeros(d_model),
+        "unembed.W_U": W_U,
+        "unembed.b_U": torch.zeros(d_vocab),
+    }
+    folder = tmp_path_factory.mktemp("constructed")
+    config = {
+        "model_name": "one-token-writer",
+        "n_layers": 1,
+        "d_model": d_model,
+        "n_heads": 1,
+        "d_head": d_head,
+        "n_ctx": n_ctx,
+        "d_vocab": d_vocab,
+        "attn_only": True,
+        "normalization_type": None,
+    }
+    (folder / NATIVE_CONFIG).write_text(json.dumps(config))
+    torch.save(state, folder / "weights.pt")
+    (path,) = ingest(
+        str(folder / NATIVE_CONFIG),
+        [str(folder / "weights.pt")],
+        ["random"],
+        folder / "artifacts",
+        IngestConfig(n_seq=32),
+        "cpu",
+        progress=False,
+        echo=lambda _: None,
+    )
+    return path, direction
+
+
+def test_steering_a_write_that_is_one_tokens_unembedding_makes_that_token_the_prediction(constructed):
+    """The head's stored write subspace is that token's unembedding direction, and the ingest stores the
+    token as the direction's first promoted token (first suppressed when the basis points the other
+    way); pushed along it (raw units, on the direction's side) the token's probability rises by nearly
+    1 on average, so it is the prediction nearly everywhere, and it is the top promoted token."""
+    artifact, direction = constructed
+    opened = read_artifact(artifact)
+    basis = opened.bases()["L0H0/out"]
+    assert basis.shape[1] == 1 and abs(float(basis[:, 0] @ direction)) > 0.999
+    sign = 1.0 if float(basis[:, 0] @ direction) > 0 else -1.0
+    subspaces = opened.tables["subspaces"].set_index(["block", "role"])
+    stored = subspaces.loc[("L0H0", "out"), "promoted_tokens" if sign > 0 else "suppressed_tokens"]
+    assert stored[0] == TOKEN and len(stored) == 5
+    assert len(subspaces.loc[("L0H0", "q"), "promoted_tokens"]) == 0
+    effect = steer_artifact(artifact, [f"L0H0/out[0] += {sign * 20} raw"]).iloc[0]
+    token, _, rise = effect["promoted"][0]
+    assert token == TOKEN and rise > 0.9, effect["promoted"]
+    assert effect["suppressed"][0][2] < 0
