@@ -423,12 +423,24 @@ class Catalog:
         slices: list[str] | None = None,
         device: str = "cpu",
         seed: int = 0,
+        save: bool = False,
     ) -> pd.DataFrame:
         """Every intervention (specs: :mod:`circuit_atlas.ingest.steering`) on ``checkpoint``'s slices
-        (default all), measured on its model and prompts from its artifact (:mod:`circuit_atlas.steering`)."""
-        from .steering import steer_artifact  # torch and the model code: only when steering
+        (default all), measured on its model and prompts from its artifact (:mod:`circuit_atlas.steering`);
+        with ``save``, also kept in the catalog (the ``interventions`` query lists them)."""
+        from .steering import save_effects, steer_artifact  # torch and the model code: only when steering
 
-        return steer_artifact(self.artifact(checkpoint), interventions, slices, device, seed)
+        self.require_current_schema()
+        effects = steer_artifact(self.artifact(checkpoint), interventions, slices, device, seed)
+        if save:
+            save_effects(self.driver, self.database, checkpoint, effects, seed)
+        return effects
+
+    def interventions(
+        self, model: str | None = None, channel: str | None = None, slice_name: str | None = None
+    ) -> pd.DataFrame:
+        """The saved interventions (the ``interventions`` query), filtered by model, channel and slice."""
+        return self.query("interventions", model=model, channel=channel, slice=slice_name)
 
     def timeline(self, model: str, channel: str, plot: Path | None = None) -> pd.DataFrame:
         """Channel ``channel`` of ``model`` across its complete checkpoints (the ``timeline`` query: one

@@ -538,23 +538,54 @@ def compare_command(
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the prompt order a patch resamples.")
+@click.option("--save", is_flag=True, help="Also keep the measurements in the catalog (query: interventions).")
 @connection_options
 def steer_command(
-    connection: Connection, checkpoint: str, specs: tuple[str, ...], slices: tuple[str, ...], device: str, seed: int
+    connection: Connection,
+    checkpoint: str,
+    specs: tuple[str, ...],
+    slices: tuple[str, ...],
+    device: str,
+    seed: int,
+    save: bool,
 ) -> None:
     """Intervene on CHECKPOINT's stored write subspaces and print, per slice, each intervention's loss
     change with its standard error, accuracy change (task slices), KL from the clean output, and the
     output tokens it promotes and suppresses. CHECKPOINT is a catalog id (model@label) or an artifact
-    folder (no server needed)."""
-    from .steering import effect_lines, steer_artifact
+    folder (no server needed unless --save)."""
+    from .steering import checkpoint_id, effect_lines, save_effects, steer_artifact
 
-    if Path(checkpoint).is_dir():
+    if Path(checkpoint).is_dir() and not save:
         effects = steer_artifact(Path(checkpoint), list(specs), list(slices) or None, device, seed)
-    else:
-        with connection.open() as catalog:
-            folder = catalog.artifact(checkpoint)
+        click.echo("\n".join(effect_lines(effects)))
+        return
+    with connection.open() as catalog:
+        catalog.require_current_schema()
+        folder = Path(checkpoint) if Path(checkpoint).is_dir() else catalog.artifact(checkpoint)
         effects = steer_artifact(folder, list(specs), list(slices) or None, device, seed)
-    click.echo("\n".join(effect_lines(effects)))
+        click.echo("\n".join(effect_lines(effects)))
+        if save:
+            identity = checkpoint_id(folder)
+            saved = save_effects(catalog.driver, catalog.database, identity, effects, seed)
+            click.echo(f"Saved {effects['spec'].nunique()} intervention(s) on {identity}: {saved} measurement(s).")
+
+
+@cli.command("interventions")
+@click.option("--model", help="Only this model's.")
+@click.option("--channel", help="Only interventions on this channel.")
+@click.option("--data", "slice_name", help="Only measurements on this slice.")
+@click.option(
+    "--format", "fmt", type=click.Choice(ROW_FORMATS), default="table", show_default=True, help="Output format."
+)
+@connection_options
+def interventions_command(
+    connection: Connection, model: str | None, channel: str | None, slice_name: str | None, fmt: str
+) -> None:
+    """The interventions saved by steer --save: per checkpoint, channel, spec and slice, the loss change
+    with its standard error, accuracy change, KL, and whether it still measures the loaded checkpoint."""
+    with connection.open() as catalog:
+        rows = catalog.rows("interventions", model=model, channel=channel, slice=slice_name)
+    click.echo(render(rows, fmt))
 
 
 @cli.command("timeline")

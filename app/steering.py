@@ -1,10 +1,14 @@
-"""Steering a catalogued checkpoint: its model, stored subspaces and slices from its artifact.
+"""Steering a catalogued checkpoint: its model, stored subspaces and slices from its artifact, and
+the interventions saved in the catalog.
 
 An artifact names everything an intervention needs: the model's source and weights, the ``--data``
 arguments and the settings that rebuilt its slices (the same prompts), and the write subspaces in
 ``bases.safetensors``. :func:`steer_artifact` opens it, parses the specs
 (:mod:`circuit_atlas.ingest.steering`) and measures them, with no server; the catalog finds a
 checkpoint's artifact through its subspaces' ``basis_uri`` (:meth:`~circuit_atlas.api.Catalog.steer`).
+:func:`save_effects` keeps a run's measurements as ``(:Intervention)-[:ON]->(:Subspace|:Block)`` and
+``-[:MEASURED_ON {loss_delta, loss_se, accuracy_delta, kl}]->(:DataSlice)``; the ``interventions``
+query lists them.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import neo4j
 import pandas as pd
 import torch
 
+from circuit_atlas import queries
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.channels import model_channels
 from circuit_atlas.ingest.config import IngestConfig
@@ -71,3 +77,51 @@ def effect_lines(effects: pd.DataFrame) -> list[str]:
                 f"promotes {tokens(r.promoted)}; suppresses {tokens(r.suppressed)}"
             )
     return lines
+
+
+def checkpoint_id(artifact: Path) -> str:
+    """The catalog id (``model@label``) of the checkpoint ``artifact`` holds."""
+    manifest = read_artifact(Path(artifact)).manifest
+    return f"{manifest['model']['name']}@{manifest['checkpoint']['label']}"
+
+
+def save_effects(driver: neo4j.Driver, database: str, checkpoint: str, effects: pd.DataFrame, seed: int) -> int:
+    """Save every intervention of ``effects`` (rows of :func:`steer_artifact`) on ``checkpoint``, one
+    write transaction; returns the measurements recorded. Its id is the checkpoint, the spec and the
+    seed, so saving the same run again replaces it. The checkpoint must be complete in the catalog."""
+    statement = queries.load_statements()["save_intervention"].text
+
+    def save(tx: neo4j.ManagedTransaction) -> int:
+        total = 0
+        for spec, rows in effects.groupby("spec", sort=False):
+            first = rows.iloc[0]
+            intervention = {
+                "id": f"{checkpoint}/{spec}/seed={seed}",
+                "spec": spec,
+                "seed": seed,
+                "action": first["action"],
+                "channel": first["channel"],
+            }
+            measured = [
+                {
+                    "slice": r.slice,
+                    "values": {
+                        "loss_delta": r.loss_delta,
+                        "loss_se": r.loss_se,
+                        "accuracy_delta": None if pd.isna(r.accuracy_delta) else r.accuracy_delta,
+                        "kl": r.kl,
+                    },
+                }
+                for r in rows.itertuples()
+            ]
+            found = tx.run(statement, checkpoint_id=checkpoint, intervention=intervention, measured=measured).single()
+            if found is None or found["measured"] != len(measured):
+                raise UserError(
+                    f"Cannot save {spec!r} on {checkpoint}: the checkpoint, its channel or one of the slices "
+                    f"{', '.join(rows['slice'])} is not in the catalog. Load the checkpoint first."
+                )
+            total += found["measured"]
+        return total
+
+    with driver.session(database=database) as session:
+        return session.execute_write(save)

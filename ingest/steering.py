@@ -135,6 +135,8 @@ class Effect:
     """What one intervention did on one slice, against the clean model on the same prompts."""
 
     spec: str
+    action: str
+    channel: str
     slice: str
     loss_delta: float  # mean over prompts of metric(intervened) - metric(clean)
     loss_se: float  # its standard error over prompts
@@ -164,8 +166,9 @@ class _Write:
         return activation.float()
 
     def ablated(self, activation: Tensor, mean: Tensor, rows: slice) -> Tensor:
-        """``activation`` with the channel's part replaced by ``mean`` (per position) in ``rows``."""
-        out = activation.clone()
+        """``activation`` with the channel's part replaced by ``mean`` (per position) in ``rows`` (in
+        place, on a copy where it is a broadcast view such as the position embedding's)."""
+        out = _writable(activation)
         width = activation.shape[1]
         if self.channel.kind == "attn_head":
             out[rows, :, self.channel.head] = mean[:width].to(out.dtype)
@@ -208,10 +211,18 @@ def steer(
     """Every intervention's :class:`Effect` on every slice of ``data`` (interventions by slice);
     ``sources`` holds the slices ``patch`` reads from (by name)."""
     channels = {c.name: c for c in model_channels(model.spec)}
+    writes = {i.channel: _Write(model, channels[i.channel]) for i in interventions}
+    from_source: dict[str, dict[str, Tensor]] = {}  # each source slice's clean activations, one pass each
+    for name in dict.fromkeys(i.source for i in interventions if i.action == "patch"):
+        sites = {writes[i.channel].capture for i in interventions if i.source == name}
+        from_source[name] = _capture(model, sources[name], sites, batch_tokens)  # type: ignore[index]
     effects = []
     for part in data:
+        sites = {writes[i.channel].capture for i in interventions if i.action in ("add", "set", "ablate")}
+        captured = _capture(model, part, sites, batch_tokens) if sites else {}  # one clean pass for all
         prepared = [
-            _prepare(model, bases, i, channels[i.channel], part, sources, batch_tokens, seed) for i in interventions
+            _prepare(model, bases, i, writes[i.channel], part, captured, from_source, sources, seed)
+            for i in interventions
         ]
         effects += _measure(model, prepared, part, batch_tokens, top)
     return effects
@@ -237,34 +248,38 @@ def _prepare(
     model: LoadedModel,
     bases: dict[str, Tensor],
     intervention: Intervention,
-    channel: Channel,
+    write: _Write,
     part: DataSlice,
+    captured: dict[str, Tensor],
+    from_source: dict[str, dict[str, Tensor]],
     sources: dict[str, DataSlice],
-    batch_tokens: int,
     seed: int,
 ) -> _Prepared:
-    write = _Write(model, channel)
+    """``intervention`` with what it needs from the clean activations of ``part`` (``captured``) and of
+    its patch source (``from_source``), by capture site."""
+    channel = write.channel
     stored = bases[f"{channel.name}/out"].float() if intervention.action != "ablate" else None
     basis = intervention.basis.float() if intervention.basis is not None else stored
     if basis is not None and intervention.directions:
         basis = basis[:, list(intervention.directions)]
     prepared = _Prepared(intervention, write, basis.to(model.device) if basis is not None else torch.empty(0))
     if intervention.action in ("add", "set", "ablate"):
-        captured = _capture(model, part, {write.capture}, batch_tokens)[write.capture]
-        mask = part.mask[: captured.shape[0], : captured.shape[1]]
+        activation = captured[write.capture]
+        mask = part.mask[: activation.shape[0], : activation.shape[1]]
         if intervention.action == "ablate":
-            own = captured[:, :, channel.head] if channel.kind == "attn_head" else captured
+            own = activation[:, :, channel.head] if channel.kind == "attn_head" else activation
             weights = mask.float().view(*mask.shape, *([1] * (own.dim() - 2)))
             prepared.position_mean = ((own * weights).sum(0) / weights.sum(0).clamp_min(1)).to(model.device)
         else:
-            coordinates = write.write(captured.to(model.device)) @ prepared.basis  # [n, p, k]
+            coordinates = write.write(activation.to(model.device)) @ prepared.basis  # [n, p, k]
             real = coordinates[mask.to(model.device)]
             prepared.mean, prepared.sd = real.mean(0), real.std(0)
     if intervention.action == "patch":
-        source = sources[intervention.source]  # type: ignore[index]
-        captured = _capture(model, source, {write.capture}, batch_tokens)[write.capture]
-        prepared.source = (write.write(captured.to(model.device)) @ prepared.basis).cpu()
-        prepared.order = resample_order(part.n_sequences, source.n_sequences, seed)
+        source = intervention.source
+        assert source is not None
+        activation = from_source[source][write.capture]
+        prepared.source = (write.write(activation.to(model.device)) @ prepared.basis).cpu()
+        prepared.order = resample_order(part.n_sequences, sources[source].n_sequences, seed)
     return prepared
 
 
@@ -321,11 +336,18 @@ def _keeping(captured: dict[str, Tensor], block: slice) -> Hook:
 def _adding(p: _Prepared, captured: dict[str, Tensor], block: slice, prompts: Tensor) -> Hook:
     def hook(activation: Tensor, _) -> Tensor:
         own = captured["write"] if "write" in captured else activation[block]
-        out = activation.clone()
-        out[block] = out[block] + _delta(p, p.write.write(own), prompts).to(out.dtype)
+        delta = _delta(p, p.write.write(own), prompts)
+        out = _writable(activation)
+        out[block] += delta.to(out.dtype)
         return out
 
     return hook
+
+
+def _writable(activation: Tensor) -> Tensor:
+    """``activation`` itself (a hook's tensor is the forward's own, changed in place), or a copy when
+    it is a broadcast view (stride 0, the position embedding expanded over the batch)."""
+    return activation.contiguous() if 0 in activation.stride() else activation
 
 
 def _scored_log_probs(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
@@ -379,6 +401,8 @@ def _measure(
         effects.append(
             Effect(
                 p.intervention.spec,
+                p.intervention.action,
+                p.intervention.channel,
                 part.name,
                 float(change.mean()),
                 float(change.std() / math.sqrt(len(change))) if len(change) > 1 else float("nan"),

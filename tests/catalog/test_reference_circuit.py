@@ -5,6 +5,8 @@ at training time), not from the method under test.
 """
 
 import json
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
@@ -296,3 +298,36 @@ def test_steer_finds_a_catalogued_checkpoints_artifact_and_patching_the_previous
     assert loss > 20 * se > 0, line
     missing = CliRunner().invoke(cli, ["steer", "induction-s0@nowhere", "--intervene", spec], env=cli_env)
     assert missing.exit_code != 0 and "No complete checkpoint 'induction-s0@nowhere'" in missing.output
+
+
+def test_saved_interventions_show_when_in_training_the_previous_token_heads_write_started_to_matter(
+    loaded, truth, formed, cli_env, neo4j_driver, neo4j_settings
+):
+    """steer --save on the checkpoint before the formation and on the last: the interventions query
+    lists both with the saved figures, the patch costs far more at the end, and a reload of the
+    checkpoint leaves the measurement listed but detached."""
+    from circuit_atlas.api import Catalog
+
+    run, ids = loaded
+    spec = f"patch {truth['previous']}/out from random"
+    result = CliRunner().invoke(
+        cli, ["steer", ids[formed - 1], "--intervene", spec, "--data", "repeated", "--save"], env=cli_env
+    )
+    assert result.exit_code == 0 and f"on {ids[formed - 1]}: 1 measurement(s)" in result.output, result.output
+    model = ids[-1].split("@")[0]
+    with Catalog(neo4j_settings) as catalog:
+        catalog.steer(ids[-1], [spec], ["repeated"], save=True)
+        assert set(catalog.interventions(model, truth["previous"])["checkpoint"]) >= {ids[formed - 1], ids[-1]}
+    rows = run("interventions", model=model, channel=truth["previous"], slice="repeated")
+    by_checkpoint = {r["checkpoint"]: r for r in rows if r["spec"] == spec}
+    before, after = by_checkpoint[ids[formed - 1]], by_checkpoint[ids[-1]]
+    assert after["loss_delta"] > 10 * max(before["loss_delta"], before["loss_se"]) and after["attached"]
+    listed = CliRunner().invoke(cli, ["interventions", "--model", model, "--format", "json"], env=cli_env)
+    assert listed.exit_code == 0 and spec in listed.output
+    (where,) = run("checkpoint_artifact", checkpoint=ids[formed - 1])
+    folder = Path(unquote(urlparse(where["basis_uri"]).path)).parent
+    load_artifact(neo4j_driver, neo4j_settings.database, folder, echo=lambda _: None)
+    rows = run("interventions", model=model, channel=truth["previous"], slice="repeated")
+    again = {r["checkpoint"]: r for r in rows if r["spec"] == spec}
+    assert not again[ids[formed - 1]]["attached"] and again[ids[-1]]["attached"]
+    assert again[ids[formed - 1]]["loss_delta"] == before["loss_delta"]
