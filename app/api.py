@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.model_adapter import LoadedModel
+    from circuit_atlas.ingest.runnable import Runnable
 
     from .loader import LoadSummary
 
@@ -435,6 +436,16 @@ class Catalog:
         if save:
             save_effects(self.driver, self.database, checkpoint, effects, seed)
         return effects
+
+    def runnable(
+        self, checkpoint: str, compressed: bool | Sequence[str] = False, circuit: str | None = None, device: str = "cpu"
+    ) -> Runnable:
+        """``checkpoint`` runnable as the catalog describes it: its channels compressed (all, or the named
+        ones), or its circuit by faithfulness on a slice (:mod:`circuit_atlas.ingest.runnable`); rebuilt
+        from its artifact, so its losses reproduce the stored recovery and faithfulness."""
+        from circuit_atlas.ingest.runnable import Runnable  # torch and the model code: only when running
+
+        return Runnable.from_artifact(self.artifact(checkpoint), compressed, circuit, device)
 
     def interventions(
         self, model: str | None = None, channel: str | None = None, slice_name: str | None = None

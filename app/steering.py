@@ -23,9 +23,8 @@ import torch
 from circuit_atlas import queries
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.channels import model_channels
-from circuit_atlas.ingest.config import IngestConfig
-from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import load_slices
+from circuit_atlas.ingest.runnable import recorded_checkpoint
 from circuit_atlas.ingest.steering import Effect, parse, steer
 
 from .errors import UserError
@@ -43,11 +42,8 @@ def steer_artifact(
     all of them), one row per (intervention, slice): the :class:`~circuit_atlas.ingest.steering.Effect`'s fields."""
     if not specs:
         raise UserError("Give at least one intervention (--intervene SPEC).")
-    opened = read_artifact(Path(artifact))
+    opened, model, config = recorded_checkpoint(Path(artifact), device)
     manifest = opened.manifest
-    model = load_model(manifest["checkpoint"]["source"], manifest["checkpoint"]["revision"], device)
-    known = {f.name for f in fields(IngestConfig)}
-    config = IngestConfig(**{k: v for k, v in manifest["config"].items() if k in known})
     every = {part.name: part for part in load_slices(model, manifest["data"], config)}
     chosen = slices or list(every)
     missing = [name for name in chosen if name not in every]

@@ -159,7 +159,7 @@ def choose_rank_fraction(
     sizes = [s.n_sequences for s in sample]
     reason = behaviour_reason(
         [
-            Part(s.n_sequences / sum(sizes), part[0], part[1], chance_level(s.metric, model.spec.d_vocab))
+            Part(s.n_sequences / sum(sizes), part[0], part[1], chance_level(s.metric, model.spec.outputs))
             for s, part in zip(sample, ends.split(sizes, 1))
         ],
         MIN_BEHAVIOUR,

@@ -110,6 +110,11 @@ class ModelSpec:
         if self.d_vocab_out is None:
             object.__setattr__(self, "d_vocab_out", self.d_vocab)
 
+    @property
+    def outputs(self) -> int:
+        """The size of the output vocabulary (what a uniform prediction spreads over)."""
+        return self.d_vocab_out or self.d_vocab
+
     def as_dict(self) -> dict:
         return asdict(self)
 

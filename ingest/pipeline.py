@@ -193,7 +193,7 @@ def ingest_checkpoint(
     with profile("fidelity"):
         clean, ablated = per_prompt(scored, slices)
         compressed = compression_losses(scorer.interventions, held_out, config.batch_tokens, progress)
-        chance = sum(s.n_sequences * chance_level(s.metric, spec.d_vocab) for s in held_out) / clean.numel()
+        chance = sum(s.n_sequences * chance_level(s.metric, spec.outputs) for s in held_out) / clean.numel()
         recovery = channel_recovery(scorer.names, clean, compressed, ablated, chance)
     situations: list[DataSlice] = []
     if config.situations:

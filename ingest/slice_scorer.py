@@ -245,7 +245,7 @@ class SliceScorer:
 
         with self.profile(f"faithfulness {name}"):
             losses = curve_losses(self.interventions, order, parts, config.batch_tokens, self.progress)
-            d_vocab = self.model.spec.d_vocab
+            d_vocab = self.model.spec.outputs
             reason = behaviour_reason(
                 [
                     Part(w, chunk[-1], chunk[0], chance_level(p.metric, d_vocab))  # the clean model, and none running

@@ -369,7 +369,7 @@ def _measure(
     deltas: list[list[Tensor]] = [[] for _ in prepared]
     accuracy: list[list[Tensor]] = [[] for _ in prepared]
     kl = torch.zeros(len(prepared), dtype=torch.float64)
-    shift = torch.zeros(len(prepared), model.spec.d_vocab_out or model.spec.d_vocab, dtype=torch.float64)
+    shift = torch.zeros(len(prepared), model.spec.outputs, dtype=torch.float64)
     scored = 0
     task = part.metric in ("answer_loss", "label_loss")
     with torch.no_grad():

@@ -102,6 +102,27 @@ def attention_only_checkpoints() -> list:
 
 
 @pytest.fixture(scope="session")
+def attention_only_artifact(attention_only_checkpoints, tmp_path_factory) -> Path:
+    """The attention-only model's final checkpoint ingested on repeated and random tokens (64 each)."""
+    from circuit_atlas.ingest.config import IngestConfig
+    from circuit_atlas.ingest.pipeline import ingest
+    from circuit_atlas.reference.attention_only import NATIVE_CONFIG
+
+    final = attention_only_checkpoints[-1]
+    (path,) = ingest(
+        str(final.parent / NATIVE_CONFIG),
+        [str(final)],
+        ["repeated", "random"],
+        tmp_path_factory.mktemp("attention-only-final"),
+        IngestConfig(n_seq=64),
+        "cpu",
+        progress=False,
+        echo=lambda _: None,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def modular_addition_checkpoints() -> list:
     """The modular-addition series (TransformerLens-native, 13 checkpoints through memorisation and the
     algorithm's formation), shipped trained and copied into the cache once per machine."""

@@ -331,3 +331,19 @@ def test_saved_interventions_show_when_in_training_the_previous_token_heads_writ
     again = {r["checkpoint"]: r for r in rows if r["spec"] == spec}
     assert not again[ids[formed - 1]]["attached"] and again[ids[-1]]["attached"]
     assert again[ids[formed - 1]]["loss_delta"] == before["loss_delta"]
+
+
+def test_a_catalogued_circuit_and_compressed_model_run_and_reproduce_the_catalogs_figures(loaded, neo4j_settings):
+    """catalog.runnable by id: the circuit by faithfulness on repeated tokens reproduces the faithfulness
+    the faithful_circuit query reports, the compressed model the checkpoint's fidelity."""
+    from circuit_atlas.api import Catalog
+
+    run, ids = loaded
+    (stored,) = run("faithful_circuit", checkpoint=ids[-1], slice="repeated")
+    fidelity = {r["checkpoint"]: r["fidelity"] for r in run("checkpoints", model=ids[-1].split("@")[0])}[ids[-1]]
+    with Catalog(neo4j_settings) as catalog:
+        circuit = catalog.runnable(ids[-1], circuit="repeated")
+        compressed = catalog.runnable(ids[-1], compressed=True)
+    assert sorted(circuit.circuits["repeated"]) == sorted(stored["channels"])
+    assert circuit.faithfulness("repeated") == pytest.approx(stored["faithfulness"], abs=1e-6)
+    assert compressed.recovery() == pytest.approx(fidelity, abs=1e-6)

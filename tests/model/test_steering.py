@@ -33,20 +33,8 @@ SEED = 0
 
 
 @pytest.fixture(scope="module")
-def artifact(attention_only_checkpoints, tmp_path_factory):
-    """The final checkpoint ingested on repeated and random tokens."""
-    final = attention_only_checkpoints[-1]
-    (path,) = ingest(
-        str(final.parent / NATIVE_CONFIG),
-        [str(final)],
-        ["repeated", "random"],
-        tmp_path_factory.mktemp("steering"),
-        IngestConfig(n_seq=64),
-        "cpu",
-        progress=False,
-        echo=lambda _: None,
-    )
-    return path
+def artifact(attention_only_artifact):
+    return attention_only_artifact
 
 
 @pytest.fixture(scope="module")

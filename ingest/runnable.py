@@ -1,0 +1,184 @@
+"""A checkpoint as the catalog describes it, runnable: its compressed channels, or one of its circuits.
+
+:meth:`Runnable.from_artifact` rebuilds, from what an artifact records (the model's source and
+weights, the ``--data`` arguments, the ingest settings and the rank fraction the checkpoint was
+compressed at), exactly what the ingest ran: the same slices, held-out samples and ablation
+baselines (seeded), the same moments and therefore the same compressed maps (:mod:`.compression`).
+It then runs one :class:`~.interventions.Variant` of the model:
+
+- ``compressed=True`` (or a list of channel names): those channels replaced by their compressed maps;
+- ``circuit="SLICE"``: every channel outside the slice's stored circuit by faithfulness ablated to
+  that slice's baseline, the circuit's channels computing on the ablated stream.
+
+:meth:`Runnable.loss` is the slice's metric on its held-out sample (the sample every stored figure
+of the slice was measured on) with its standard error over prompts; :meth:`faithfulness` and
+:meth:`recovery` give the stored circuit faithfulness and the stored all-at-once recovery from
+those losses, so a runnable reproduces the catalog's figures. The statistics pass makes opening one
+cost about what the ingest's statistics stage did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from circuit_atlas.errors import UserError
+
+from .artifact import Artifact, read_artifact
+from .channels import ChannelLayout
+from .config import IngestConfig
+from .data import DataSlice
+from .fidelity import variant_losses
+from .interventions import Interventions, Variant, VariantMasks
+from .metrics import POSITIONAL
+from .model_adapter import LoadedModel, load_model
+from .pipeline import no_profile, prepare
+
+
+def recorded_checkpoint(artifact: Path, device: str = "cpu") -> tuple[Artifact, LoadedModel, IngestConfig]:
+    """The artifact, its checkpoint's model (from the source and weights it records) and the ingest
+    settings it was computed with."""
+    opened = read_artifact(artifact)
+    checkpoint = opened.manifest["checkpoint"]
+    known = {f.name for f in fields(IngestConfig)}
+    config = IngestConfig(**{k: v for k, v in opened.manifest["config"].items() if k in known})
+    return opened, load_model(checkpoint["source"], checkpoint["revision"], device), config
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A slice's mean metric over its held-out sample and its standard error over prompts."""
+
+    mean: float
+    se: float
+
+
+class Runnable:
+    """One variant of a checkpoint's model (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        interventions: Interventions,
+        samples: dict[str, DataSlice],
+        variant: Variant,
+        batch_tokens: int,
+        circuits: dict[str, list[str]],
+    ):
+        self.model, self.interventions, self.samples = model, interventions, samples
+        self.variant, self.batch_tokens, self.circuits = variant, batch_tokens, circuits
+        self.layout = interventions.layout
+
+    @classmethod
+    def from_artifact(
+        cls,
+        artifact: Path,
+        compressed: bool | Sequence[str] = False,
+        circuit: str | None = None,
+        device: str = "cpu",
+    ) -> Runnable:
+        """The checkpoint of ``artifact`` with the named channels compressed, or its circuit on a slice."""
+        opened, model, config = recorded_checkpoint(Path(artifact), device)
+        manifest = opened.manifest
+        label = manifest["checkpoint"]["label"]
+        prepared = prepare(model, manifest["data"], config, label, False, lambda _: None, no_profile)
+        compression, _ = prepared.compress(model, config, manifest["fidelity"]["fraction"])
+        interventions = Interventions(model, compression, prepared.samples.baselines)
+        activity = opened.tables["activity"]
+        circuits = {
+            name: list(rows.loc[rows["in_circuit"].astype(bool), "block"]) for name, rows in activity.groupby("slice")
+        }
+        layout = interventions.layout
+        variant = cls._variant(layout, compressed, circuit, circuits)
+        return cls(model, interventions, dict(prepared.samples.samples), variant, config.batch_tokens, circuits)
+
+    @staticmethod
+    def _variant(
+        layout: ChannelLayout, compressed: bool | Sequence[str], circuit: str | None, circuits: dict[str, list[str]]
+    ) -> Variant:
+        if circuit is not None and compressed:
+            raise UserError("A runnable is either compressed or a circuit, not both.")
+        if circuit is not None:
+            if circuit not in circuits:
+                raise UserError(f"No circuit on slice {circuit!r}; the slices are {', '.join(circuits)}.")
+            kept = set(circuits[circuit])
+            return Variant.ablating(*(c for c in layout.channels if c.name not in kept))
+        if compressed is True:
+            return Variant.compressing(*layout.channels)
+        names = list(compressed) if compressed else []
+        unknown = [n for n in names if n not in layout.by_name]
+        if unknown:
+            raise UserError(f"No channel {unknown[0]!r}; the channels are {', '.join(layout.by_name)}.")
+        return Variant.compressing(*(layout.by_name[n] for n in names))
+
+    def _sample(self, name: str) -> DataSlice:
+        if name not in self.samples:
+            raise UserError(f"No slice {name!r}; the slices are {', '.join(self.samples)}.")
+        return self.samples[name]
+
+    def run(self, tokens: Tensor, slice_name: str | None = None) -> Tensor:
+        """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` under the variant; ablated channels take
+        the baseline of ``slice_name`` (default: the circuit's slice, else the first slice)."""
+        name = slice_name or self._circuit_slice() or next(iter(self.samples))
+        masks = VariantMasks(self.layout, [self.variant])
+        rows = torch.zeros(tokens.shape[0], dtype=torch.long)
+        hooks = self.interventions.hooks(
+            masks, rows, self.interventions.baseline(name), torch.arange(tokens.shape[0]), tokens.shape[1]
+        )
+        with torch.no_grad():
+            return self.model.run(tokens, hooks)
+
+    def _circuit_slice(self) -> str | None:
+        ablated = {c.name for c in self.variant.ablate}
+        for name, kept in self.circuits.items():
+            if ablated and ablated == {c.name for c in self.layout.channels} - set(kept):
+                return name
+        return None
+
+    def _losses(self, name: str, variants: Sequence[Variant]) -> Tensor:
+        return variant_losses(self.interventions, variants, self._sample(name), self.batch_tokens)
+
+    def loss(self, slice_name: str) -> Measured:
+        """The slice's metric under the variant on its held-out sample."""
+        losses = self._losses(slice_name, [self.variant])[0]
+        return Measured(float(losses.mean()), float(losses.std() / math.sqrt(len(losses))))
+
+    def accuracy(self, slice_name: str) -> float:
+        """The share of the held-out sample's scored answers the variant predicts (task slices)."""
+        sample = self._sample(slice_name)
+        if sample.metric not in POSITIONAL or sample.positions is None or sample.answers is None:
+            raise UserError(f"Slice {slice_name!r} scores {sample.metric}: it has no answers to be right about.")
+        logits = self.run(sample.tokens, slice_name)
+        valid = sample.positions >= 0
+        picked = logits[torch.arange(len(logits))[:, None], sample.positions.clamp_min(0)].argmax(-1).cpu()
+        return float(((picked == sample.answers) & valid).sum() / valid.sum())
+
+    def faithfulness(self, slice_name: str) -> float:
+        """``(L_none - L_variant) / (L_none - L_clean)`` on the slice's held-out sample."""
+        none = Variant.ablating(*self.layout.channels)
+        variant, clean, ablated = self._losses(slice_name, [self.variant, Variant(), none]).mean(1).tolist()
+        return (ablated - variant) / (ablated - clean)
+
+    def recovery(self) -> float:
+        """The loss recovered by the variant over every slice's held-out sample (weighted by prompts, as
+        the rank search weighs them): ``1 - (L_variant - L_clean) / (L_ablated - L_clean)``."""
+        none = Variant.ablating(*self.layout.channels)
+        parts = list(self.samples.values())
+        losses = variant_losses(self.interventions, [self.variant, Variant(), none], parts, self.batch_tokens)
+        variant, clean, ablated = losses.mean(1).tolist()
+        return 1 - (variant - clean) / (ablated - clean)
+
+    def generate(self, prompt: Tensor, n_tokens: int, seed: int = 0, slice_name: str | None = None) -> Tensor:
+        """``prompt`` [p] continued by ``n_tokens`` tokens sampled from the variant (seeded)."""
+        generator = torch.Generator().manual_seed(seed)
+        tokens = prompt.view(1, -1)
+        for _ in range(n_tokens):
+            window = tokens[:, -self.model.spec.n_ctx :]
+            probabilities = self.run(window, slice_name)[0, -1].float().softmax(-1).cpu()
+            tokens = torch.cat([tokens, torch.multinomial(probabilities, 1, generator=generator).view(1, 1)], 1)
+        return tokens[0]
