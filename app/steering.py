@@ -61,7 +61,8 @@ def effect_lines(effects: pd.DataFrame) -> list[str]:
     """A readable report: per slice, one line per intervention and its top tokens."""
 
     def tokens(entries) -> str:
-        return ", ".join(f"{text!r}" if text is not None else str(token) for token, text, _ in entries)
+        """Each token's id, and its text where it has some to show."""
+        return ", ".join(f"{token} {text!r}" if text and text.strip() else str(token) for token, text, _ in entries)
 
     lines = []
     for name, rows in effects.groupby("slice", sort=False):
