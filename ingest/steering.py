@@ -1,28 +1,28 @@
-"""Interventions on what a channel writes, and the behaviour they cause on a slice.
+"""Interventions on a channel's stored subspaces, and the behaviour they cause on a slice.
 
-A writer channel's write w (per position, in d_model: a head's ``z_h W_O[h]``, an MLP's output, an
-embedding) has coordinates ``c = w B`` in its stored write subspace ``<channel>/out`` (B, d_model x k,
-orthonormal, from the artifact's bases). Each intervention adds Δ to the residual stream where w
-enters it, at every real position of every prompt:
+A channel's subspace ``<channel>/<role>`` (B, d_model x k, orthonormal, from the artifact's bases)
+gives coordinates ``c = v B`` to a vector v of the residual stream, per position: for the write
+subspace (``out``) v is what the channel writes (a head's ``z_h W_O[h]``, an MLP's output, an
+embedding), and Δ is added to the stream where that write enters it; for a read subspace (a head's
+``q``, ``k`` or ``v``, an MLP's or the unembedding's ``in``) v is what the channel reads (the
+normalised stream at its input), and Δ changes that reader's input only (for a head's role, only
+that head's queries, keys or values: ``Δ W_Q[h]`` is added to them). At every real position of every
+prompt:
 
 ==============================  ===============================================================
 spec                            Δ
 ==============================  ===============================================================
 ``L1H2/out[0] += 3``            ``3 σ_0 b_0`` (σ_i: the standard deviation of c_i over the
                                 slice's real tokens; ``-=`` subtracts; ``3 raw``: ``3 b_0``)
-``L1H2/out[0] = -1.5``          ``(μ_0 - 1.5 σ_0 - c_0) b_0``: the coordinate set to its mean
+``L1H2/k[0] = -1.5``            ``(μ_0 - 1.5 σ_0 - c_0) b_0``: the coordinate set to its mean
                                 plus -1.5 standard deviations (``raw``: set to -1.5)
 ``project L1H2/out[0,2]``       ``-c_S B_Sᵀ`` over the named directions S (none named: all)
 ``patch L1H2/out from random``  ``(c' - c) Bᵀ``: every coordinate taken from prompt π(i) of slice
                                 ``random`` at the same position (π drawn with the seed; a
                                 position the source prompt lacks keeps its own)
-``ablate L1H2``                 w replaced by its mean over the slice's prompts at each position
-                                (the catalog's default ``position`` ablation)
+``ablate L1H2``                 the channel's write replaced by its mean over the slice's prompts at
+                                each position (the catalog's default ``position`` ablation)
 ==============================  ===============================================================
-
-Write subspaces only: a read subspace (a head's q, k, v, an MLP's or the unembedding's ``in``) is
-what the channel reads, and changing it for one reader needs that reader's own copy of the
-stream; a spec naming one is refused with the roles that can be steered.
 
 :func:`steer` measures every intervention against the clean model on the same prompts, as batched
 variants (the clean rows and one block of rows per intervention in each forward pass, as the
@@ -60,21 +60,22 @@ SPECS = {
     "ablate": re.compile(r"^ablate\s+(?P<channel>\S+)$"),
 }
 GRAMMAR = (
-    "CH/out[i] += X | CH/out[i] -= X | CH/out[i] = X (X in standard deviations, or 'X raw') | "
-    "project CH/out[i,j,...] | patch CH/out from SLICE | ablate CH"
+    "CH/ROLE[i] += X | CH/ROLE[i] -= X | CH/ROLE[i] = X (X in standard deviations, or 'X raw') | "
+    "project CH/ROLE[i,j,...] | patch CH/ROLE from SLICE | ablate CH (ROLE: out, or a read role q, k, v, in)"
 )
 
 
 @dataclass(frozen=True)
 class Intervention:
-    """One parsed spec (see the module docstring): ``directions`` index the channel's write subspace
-    (empty: all of it), ``amount`` is in standard deviations unless ``raw``. ``basis`` replaces the
-    stored subspace by any orthonormal directions [d_model, k] (the API only: e.g. a direction outside
-    the stored subspace)."""
+    """One parsed spec (see the module docstring): ``directions`` index the channel's subspace of
+    ``role`` (empty: all of it), ``amount`` is in standard deviations unless ``raw``. ``basis``
+    replaces the stored subspace by any orthonormal directions [d_model, k] (the API only: e.g. a
+    direction outside the stored subspace)."""
 
     spec: str
     action: str  # add | set | project | patch | ablate
     channel: str
+    role: str = "out"
     directions: tuple[int, ...] = ()
     amount: float = 0.0
     raw: bool = False
@@ -83,7 +84,7 @@ class Intervention:
 
 
 def parse(spec: str, bases: dict[str, Tensor], channels: Sequence[Channel], slices: Sequence[str]) -> Intervention:
-    """``spec`` checked against the channels, their stored write subspaces and the slice names;
+    """``spec`` checked against the channels, their stored subspaces and the slice names;
     :class:`UserError` naming what exists when it does not fit."""
     text = " ".join(spec.split())
     matched = [(action, found) for action, pattern in SPECS.items() if (found := pattern.match(text))]
@@ -91,29 +92,35 @@ def parse(spec: str, bases: dict[str, Tensor], channels: Sequence[Channel], slic
         raise UserError(f"Cannot read the intervention {spec!r}; write one of: {GRAMMAR}.")
     action, found = matched[0]
     groups = found.groupdict()
-    writers = {c.name: c for c in channels if c.writes}
-    if groups["channel"] not in writers:
-        raise UserError(
-            f"Intervention {spec!r}: no channel {groups['channel']!r} writes to the residual stream; "
-            f"the writers are {', '.join(writers)}."
-        )
-    channel = writers[groups["channel"]]
+    by_name = {c.name: c for c in channels}
     if action == "ablate":
-        return Intervention(text, action, channel.name)
-    if groups["role"] != "out":
-        readable = ", ".join(channel.read_roles) or "none"
+        writers = [c.name for c in channels if c.writes]
+        if groups["channel"] not in writers:
+            raise UserError(
+                f"Intervention {spec!r}: no channel {groups['channel']!r} to ablate; the writers are "
+                f"{', '.join(writers)}."
+            )
+        return Intervention(text, action, groups["channel"])
+    if groups["channel"] not in by_name:
         raise UserError(
-            f"Intervention {spec!r}: {channel.name}/{groups['role']} is not a write subspace; steering acts on what "
-            f"a channel writes, {channel.name}/out (its read subspaces: {readable})."
+            f"Intervention {spec!r}: no channel {groups['channel']!r}; the channels are {', '.join(by_name)}."
         )
-    rank = bases[f"{channel.name}/out"].shape[1]
+    channel, role = by_name[groups["channel"]], groups["role"]
+    if role not in channel.roles:
+        raise UserError(
+            f"Intervention {spec!r}: {channel.name} has no subspace {role!r}; its subspaces are "
+            f"{', '.join(channel.name + '/' + r for r in channel.roles)}."
+        )
+    rank = bases[f"{channel.name}/{role}"].shape[1]
     indices = tuple(int(i) for i in re.findall(r"\d+", groups.get("indices") or groups.get("index") or ""))
     if rank == 0:
-        raise UserError(f"Intervention {spec!r}: {channel.name}/out has rank 0 at this checkpoint; nothing to steer.")
+        raise UserError(
+            f"Intervention {spec!r}: {channel.name}/{role} has rank 0 at this checkpoint; nothing to steer."
+        )
     past = [i for i in indices if i >= rank]
     if past:
         raise UserError(
-            f"Intervention {spec!r}: {channel.name}/out has rank {rank} (directions 0 to {rank - 1}); "
+            f"Intervention {spec!r}: {channel.name}/{role} has rank {rank} (directions 0 to {rank - 1}); "
             f"{past[0]} is past it."
         )
     if action == "patch" and groups["source"] not in slices:
@@ -123,6 +130,7 @@ def parse(spec: str, bases: dict[str, Tensor], channels: Sequence[Channel], slic
         text,
         action,
         channel.name,
+        role,
         indices,
         sign * float(groups.get("amount") or 0.0),
         groups.get("unit") == "raw",
@@ -146,28 +154,45 @@ class Effect:
     suppressed: list[tuple[int, str | None, float]]
 
 
-class _Write:
-    """Where a channel's write enters the stream: the site whose activation gives its coordinates
-    (``capture``) and the site Δ is added at (``apply``), and its write ``[rows, pos, d]`` from the
-    captured activation."""
+class _Site:
+    """Where one of a channel's subspaces meets the stream: the site whose activation gives the vector
+    v that the subspace's coordinates are taken of (``capture``), the site Δ is applied at
+    (``apply``), v from the captured activation, and how Δ enters the applied one."""
 
-    def __init__(self, model: LoadedModel, channel: Channel):
-        self.channel = channel
-        if channel.kind == "attn_head":
-            self.capture, self.apply = site("z", channel.layer), site("attn_out", channel.layer)
-            self.W_O = model.weights.W_O[channel.layer, channel.head].to(model.device)  # [d_head, d_model]
-        else:
+    def __init__(self, model: LoadedModel, channel: Channel, role: str):
+        self.channel, self.role = channel, role
+        self.W: Tensor | None = None  # a head's map from v to the applied activation ([d_model, d_head] or the reverse)
+        l, head = channel.layer, channel.kind == "attn_head"
+        if role == "out" and head:
+            self.capture, self.apply = site("z", l), site("attn_out", l)
+            self.W = model.weights.W_O[l, channel.head].to(model.device)  # [d_head, d_model]
+        elif role == "out":
             name = {"mlp": "mlp_out", "embed": "embed", "pos_embed": "pos_embed"}[channel.kind]
-            self.capture = self.apply = site(name, channel.layer if channel.kind == "mlp" else None)
+            self.capture = self.apply = site(name, l if channel.kind == "mlp" else None)
+        elif head:  # a head's q, k or v: its input, changed for its own queries, keys or values
+            self.capture, self.apply = site("attn_x", l), site(role, l)
+            self.W = getattr(model.weights, f"W_{role.upper()}")[l, channel.head].to(model.device)  # [d_model, d_head]
+        else:  # the MLP's or the unembedding's input, read by nothing else
+            self.capture = self.apply = site("mlp_x", l) if channel.kind == "mlp" else site("final_x")
 
-    def write(self, activation: Tensor) -> Tensor:
-        if self.channel.kind == "attn_head":
-            return activation[:, :, self.channel.head].float() @ self.W_O
+    def vector(self, activation: Tensor) -> Tensor:
+        """v ``[rows, pos, d_model]`` from the captured activation."""
+        if self.role == "out" and self.W is not None:
+            return activation[:, :, self.channel.head].float() @ self.W
         return activation.float()
 
+    def add(self, activation: Tensor, rows: slice, delta: Tensor) -> Tensor:
+        """The applied activation with Δ [rows, pos, d_model] entering it in ``rows``, in place (on a copy
+        where it is a broadcast view such as the position embedding's)."""
+        out = _writable(activation)
+        if self.role != "out" and self.W is not None:
+            out[rows, :, self.channel.head] += (delta @ self.W).to(out.dtype)
+        else:
+            out[rows] += delta.to(out.dtype)
+        return out
+
     def ablated(self, activation: Tensor, mean: Tensor, rows: slice) -> Tensor:
-        """``activation`` with the channel's part replaced by ``mean`` (per position) in ``rows`` (in
-        place, on a copy where it is a broadcast view such as the position embedding's)."""
+        """``activation`` with the channel's write replaced by ``mean`` (per position) in ``rows``."""
         out = _writable(activation)
         width = activation.shape[1]
         if self.channel.kind == "attn_head":
@@ -179,12 +204,12 @@ class _Write:
 
 @dataclass
 class _Prepared:
-    """An intervention with what it needs from clean passes: its write, basis, the coordinates'
+    """An intervention with what it needs from clean passes: its site, basis, the coordinates'
     mean and standard deviation (add, set), the per-position mean (ablate), the source coordinates
     and each prompt's source prompt (patch)."""
 
     intervention: Intervention
-    write: _Write
+    write: _Site
     basis: Tensor  # [d_model, k], the directions acted on
     mean: Tensor | None = None  # [k]
     sd: Tensor | None = None  # [k]
@@ -211,17 +236,17 @@ def steer(
     """Every intervention's :class:`Effect` on every slice of ``data`` (interventions by slice);
     ``sources`` holds the slices ``patch`` reads from (by name)."""
     channels = {c.name: c for c in model_channels(model.spec)}
-    writes = {i.channel: _Write(model, channels[i.channel]) for i in interventions}
+    writes = {(i.channel, i.role): _Site(model, channels[i.channel], i.role) for i in interventions}
     from_source: dict[str, dict[str, Tensor]] = {}  # each source slice's clean activations, one pass each
     for name in dict.fromkeys(i.source for i in interventions if i.action == "patch"):
-        sites = {writes[i.channel].capture for i in interventions if i.source == name}
+        sites = {writes[(i.channel, i.role)].capture for i in interventions if i.source == name}
         from_source[name] = _capture(model, sources[name], sites, batch_tokens)  # type: ignore[index]
     effects = []
     for part in data:
-        sites = {writes[i.channel].capture for i in interventions if i.action in ("add", "set", "ablate")}
+        sites = {writes[(i.channel, i.role)].capture for i in interventions if i.action in ("add", "set", "ablate")}
         captured = _capture(model, part, sites, batch_tokens) if sites else {}  # one clean pass for all
         prepared = [
-            _prepare(model, bases, i, writes[i.channel], part, captured, from_source, sources, seed)
+            _prepare(model, bases, i, writes[(i.channel, i.role)], part, captured, from_source, sources, seed)
             for i in interventions
         ]
         effects += _measure(model, prepared, part, batch_tokens, top)
@@ -248,7 +273,7 @@ def _prepare(
     model: LoadedModel,
     bases: dict[str, Tensor],
     intervention: Intervention,
-    write: _Write,
+    write: _Site,
     part: DataSlice,
     captured: dict[str, Tensor],
     from_source: dict[str, dict[str, Tensor]],
@@ -258,7 +283,7 @@ def _prepare(
     """``intervention`` with what it needs from the clean activations of ``part`` (``captured``) and of
     its patch source (``from_source``), by capture site."""
     channel = write.channel
-    stored = bases[f"{channel.name}/out"].float() if intervention.action != "ablate" else None
+    stored = bases[f"{channel.name}/{intervention.role}"].float() if intervention.action != "ablate" else None
     basis = intervention.basis.float() if intervention.basis is not None else stored
     if basis is not None and intervention.directions:
         basis = basis[:, list(intervention.directions)]
@@ -271,14 +296,14 @@ def _prepare(
             weights = mask.float().view(*mask.shape, *([1] * (own.dim() - 2)))
             prepared.position_mean = ((own * weights).sum(0) / weights.sum(0).clamp_min(1)).to(model.device)
         else:
-            coordinates = write.write(activation.to(model.device)) @ prepared.basis  # [n, p, k]
+            coordinates = write.vector(activation.to(model.device)) @ prepared.basis  # [n, p, k]
             real = coordinates[mask.to(model.device)]
             prepared.mean, prepared.sd = real.mean(0), real.std(0)
     if intervention.action == "patch":
         source = intervention.source
         assert source is not None
         activation = from_source[source][write.capture]
-        prepared.source = (write.write(activation.to(model.device)) @ prepared.basis).cpu()
+        prepared.source = (write.vector(activation.to(model.device)) @ prepared.basis).cpu()
         prepared.order = resample_order(part.n_sequences, sources[source].n_sequences, seed)
     return prepared
 
@@ -336,10 +361,7 @@ def _keeping(captured: dict[str, Tensor], block: slice) -> Hook:
 def _adding(p: _Prepared, captured: dict[str, Tensor], block: slice, prompts: Tensor) -> Hook:
     def hook(activation: Tensor, _) -> Tensor:
         own = captured["write"] if "write" in captured else activation[block]
-        delta = _delta(p, p.write.write(own), prompts)
-        out = _writable(activation)
-        out[block] += delta.to(out.dtype)
-        return out
+        return p.write.add(activation, block, _delta(p, p.write.vector(own), prompts))
 
     return hook
 

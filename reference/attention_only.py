@@ -50,6 +50,8 @@ from .training import checkpoint_facts, folder_name, train_cached
 NATIVE_CONFIG = "hooked_transformer_config.json"
 #: Hook names :meth:`AttentionOnly.forward` offers per layer: its z and its output (what it adds to the stream).
 HOOK_Z, HOOK_ATTN_OUT = "blocks.{}.attn.hook_z", "blocks.{}.hook_attn_out"
+#: ... and each head's key input ``[batch, pos, head, d_model]`` (the normalised stream, per head).
+HOOK_KEY_INPUT = "blocks.{}.attn.hook_k_input"
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,15 @@ class _Params(nn.Module):
         def __getattr__(self, name: str) -> Tensor: ...
 
 
-def attend(x: Tensor, a: _Params, causal: Tensor) -> Tensor:
+def attend(x: Tensor, a: _Params, causal: Tensor, key_x: Tensor | None = None) -> Tensor:
     """One attention layer's z ``[batch, pos, head, d_head]`` from its input ``x`` and HookedTransformer
-    weights ``a``: ``softmax(q kᵀ / √d_head + mask) v`` with ``q/k/v = x W_Q/K/V + b_Q/K/V``."""
-    q, k, v = (
-        torch.einsum("bpd,hde->bphe", x, W) + bias for W, bias in ((a.W_Q, a.b_Q), (a.W_K, a.b_K), (a.W_V, a.b_V))
-    )
+    weights ``a``: ``softmax(q kᵀ / √d_head + mask) v`` with ``q/k/v = x W_Q/K/V + b_Q/K/V``; the keys
+    read ``key_x`` ``[batch, pos, head, d_model]`` instead where it is given (each head its own)."""
+    q, v = (torch.einsum("bpd,hde->bphe", x, W) + bias for W, bias in ((a.W_Q, a.b_Q), (a.W_V, a.b_V)))
+    if key_x is None:
+        k = torch.einsum("bpd,hde->bphe", x, a.W_K) + a.b_K
+    else:
+        k = torch.einsum("bphd,hde->bphe", key_x, a.W_K) + a.b_K
     scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
     return torch.einsum("bhqk,bkhe->bqhe", scores.masked_fill(~causal, float("-inf")).softmax(-1), v)
 
@@ -175,16 +180,20 @@ class AttentionOnly(nn.Module):
         return centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * w + b
 
     def forward(self, tokens: Tensor, hooks: dict[str, Callable[[Tensor], Tensor]] | None = None) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]``; ``hooks`` maps :data:`HOOK_Z` (z ``[batch, pos, head,
-        d_head]``) and :data:`HOOK_ATTN_OUT` (``[batch, pos, d_model]``) of a layer to a function
-        returning what the layer goes on with."""
+        """Logits ``[batch, pos, d_vocab]``; ``hooks`` maps :data:`HOOK_KEY_INPUT`, :data:`HOOK_Z` (z
+        ``[batch, pos, head, d_head]``) and :data:`HOOK_ATTN_OUT` (``[batch, pos, d_model]``) of a layer
+        to a function returning what the layer goes on with."""
         hooks = hooks or {}
         n = tokens.shape[1]
         r = self.embed.W_E[tokens] + self.pos_embed.W_pos[:n]
         causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         for l, block in enumerate(self.blocks):
             ln1, a = cast(_Params, block.ln1), cast(_Params, block.attn)  # a plain Module's children are untyped
-            z = attend(self._norm(r, ln1.w, ln1.b), a, causal)
+            x = self._norm(r, ln1.w, ln1.b)
+            key_x = None
+            if HOOK_KEY_INPUT.format(l) in hooks:
+                key_x = hooks[HOOK_KEY_INPUT.format(l)](x.unsqueeze(2).expand(-1, -1, a.W_K.shape[0], -1))
+            z = attend(x, a, causal, key_x)
             if HOOK_Z.format(l) in hooks:
                 z = hooks[HOOK_Z.format(l)](z)
             out = torch.einsum("bphe,hed->bpd", z, a.W_O) + a.b_O

@@ -21,6 +21,7 @@ from circuit_atlas.ingest.pipeline import ingest
 from circuit_atlas.ingest.steering import Intervention, resample_order
 from circuit_atlas.reference.attention_only import (
     HOOK_ATTN_OUT,
+    HOOK_KEY_INPUT,
     HOOK_Z,
     NATIVE_CONFIG,
     AttentionOnly,
@@ -135,6 +136,30 @@ def test_projecting_out_what_the_stored_subspace_left_out_changes_nothing_measur
     assert single["loss_delta"] == pytest.approx(together[(specs[0], "repeated")]["loss_delta"], abs=1e-6)
 
 
+def test_projecting_an_induction_heads_key_read_out_of_its_keys_is_what_a_plain_key_hook_does(plain, artifact):
+    """``project L1Hh/k``: the head's stored key read subspace removed from the normalised stream its
+    keys read (that head's keys only), as a plain hook on the model's per-head key input does it
+    (``x = x̂ w + b``, so the change of the normalised input enters as ``Δ ⊙ w``): the repeated loss
+    rises by many standard errors and matches the plain figure."""
+    model, tokens, _ = plain
+    head = 0
+    name = f"L1H{head}"
+    effects = steer_artifact(artifact, [f"project {name}/k"], ["repeated"]).iloc[0]
+    basis = read_artifact(artifact).bases()[f"{name}/k"]
+    w, b = model.blocks[1].ln1.w.detach(), model.blocks[1].ln1.b.detach()
+
+    def removing(x):  # [batch, pos, head, d_model]
+        x = x.clone()
+        normalised = (x[:, :, head] - b) / w
+        x[:, :, head] += (-(normalised @ basis) @ basis.T) * w
+        return x
+
+    repeated = tokens["repeated"]
+    plain_delta = prompt_losses(model, repeated, {HOOK_KEY_INPUT.format(1): removing}) - prompt_losses(model, repeated)
+    assert effects["loss_delta"] == pytest.approx(float(plain_delta.mean()), abs=2e-3)
+    assert effects["loss_delta"] > 10 * effects["loss_se"] > 0, effects
+
+
 def _steer_with_basis(artifact, name, basis, specs) -> dict:
     """Effects keyed by (spec, slice) of ``specs`` and of projecting out ``basis`` (spec ``outside``)
     on the artifact's slices (the API's explicit-basis intervention)."""
@@ -158,8 +183,9 @@ def _steer_with_basis(artifact, name, basis, specs) -> dict:
 @pytest.mark.parametrize(
     "spec,message",
     [
-        ("L0H9/out[0] += 1", "the writers are embed, pos_embed, L0H0"),
-        ("L0H1/q[0] += 1", "L0H1/q is not a write subspace"),
+        ("L0H9/out[0] += 1", "no channel 'L0H9'; the channels are embed, pos_embed, L0H0"),
+        ("L0H1/in[0] += 1", "L0H1 has no subspace 'in'; its subspaces are L0H1/q, L0H1/k, L0H1/v, L0H1/out"),
+        ("ablate unembed", "no channel 'unembed' to ablate; the writers are embed"),
         ("L0H1/out[99] += 1", "99 is past it"),
         ("patch L0H1/out from nowhere", "no slice 'nowhere'; the slices are repeated, random"),
         ("L0H1 += 1", "Cannot read the intervention"),
