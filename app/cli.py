@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import neo4j
@@ -29,6 +29,9 @@ from .formatting import ROW_FORMATS, render
 from .ingest.config import IngestConfig
 from .local_server import Distribution, LocalServer, ServerSettings, default_server_dir
 from .pruning import MIN_ATTRIBUTION, TOP_K
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class OneLineUsageError(click.ClickException):
@@ -539,6 +542,8 @@ def compare_command(
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the prompt order a patch resamples.")
 @click.option("--save", is_flag=True, help="Also keep the measurements in the catalog (query: interventions).")
+@click.option("--generate", "prompt", help="Also continue this text clean and under each intervention (text models).")
+@click.option("--tokens", "n_tokens", default=20, show_default=True, help="Tokens each continuation samples.")
 @connection_options
 def steer_command(
     connection: Connection,
@@ -548,22 +553,32 @@ def steer_command(
     device: str,
     seed: int,
     save: bool,
+    prompt: str | None,
+    n_tokens: int,
 ) -> None:
     """Intervene on CHECKPOINT's stored write subspaces and print, per slice, each intervention's loss
     change with its standard error, accuracy change (task slices), KL from the clean output, and the
     output tokens it promotes and suppresses. CHECKPOINT is a catalog id (model@label) or an artifact
     folder (no server needed unless --save)."""
-    from .steering import checkpoint_id, effect_lines, save_effects, steer_artifact
+    from .steering import checkpoint_id, continue_artifact, effect_lines, save_effects, steer_artifact
+
+    def report(folder: Path) -> pd.DataFrame:
+        effects = steer_artifact(folder, list(specs), list(slices) or None, device, seed)
+        click.echo("\n".join(effect_lines(effects)))
+        if prompt is not None:
+            first = slices[0] if slices else None
+            click.echo(f"continuations of {prompt!r} ({n_tokens} tokens, seed {seed}):")
+            for label, text in continue_artifact(folder, list(specs), prompt, n_tokens, first, device, seed):
+                click.echo(f"  {label}: {text!r}")
+        return effects
 
     if Path(checkpoint).is_dir() and not save:
-        effects = steer_artifact(Path(checkpoint), list(specs), list(slices) or None, device, seed)
-        click.echo("\n".join(effect_lines(effects)))
+        report(Path(checkpoint))
         return
     with connection.open() as catalog:
         catalog.require_current_schema()
         folder = Path(checkpoint) if Path(checkpoint).is_dir() else catalog.artifact(checkpoint)
-        effects = steer_artifact(folder, list(specs), list(slices) or None, device, seed)
-        click.echo("\n".join(effect_lines(effects)))
+        effects = report(folder)
         if save:
             identity = checkpoint_id(folder)
             saved = save_effects(catalog.driver, catalog.database, identity, effects, seed)

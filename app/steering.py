@@ -25,7 +25,7 @@ from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.channels import model_channels
 from circuit_atlas.ingest.pipeline import load_slices
 from circuit_atlas.ingest.runnable import recorded_checkpoint
-from circuit_atlas.ingest.steering import Effect, parse, steer
+from circuit_atlas.ingest.steering import Effect, continuations, parse, steer
 
 from .errors import UserError
 
@@ -55,6 +55,34 @@ def steer_artifact(
     with torch.no_grad():
         effects = steer(model, bases, interventions, [every[n] for n in chosen], every, config.batch_tokens, seed, top)
     return pd.DataFrame([asdict(e) for e in effects], columns=[f.name for f in fields(Effect)])
+
+
+def continue_artifact(
+    artifact: Path,
+    specs: list[str],
+    prompt: str,
+    n_tokens: int,
+    slice_name: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """``prompt`` (text, for a model with a tokenizer) continued by ``n_tokens`` sampled tokens, clean
+    and under each intervention, with the same seed: ``(label, continuation)`` pairs, clean first. The
+    interventions' statistics come from ``slice_name`` (default: the first slice)."""
+    opened, model, config = recorded_checkpoint(Path(artifact), device)
+    if model.tokenizer is None:
+        raise UserError(f"{model.spec.name} has no tokenizer, so it cannot continue a text prompt.")
+    every = {part.name: part for part in load_slices(model, opened.manifest["data"], config)}
+    name = slice_name or next(iter(every))
+    if name not in every:
+        raise UserError(f"No slice {name!r} in {artifact}; its slices are {', '.join(every)}.")
+    ids = torch.tensor(model.tokenizer(prompt)["input_ids"], dtype=torch.long)
+    if len(ids) == 0:
+        raise UserError("The prompt is empty: give some text to continue.")
+    bases = opened.bases()
+    interventions = [parse(spec, bases, model_channels(model.spec), list(every)) for spec in specs]
+    rows = continuations(model, bases, interventions, ids, n_tokens, every[name], every, config.batch_tokens, seed)
+    return [(label, model.tokenizer.decode(row[len(ids) :].tolist())) for label, row in zip(["clean", *specs], rows)]
 
 
 def effect_lines(effects: pd.DataFrame) -> list[str]:

@@ -235,22 +235,73 @@ def steer(
 ) -> list[Effect]:
     """Every intervention's :class:`Effect` on every slice of ``data`` (interventions by slice);
     ``sources`` holds the slices ``patch`` reads from (by name)."""
+    prepare = _preparer(model, bases, interventions, sources, batch_tokens, seed)
+    return [effect for part in data for effect in _measure(model, prepare(part), part, batch_tokens, top)]
+
+
+def continuations(
+    model: LoadedModel,
+    bases: dict[str, Tensor],
+    interventions: Sequence[Intervention],
+    prompt: Tensor,
+    n_tokens: int,
+    data: DataSlice,
+    sources: dict[str, DataSlice],
+    batch_tokens: int = 4096,
+    seed: int = 0,
+) -> list[Tensor]:
+    """``prompt`` [p] continued by ``n_tokens`` tokens sampled clean and under each intervention, in
+    that order, each from its own generator seeded with ``seed`` (so rows differ only where the
+    intervention changes the prediction); the standard deviations, position means and patch order come
+    from ``data``."""
+    prepared = _preparer(model, bases, interventions, sources, batch_tokens, seed)(data)
+    length = prompt.shape[0] + n_tokens
+    if length > model.spec.n_ctx:
+        raise UserError(
+            f"A prompt of {prompt.shape[0]} tokens and {n_tokens} more exceed the context of {model.spec.n_ctx}."
+        )
+    if any(p.intervention.action == "ablate" for p in prepared) and length > data.tokens.shape[1]:
+        raise UserError(
+            f"An ablation takes each position's mean over slice {data.name!r}, whose prompts have "
+            f"{data.tokens.shape[1]} positions; generate at most {data.tokens.shape[1] - prompt.shape[0]} tokens."
+        )
+    generators = [torch.Generator().manual_seed(seed) for _ in range(len(prepared) + 1)]
+    tokens = prompt.view(1, -1).repeat(len(prepared) + 1, 1)
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            logits = model.run(tokens, _hooks(prepared, 1, torch.zeros(1, dtype=torch.long)))[:, -1]
+            probabilities = logits.float().softmax(-1).cpu()
+            drawn = [torch.multinomial(row, 1, generator=g) for row, g in zip(probabilities, generators)]
+            tokens = torch.cat([tokens, torch.stack(drawn).to(tokens.device)], 1)
+    return list(tokens.cpu())
+
+
+def _preparer(
+    model: LoadedModel,
+    bases: dict[str, Tensor],
+    interventions: Sequence[Intervention],
+    sources: dict[str, DataSlice],
+    batch_tokens: int,
+    seed: int,
+) -> Callable[[DataSlice], list[_Prepared]]:
+    """What prepares the interventions on a slice: the patch sources' clean activations are read once
+    (one pass per source slice), each slice's once (one pass for every intervention that needs it)."""
     channels = {c.name: c for c in model_channels(model.spec)}
-    writes = {(i.channel, i.role): _Site(model, channels[i.channel], i.role) for i in interventions}
-    from_source: dict[str, dict[str, Tensor]] = {}  # each source slice's clean activations, one pass each
+    sites = {(i.channel, i.role): _Site(model, channels[i.channel], i.role) for i in interventions}
+    from_source: dict[str, dict[str, Tensor]] = {}
     for name in dict.fromkeys(i.source for i in interventions if i.action == "patch"):
-        sites = {writes[(i.channel, i.role)].capture for i in interventions if i.source == name}
-        from_source[name] = _capture(model, sources[name], sites, batch_tokens)  # type: ignore[index]
-    effects = []
-    for part in data:
-        sites = {writes[(i.channel, i.role)].capture for i in interventions if i.action in ("add", "set", "ablate")}
-        captured = _capture(model, part, sites, batch_tokens) if sites else {}  # one clean pass for all
-        prepared = [
-            _prepare(model, bases, i, writes[(i.channel, i.role)], part, captured, from_source, sources, seed)
+        needed = {sites[(i.channel, i.role)].capture for i in interventions if i.source == name}
+        from_source[name] = _capture(model, sources[name], needed, batch_tokens)  # type: ignore[index]
+
+    def prepare(part: DataSlice) -> list[_Prepared]:
+        needed = {sites[(i.channel, i.role)].capture for i in interventions if i.action in ("add", "set", "ablate")}
+        captured = _capture(model, part, needed, batch_tokens) if needed else {}
+        return [
+            _prepare(model, bases, i, sites[(i.channel, i.role)], part, captured, from_source, sources, seed)
             for i in interventions
         ]
-        effects += _measure(model, prepared, part, batch_tokens, top)
-    return effects
+
+    return prepare
 
 
 def _capture(model: LoadedModel, part: DataSlice, names: set[str], batch_tokens: int) -> dict[str, Tensor]:

@@ -285,3 +285,68 @@ def test_steering_a_write_that_is_one_tokens_unembedding_makes_that_token_the_pr
     token, _, rise = effect["promoted"][0]
     assert token == TOKEN and rise > 0.9, effect["promoted"]
     assert effect["suppressed"][0][2] < 0
+
+
+def _continuations(artifact, specs, prompt, n_tokens, seed=0):
+    """The API's continuations on the artifact's first slice (token ids, no tokenizer needed)."""
+    from circuit_atlas.ingest.channels import model_channels
+    from circuit_atlas.ingest.pipeline import load_slices
+    from circuit_atlas.ingest.runnable import recorded_checkpoint
+    from circuit_atlas.ingest.steering import continuations, parse
+
+    opened, model, config = recorded_checkpoint(artifact)
+    slices = load_slices(model, opened.manifest["data"], config)
+    bases = opened.bases()
+    interventions = [parse(s, bases, model_channels(model.spec), [p.name for p in slices]) for s in specs]
+    return continuations(
+        model, bases, interventions, prompt, n_tokens, slices[0], {s.name: s for s in slices}, seed=seed
+    )
+
+
+def test_continuations_are_seeded_and_the_clean_one_is_what_the_runnable_samples(artifact):
+    from circuit_atlas.ingest.runnable import Runnable
+
+    prompt = torch.tensor([5, 9, 13, 2, 5, 9])
+    clean, patched = _continuations(artifact, ["patch L0H3/out from random"], prompt, 8, seed=3)
+    assert torch.equal(clean, Runnable.from_artifact(artifact).generate(prompt, 8, seed=3))
+    again = _continuations(artifact, ["patch L0H3/out from random"], prompt, 8, seed=3)
+    assert torch.equal(again[0], clean) and torch.equal(again[1], patched) and torch.equal(patched[:6], prompt)
+
+
+def test_steering_the_one_token_writer_makes_its_token_the_continuation(constructed):
+    artifact, direction = constructed
+    basis = read_artifact(artifact).bases()["L0H0/out"]
+    sign = 1.0 if float(basis[:, 0] @ direction) > 0 else -1.0
+    prompt = torch.tensor([1, 2, 3])
+    clean, steered = _continuations(artifact, [f"L0H0/out[0] += {sign * 20} raw"], prompt, 8)
+    assert int((steered[3:] == TOKEN).sum()) >= 7 > int((clean[3:] == TOKEN).sum())
+
+
+def test_the_command_continues_a_text_prompt_clean_and_under_each_intervention(tmp_path):
+    """A byte-level text model (the standard-library recipe, shrunk and trained 4 steps here):
+    --generate prints the clean continuation and each intervention's, seeded, as text."""
+    from dataclasses import replace
+
+    from circuit_atlas.reference.stdlib_text import HELDOUT_FILE, StdlibTextRecipe, train_stdlib_text
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "a.py").write_text('"""A module."""\n\ndef f(x):\n    return x + 1\n' * 20)
+    (library / "b.py").write_text("def g(y):\n    return y * 2\n" * 20)
+    tiny = replace(
+        StdlibTextRecipe(), holdout_every=2, d_model=16, n_layers=1, n_heads=2, d_mlp=32, seq_len=16,
+        batch_size=4, steps=4, warmup=1, checkpoint_every=4,
+    )  # fmt: skip
+    final = train_stdlib_text(tiny, tmp_path / "models", progress=False, echo=lambda _: None, root=library)[-1]
+    (path,) = ingest(
+        str(final), [str(final)], [f"heldout={final.parent / HELDOUT_FILE}"], tmp_path / "artifacts",
+        IngestConfig(), "cpu", progress=False, echo=lambda _: None,
+    )  # fmt: skip
+    args = ["steer", str(path), "--intervene", "L0.mlp/out[0] += 5", "--generate", "def ", "--tokens", "6"]
+    first, second = CliRunner().invoke(cli, args), CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    lines = first.output.splitlines()
+    assert "continuations of 'def ' (6 tokens, seed 0):" in lines
+    assert any(line.startswith("  clean: '") for line in lines)
+    assert any(line.startswith("  L0.mlp/out[0] += 5: '") for line in lines)
+    assert first.output == second.output
