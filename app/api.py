@@ -38,7 +38,7 @@ from .connection import Neo4jSettings, open_driver
 from .errors import UserError
 from .local_server import Distribution, LocalServer, default_server_dir
 from .pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
-from .timeline import check_plot_path, plot_timeline
+from .timeline import check_plot_path, plot_timeline, plot_training_timeline, training_timeline
 
 if TYPE_CHECKING:
     import networkx
@@ -462,6 +462,25 @@ class Catalog:
         if plot is not None:
             plot_timeline(rows, model, channel, Path(plot))
         return rows
+
+    def training_timeline(
+        self,
+        model: str,
+        slice_name: str,
+        channels: Sequence[str] | None = None,
+        edges: Sequence[tuple[str, str, str]] | None = None,
+        plot: Path | None = None,
+    ) -> pd.DataFrame:
+        """Channels' ablation effects and edges' patched effects on ``slice_name`` across ``model``'s
+        checkpoints (:func:`circuit_atlas.timeline.training_timeline`; by default the last checkpoint's
+        circuit and its 3 strongest edges); with ``plot``, also drawn there (SVG or PNG)."""
+        if plot is not None:
+            check_plot_path(Path(plot))  # before the queries: a bad path writes nothing
+        self.require_current_schema()
+        frame = training_timeline(self, model, slice_name, channels, edges)
+        if plot is not None:
+            plot_training_timeline(frame, model, slice_name, Path(plot))
+        return frame
 
     def slices(self, checkpoint: str | None = None) -> pd.DataFrame:
         """The data slices of ``checkpoint`` (of every complete checkpoint when None)."""

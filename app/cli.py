@@ -603,6 +603,38 @@ def interventions_command(
     click.echo(render(rows, fmt))
 
 
+@cli.group("plot")
+def plot_group() -> None:
+    """Figures drawn from the catalog."""
+
+
+@plot_group.command("timeline")
+@click.argument("model")
+@click.option("--data", "slice_name", required=True, help="The slice whose effects are followed.")
+@click.option("--channel", "channels", multiple=True, help="A channel to follow (default: the last circuit's).")
+@click.option(
+    "--edge", "edges", multiple=True, help="An edge WRITER:READER:ROLE to follow (default: the last 3 strongest)."
+)
+@click.option(
+    "-o", "--out", "path", required=True, type=click.Path(dir_okay=False, path_type=Path), help=".svg or .png"
+)
+@connection_options
+def plot_timeline_command(
+    connection: Connection, model: str, slice_name: str, channels: tuple[str, ...], edges: tuple[str, ...], path: Path
+) -> None:
+    """Draw MODEL's channels' ablation effects and edges' patched effects on a slice against the
+    training step (by default the last checkpoint's circuit by faithfulness and its strongest edges)."""
+    from .timeline import check_plot_path, parse_edge
+
+    check_plot_path(path)  # before connecting: a bad path or edge writes nothing
+    parsed = [parse_edge(e) for e in edges] or None
+    with connection.open() as catalog:
+        frame = catalog.training_timeline(model, slice_name, list(channels) or None, parsed, path)
+    click.echo(
+        f"{frame['name'].nunique()} channels and edges over {frame['step'].nunique()} checkpoints drawn -> {path}"
+    )
+
+
 @cli.command("timeline")
 @click.argument("model")
 @click.argument("channel")

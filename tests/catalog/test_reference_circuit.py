@@ -347,3 +347,31 @@ def test_a_catalogued_circuit_and_compressed_model_run_and_reproduce_the_catalog
     assert sorted(circuit.circuits["repeated"]) == sorted(stored["channels"])
     assert circuit.faithfulness("repeated") == pytest.approx(stored["faithfulness"], abs=1e-6)
     assert compressed.recovery() == pytest.approx(fidelity, abs=1e-6)
+
+
+def test_the_training_timeline_shows_the_induction_bump(loaded, truth, formed, neo4j_settings, cli_env, tmp_path):
+    """By default the last checkpoint's circuit on repeated tokens: each induction head's effect is
+    near zero before the formation and at least 0.5 nats from it on; the previous-token head's key
+    edges into the induction heads rise there too; drawn by the command as PNG; a bad edge is one line."""
+    from circuit_atlas.api import Catalog
+
+    _, ids = loaded
+    model = ids[-1].split("@")[0]
+    steps = [int(i.split("@")[1].removeprefix("step-")) for i in ids]
+    edges = [(truth["previous"], head, "k") for head in truth["induction"]]
+    with Catalog(neo4j_settings) as catalog:
+        frame = catalog.training_timeline(model, "repeated")
+        keys = catalog.training_timeline(model, "repeated", truth["induction"], edges)
+    for head in truth["induction"]:
+        effect = frame[frame["name"] == head].set_index("step")["value"]
+        assert all(effect[s] < 0.05 for s in steps[:formed]) and all(effect[s] >= 0.5 for s in steps[formed:])
+    assert (frame["kind"] == "edge").any()
+    for writer, reader, role in edges:
+        patched = keys[keys["name"] == f"{writer} -> {reader} ({role})"].set_index("step")["value"]
+        assert patched[steps[formed]] > 10 * max(abs(patched[s]) for s in steps[:formed]), patched
+    path = tmp_path / "t.png"
+    args = ["plot", "timeline", model, "--data", "repeated", "--edge", f"{truth['previous']}:{truth['induction'][0]}:k"]
+    drawn = CliRunner().invoke(cli, [*args, "-o", str(path)], env=cli_env)
+    assert drawn.exit_code == 0 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", drawn.output
+    bad = CliRunner().invoke(cli, ["plot", "timeline", model, "--data", "repeated", "--edge", "L0H0", "-o", str(path)])
+    assert bad.exit_code != 0 and "write WRITER:READER:ROLE" in bad.output
