@@ -69,9 +69,11 @@ class Runnable:
         variant: Variant,
         batch_tokens: int,
         circuits: dict[str, list[str]],
+        circuit: str | None = None,
     ):
         self.model, self.interventions, self.samples = model, interventions, samples
         self.variant, self.batch_tokens, self.circuits = variant, batch_tokens, circuits
+        self.circuit = circuit  # the slice whose circuit runs (its baseline ablates the rest), if any
         self.layout = interventions.layout
 
     @classmethod
@@ -95,7 +97,8 @@ class Runnable:
         }
         layout = interventions.layout
         variant = cls._variant(layout, compressed, circuit, circuits)
-        return cls(model, interventions, dict(prepared.samples.samples), variant, config.batch_tokens, circuits)
+        samples = dict(prepared.samples.samples)
+        return cls(model, interventions, samples, variant, config.batch_tokens, circuits, circuit)
 
     @staticmethod
     def _variant(
@@ -124,7 +127,7 @@ class Runnable:
     def run(self, tokens: Tensor, slice_name: str | None = None) -> Tensor:
         """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` under the variant; ablated channels take
         the baseline of ``slice_name`` (default: the circuit's slice, else the first slice)."""
-        name = slice_name or self._circuit_slice() or next(iter(self.samples))
+        name = slice_name or self.circuit or next(iter(self.samples))
         masks = VariantMasks(self.layout, [self.variant])
         rows = torch.zeros(tokens.shape[0], dtype=torch.long)
         hooks = self.interventions.hooks(
@@ -132,13 +135,6 @@ class Runnable:
         )
         with torch.no_grad():
             return self.model.run(tokens, hooks)
-
-    def _circuit_slice(self) -> str | None:
-        ablated = {c.name for c in self.variant.ablate}
-        for name, kept in self.circuits.items():
-            if ablated and ablated == {c.name for c in self.layout.channels} - set(kept):
-                return name
-        return None
 
     def _losses(self, name: str, variants: Sequence[Variant]) -> Tensor:
         return variant_losses(self.interventions, variants, self._sample(name), self.batch_tokens)
