@@ -560,15 +560,16 @@ def steer_command(
     change with its standard error, accuracy change (task slices), KL from the clean output, and the
     output tokens it promotes and suppresses. CHECKPOINT is a catalog id (model@label) or an artifact
     folder (no server needed unless --save)."""
-    from .steering import checkpoint_id, continue_artifact, effect_lines, save_effects, steer_artifact
+    from .steering import Steering, checkpoint_id, effect_lines, save_effects
 
     def report(folder: Path) -> pd.DataFrame:
-        effects = steer_artifact(folder, list(specs), list(slices) or None, device, seed)
+        opened = Steering(folder, device)  # the model and slices loaded once for both
+        effects = opened.effects(list(specs), list(slices) or None, seed)
         click.echo("\n".join(effect_lines(effects)))
         if prompt is not None:
             first = slices[0] if slices else None
             click.echo(f"continuations of {prompt!r} ({n_tokens} tokens, seed {seed}):")
-            for label, text in continue_artifact(folder, list(specs), prompt, n_tokens, first, device, seed):
+            for label, text in opened.continuations(list(specs), prompt, n_tokens, first, seed):
                 click.echo(f"  {label}: {text!r}")
         return effects
 

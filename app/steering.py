@@ -23,11 +23,71 @@ import torch
 from circuit_atlas import queries
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.channels import model_channels
+from circuit_atlas.ingest.data import DataSlice
 from circuit_atlas.ingest.pipeline import load_slices
 from circuit_atlas.ingest.runnable import recorded_checkpoint
-from circuit_atlas.ingest.steering import Effect, continuations, parse, steer
+from circuit_atlas.ingest.steering import Effect, Intervention, continuations, parse, steer
 
 from .errors import UserError
+
+
+class Steering:
+    """One artifact opened for steering: its model, the ingest settings, its stored bases and its
+    slices rebuilt (the same prompts), loaded once for every measurement and continuation."""
+
+    def __init__(self, artifact: Path, device: str = "cpu"):
+        self.artifact = Path(artifact)
+        opened, self.model, self.config = recorded_checkpoint(self.artifact, device)
+        self.bases = opened.bases()
+        self.slices = {part.name: part for part in load_slices(self.model, opened.manifest["data"], self.config)}
+
+    def _slice(self, name: str) -> DataSlice:
+        if name not in self.slices:
+            raise UserError(f"No slice {name!r} in {self.artifact}; its slices are {', '.join(self.slices)}.")
+        return self.slices[name]
+
+    def parse(self, specs: list[str]) -> list[Intervention]:
+        channels = model_channels(self.model.spec)
+        return [parse(spec, self.bases, channels, list(self.slices)) for spec in specs]
+
+    def effects(self, specs: list[str], slices: list[str] | None = None, seed: int = 0, top: int = 5) -> pd.DataFrame:
+        """Every intervention of ``specs`` on every slice named in ``slices`` (default: all of them), one
+        row per (intervention, slice): the :class:`~circuit_atlas.ingest.steering.Effect`'s fields."""
+        if not specs:
+            raise UserError("Give at least one intervention (--intervene SPEC).")
+        chosen = [self._slice(name) for name in slices or list(self.slices)]
+        interventions = self.parse(specs)
+        with torch.no_grad():
+            found = steer(
+                self.model, self.bases, interventions, chosen, self.slices, self.config.batch_tokens, seed, top
+            )
+        return pd.DataFrame([asdict(e) for e in found], columns=[f.name for f in fields(Effect)])
+
+    def continuations(
+        self, specs: list[str], prompt: str, n_tokens: int, slice_name: str | None = None, seed: int = 0
+    ) -> list[tuple[str, str]]:
+        """``prompt`` (text, for a model with a tokenizer) continued by ``n_tokens`` sampled tokens, clean
+        and under each intervention, with the same seed: ``(label, continuation)`` pairs, clean first.
+        The interventions' statistics come from ``slice_name`` (default: the first slice)."""
+        tokenizer = self.model.tokenizer
+        if tokenizer is None:
+            raise UserError(f"{self.model.spec.name} has no tokenizer, so it cannot continue a text prompt.")
+        data = self._slice(slice_name or next(iter(self.slices)))
+        ids = torch.tensor(tokenizer(prompt)["input_ids"], dtype=torch.long)
+        if len(ids) == 0:
+            raise UserError("The prompt is empty: give some text to continue.")
+        rows = continuations(
+            self.model,
+            self.bases,
+            self.parse(specs),
+            ids,
+            n_tokens,
+            data,
+            self.slices,
+            self.config.batch_tokens,
+            seed,
+        )
+        return [(label, tokenizer.decode(row[len(ids) :].tolist())) for label, row in zip(["clean", *specs], rows)]
 
 
 def steer_artifact(
@@ -38,51 +98,8 @@ def steer_artifact(
     seed: int = 0,
     top: int = 5,
 ) -> pd.DataFrame:
-    """Every intervention of ``specs`` on every slice of ``artifact`` named in ``slices`` (default:
-    all of them), one row per (intervention, slice): the :class:`~circuit_atlas.ingest.steering.Effect`'s fields."""
-    if not specs:
-        raise UserError("Give at least one intervention (--intervene SPEC).")
-    opened, model, config = recorded_checkpoint(Path(artifact), device)
-    manifest = opened.manifest
-    every = {part.name: part for part in load_slices(model, manifest["data"], config)}
-    chosen = slices or list(every)
-    missing = [name for name in chosen if name not in every]
-    if missing:
-        raise UserError(f"No slice {missing[0]!r} in {artifact}; its slices are {', '.join(every)}.")
-    bases = opened.bases()
-    channels = model_channels(model.spec)
-    interventions = [parse(spec, bases, channels, list(every)) for spec in specs]
-    with torch.no_grad():
-        effects = steer(model, bases, interventions, [every[n] for n in chosen], every, config.batch_tokens, seed, top)
-    return pd.DataFrame([asdict(e) for e in effects], columns=[f.name for f in fields(Effect)])
-
-
-def continue_artifact(
-    artifact: Path,
-    specs: list[str],
-    prompt: str,
-    n_tokens: int,
-    slice_name: str | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-) -> list[tuple[str, str]]:
-    """``prompt`` (text, for a model with a tokenizer) continued by ``n_tokens`` sampled tokens, clean
-    and under each intervention, with the same seed: ``(label, continuation)`` pairs, clean first. The
-    interventions' statistics come from ``slice_name`` (default: the first slice)."""
-    opened, model, config = recorded_checkpoint(Path(artifact), device)
-    if model.tokenizer is None:
-        raise UserError(f"{model.spec.name} has no tokenizer, so it cannot continue a text prompt.")
-    every = {part.name: part for part in load_slices(model, opened.manifest["data"], config)}
-    name = slice_name or next(iter(every))
-    if name not in every:
-        raise UserError(f"No slice {name!r} in {artifact}; its slices are {', '.join(every)}.")
-    ids = torch.tensor(model.tokenizer(prompt)["input_ids"], dtype=torch.long)
-    if len(ids) == 0:
-        raise UserError("The prompt is empty: give some text to continue.")
-    bases = opened.bases()
-    interventions = [parse(spec, bases, model_channels(model.spec), list(every)) for spec in specs]
-    rows = continuations(model, bases, interventions, ids, n_tokens, every[name], every, config.batch_tokens, seed)
-    return [(label, model.tokenizer.decode(row[len(ids) :].tolist())) for label, row in zip(["clean", *specs], rows)]
+    """:meth:`Steering.effects` of ``artifact`` opened once."""
+    return Steering(artifact, device).effects(specs, slices, seed, top)
 
 
 def effect_lines(effects: pd.DataFrame) -> list[str]:

@@ -163,20 +163,12 @@ def test_projecting_an_induction_heads_key_read_out_of_its_keys_is_what_a_plain_
 def _steer_with_basis(artifact, name, basis, specs) -> dict:
     """Effects keyed by (spec, slice) of ``specs`` and of projecting out ``basis`` (spec ``outside``)
     on the artifact's slices (the API's explicit-basis intervention)."""
-    from circuit_atlas.ingest.channels import model_channels
-    from circuit_atlas.ingest.model_adapter import load_model
-    from circuit_atlas.ingest.pipeline import load_slices
-    from circuit_atlas.ingest.steering import parse, steer
+    from circuit_atlas.ingest.steering import steer
+    from circuit_atlas.steering import Steering
 
-    opened = read_artifact(artifact)
-    manifest = opened.manifest
-    model = load_model(manifest["checkpoint"]["source"], manifest["checkpoint"]["revision"])
-    slices = load_slices(model, manifest["data"], IngestConfig(**manifest["config"]))
-    bases = opened.bases()
-    names = [s.name for s in slices]
-    interventions = [parse(s, bases, model_channels(model.spec), names) for s in specs]
-    interventions.append(Intervention("outside", "project", name, basis=basis))
-    effects = steer(model, bases, interventions, slices, {s.name: s for s in slices})
+    opened = Steering(artifact)
+    interventions = [*opened.parse(specs), Intervention("outside", "project", name, basis=basis)]
+    effects = steer(opened.model, opened.bases, interventions, list(opened.slices.values()), opened.slices)
     return {(e.spec, e.slice): vars(e) for e in effects}
 
 
@@ -289,17 +281,13 @@ def test_steering_a_write_that_is_one_tokens_unembedding_makes_that_token_the_pr
 
 def _continuations(artifact, specs, prompt, n_tokens, seed=0):
     """The API's continuations on the artifact's first slice (token ids, no tokenizer needed)."""
-    from circuit_atlas.ingest.channels import model_channels
-    from circuit_atlas.ingest.pipeline import load_slices
-    from circuit_atlas.ingest.runnable import recorded_checkpoint
-    from circuit_atlas.ingest.steering import continuations, parse
+    from circuit_atlas.ingest.steering import continuations
+    from circuit_atlas.steering import Steering
 
-    opened, model, config = recorded_checkpoint(artifact)
-    slices = load_slices(model, opened.manifest["data"], config)
-    bases = opened.bases()
-    interventions = [parse(s, bases, model_channels(model.spec), [p.name for p in slices]) for s in specs]
+    opened = Steering(artifact)
+    first = next(iter(opened.slices.values()))
     return continuations(
-        model, bases, interventions, prompt, n_tokens, slices[0], {s.name: s for s in slices}, seed=seed
+        opened.model, opened.bases, opened.parse(specs), prompt, n_tokens, first, opened.slices, seed=seed
     )
 
 
