@@ -453,6 +453,11 @@ class Catalog:
         """The saved interventions (the ``interventions`` query), filtered by model, channel and slice."""
         return self.query("interventions", model=model, channel=channel, slice=slice_name)
 
+    def directions(self, checkpoint: str, slice_name: str, channel: str | None = None) -> pd.DataFrame:
+        """What each write direction of ``checkpoint`` does (the ``directions`` query): its direct output
+        tokens, and its steering measured on ``slice_name`` by ``ingest --steer``."""
+        return self.query("directions", checkpoint=checkpoint, slice=slice_name, channel=channel)
+
     def timeline(self, model: str, channel: str, plot: Path | None = None) -> pd.DataFrame:
         """Channel ``channel`` of ``model`` across its complete checkpoints (the ``timeline`` query: one
         row per checkpoint and slice); with ``plot``, also drawn there (SVG or PNG)."""

@@ -226,6 +226,8 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
     files.relationships_file("has_example.csv", "HAS_EXAMPLE", ("Block", "Example"), has_example)
     active = [(a["block_id"], a["slice_id"], a["properties"]) for rows in all_rows for a in rows.activity]
     files.relationships_file("active_on.csv", "ACTIVE_ON", ("Block", "DataSlice"), active)
+    steered = [(r["subspace_id"], r["slice_id"], r["properties"]) for rows in all_rows for r in rows.steering]
+    files.relationships_file("steered_on.csv", "STEERED_ON", ("Subspace", "DataSlice"), steered)
     files.relationships_file("matches.csv", "MATCHES", ("Block", "Block"), _matches(all_rows))
     files.relationships_file("analogous.csv", "ANALOGOUS", ("Block", "Block"), _analogous(all_rows))
 

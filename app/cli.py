@@ -604,6 +604,23 @@ def interventions_command(
     click.echo(render(rows, fmt))
 
 
+@cli.command("directions")
+@click.argument("checkpoint")
+@click.option("--data", "slice_name", required=True, help="The slice whose steering (ingest --steer) is shown.")
+@click.option("--channel", help="Only this channel's write directions.")
+@click.option(
+    "--format", "fmt", type=click.Choice(ROW_FORMATS), default="table", show_default=True, help="Output format."
+)
+@connection_options
+def directions_command(connection: Connection, checkpoint: str, slice_name: str, channel: str | None, fmt: str) -> None:
+    """What each write direction of CHECKPOINT does: the output tokens it promotes and suppresses directly,
+    and, where the ingest measured it (--steer), the loss change, accuracy change, KL and share of top
+    tokens changed on the slice when it is pushed up and down. Largest loss change first."""
+    with connection.open() as catalog:
+        rows = catalog.rows("directions", checkpoint=checkpoint, slice=slice_name, channel=channel)
+    click.echo(render(rows, fmt))
+
+
 @cli.group("plot")
 def plot_group() -> None:
     """Figures drawn from the catalog."""

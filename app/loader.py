@@ -5,7 +5,7 @@ take; :func:`write_checkpoint` runs them in two phases:
 
 1. **Stage.** Everything is written under a private checkpoint node of its own id
    (``<checkpoint>~staging-<token>``, ``status: 'staging'``, no Model): blocks, subspaces, slices,
-   edges, per-slice flows, activity and examples, in batches of ``UNWIND $rows``. Queries read ``complete``
+   edges, per-slice flows, activity, examples and steering, in batches of ``UNWIND $rows``. Queries read ``complete``
    checkpoints only, so nothing staged is visible, and the published version of the checkpoint (if
    any) stays as it was: a load that fails or is killed here changes nothing anyone sees.
 2. **Publish**, in one transaction that first takes the catalog's publish lock (a write lock on
@@ -72,6 +72,7 @@ ACTIVE_ON_PROPERTIES = (
     "faithfulness",
     "in_circuit",
 )
+STEERED_ON_PROPERTIES = ("direction", "push", "loss_delta", "loss_se", "accuracy_delta", "kl", "flipped")
 STALE_SECONDS = 3600  # a staging checkpoint without a heartbeat for this long is abandoned
 HEARTBEAT_SECONDS = 60
 STAGING = "~staging-"
@@ -108,6 +109,7 @@ class CheckpointRows:
     flows: list[list]
     activity: list[dict]
     examples: list[dict]
+    steering: list[dict]
 
     @property
     def checkpoint_id(self) -> str:
@@ -314,6 +316,14 @@ def checkpoint_rows(
             }
             for r in t["examples"].to_dict("records")
         ],
+        steering=[
+            {
+                "subspace_id": f"{block_id[r['block']]}/out",
+                "slice_id": slice_id[r["slice"]],
+                "properties": {k: _clean(r[k]) for k in STEERED_ON_PROPERTIES},
+            }
+            for r in t["steering"].to_dict("records")
+        ],
     )
 
 
@@ -395,6 +405,7 @@ def write_checkpoint(driver: neo4j.Driver, database: str, rows: CheckpointRows, 
             ("create_flows_on", rows.flows, ids),
             ("create_active_on", rows.activity, {}),
             ("create_examples", rows.examples, {}),
+            ("create_steered_on", rows.steering, {}),
         ):
             for chunk in _chunks(all_rows):
                 if time.monotonic() - beat > HEARTBEAT_SECONDS:

@@ -7,7 +7,7 @@ arguments and the settings that rebuilt its slices (the same prompts), and the w
 (:mod:`circuit_atlas.ingest.steering`) and measures them, with no server; the catalog finds a
 checkpoint's artifact through its subspaces' ``basis_uri`` (:meth:`~circuit_atlas.api.Catalog.steer`).
 :func:`save_effects` keeps a run's measurements as ``(:Intervention)-[:ON]->(:Subspace|:Block)`` and
-``-[:MEASURED_ON {loss_delta, loss_se, accuracy_delta, kl}]->(:DataSlice)``; the ``interventions``
+``-[:MEASURED_ON {loss_delta, loss_se, accuracy_delta, kl, flipped}]->(:DataSlice)``; the ``interventions``
 query lists them.
 """
 
@@ -115,7 +115,8 @@ def effect_lines(effects: pd.DataFrame) -> list[str]:
         for r in rows.itertuples():
             accuracy = "" if pd.isna(r.accuracy_delta) else f", accuracy {r.accuracy_delta:+.3f}"
             lines.append(
-                f"  {r.spec}: loss {r.loss_delta:+.4f} ± {r.loss_se:.4f}{accuracy}, KL {r.kl:.4f}; "
+                f"  {r.spec}: loss {r.loss_delta:+.4f} ± {r.loss_se:.4f}{accuracy}, KL {r.kl:.4f}, "
+                f"top token changed at {r.flipped:.1%}; "
                 f"promotes {tokens(r.promoted)}; suppresses {tokens(r.suppressed)}"
             )
     return lines
@@ -152,6 +153,7 @@ def save_effects(driver: neo4j.Driver, database: str, checkpoint: str, effects: 
                         "loss_se": r.loss_se,
                         "accuracy_delta": None if pd.isna(r.accuracy_delta) else r.accuracy_delta,
                         "kl": r.kl,
+                        "flipped": r.flipped,
                     },
                 }
                 for r in rows.itertuples()

@@ -10,7 +10,8 @@ One self-describing directory per (model, checkpoint, slices, config)::
 :data:`TABLES` is the only definition of the tables and their columns: :func:`write_artifact`
 refuses a frame whose columns differ from it, :func:`read_artifact` refuses a file that does,
 and the loader reads columns by these names. Any change to it, or to what a column means (format 9:
-subspace similarities count beyond chance; 10: write directions' output tokens), bumps :data:`FORMAT_VERSION`.
+subspace similarities count beyond chance; 10: write directions' output tokens; 11: their steering),
+bumps :data:`FORMAT_VERSION`.
 
 An artifact is written under a hidden temporary name (``.<name>.partial-<host>-<pid>``) and
 renamed when complete, so a directory that exists is whole; the next write into the same folder
@@ -42,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from circuit_atlas.errors import UserError
 from circuit_atlas.processes import process_is_gone
 
-FORMAT_VERSION = 10
+FORMAT_VERSION = 11
 BASES = "bases.safetensors"
 MANIFEST = "manifest.json"
 
@@ -144,6 +145,17 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("tokens", _INTS, "token ids of the context: up to --example-context before, the token, the next"),
         Column("focus", _INT, "index of the example's token in tokens"),
         Column("text", _STR, "the context decoded, the example's token in « »", nullable=True),
+    ),
+    "steering": (
+        Column("slice", _STR, "slice name (a named slice)"),
+        Column("block", _STR, "channel name: the direction is one of its write subspace's"),
+        Column("direction", _INT, "the direction's index in the write subspace's basis"),
+        Column("push", _FLOAT, "the coordinate moved by this many of its standard deviations on the slice"),
+        Column("loss_delta", _FLOAT, "mean change of the slice's metric over the prompts measured"),
+        Column("loss_se", _FLOAT, "its standard error over those prompts"),
+        Column("accuracy_delta", _FLOAT, "change of answer accuracy (task slices)", nullable=True),
+        Column("kl", _FLOAT, "mean KL divergence from the clean prediction at the scored positions"),
+        Column("flipped", _FLOAT, "share of the scored positions whose most likely token changes"),
     ),
     "matches": (
         Column("previous_checkpoint", _STR, "label of the checkpoint before"),
@@ -405,12 +417,13 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
         ("slice_edges", "reader"),
         ("activity", "block"),
         ("examples", "block"),
+        ("steering", "block"),
         ("matches", "block"),
     ):
         unknown = sorted(set(tables[table][column].unique()) - known_blocks)
         if unknown:
             errors.append(f"{table}.{column} names block {unknown[0]!r}, which is not in blocks")
-    for table in ("slice_edges", "activity", "examples"):
+    for table in ("slice_edges", "activity", "examples", "steering"):
         unknown = sorted(set(tables[table]["slice"].unique()) - known_slices)
         if unknown:
             errors.append(f"{table} names slice {unknown[0]!r}, which the manifest does not list")

@@ -90,6 +90,13 @@ class IngestConfig:
         "The share of each slice's behaviour its stored circuit by faithfulness must keep (the smallest set found: "
         "query faithful_circuit).",
     )
+    steer: int = setting(
+        0,
+        "Measure what pushing each write direction by --steer-sd standard deviations, up and down, does to each "
+        "slice, on at most this many of its held-out tokens (0: not measured; 2 forward passes per direction).",
+        metavar="TOKENS",
+    )
+    steer_sd: float = setting(3.0, "How far --steer pushes each direction, in standard deviations of its coordinate.")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +126,8 @@ class IngestConfig:
             ("series_ranks", False, ("one of", lambda v: v in SERIES_RANKS), lambda v: True, "last, each"),
             ("situation_unit", False, ("one of", lambda v: v in SITUATION_UNITS), lambda v: True, "prompt, token"),
             ("situation_tokens", False, whole, lambda v: v >= 1, ">= 1"),
+            ("steer", False, whole, lambda v: v >= 0, ">= 0 (tokens per slice; 0: not measured)"),
+            ("steer_sd", False, number, lambda v: v > 0, "> 0 (standard deviations)"),
             ("situations", False, whole, lambda v: v == 0 or 2 <= v <= 64, "0 (none) or in [2, 64] (most situations)"),
             ("importance", False, ("one of", lambda v: v in IMPORTANCES), lambda v: True, ", ".join(IMPORTANCES)),
             ("ablation", False, ("one of", lambda v: v in ABLATIONS), lambda v: True, ", ".join(ABLATIONS)),

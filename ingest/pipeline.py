@@ -39,6 +39,7 @@ from .paths import unwritable
 from .situations import discover, exact_usage
 from .slice_scorer import Profile, SliceSamples, SliceScorer, per_prompt
 from .statistics import Moments, accumulate_moments, statistics_batch_tokens
+from .steering import direction_steering
 from .structural import structural_scores
 
 
@@ -234,6 +235,14 @@ def ingest_checkpoint(
         per_slice = {slice_name: s.scores for slice_name, s in scored.items()}
         examples = example_rows([*slices, *situations], per_slice, config.example_context, model.tokenizer)
         tables["examples"] = frame("examples", examples)
+    steering: list[dict] = []
+    if config.steer:
+        with profile("steering"):
+            steering = direction_steering(
+                model, bases, held_out, config.steer, config.steer_sd, config.batch_tokens, config.seed
+            )
+        echo(f"[{checkpoint.label}] steering: {len(steering) // (2 * len(held_out)):,} write directions measured")
+    tables["steering"] = frame("steering", steering)
     manifest = checkpoint_manifest(
         name, spec, checkpoint, config, data_args, report, scored, [*slices, *situations], union, model.device, started
     ) | {

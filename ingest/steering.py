@@ -150,6 +150,7 @@ class Effect:
     loss_se: float  # its standard error over prompts
     accuracy_delta: float | None  # answer accuracy change (task slices; None otherwise)
     kl: float  # mean KL(clean || intervened) at the scored positions
+    flipped: float  # share of the scored positions whose most likely token changes
     promoted: list[tuple[int, str | None, float]]  # (token, text, mean change of its probability)
     suppressed: list[tuple[int, str | None, float]]
 
@@ -237,6 +238,48 @@ def steer(
     ``sources`` holds the slices ``patch`` reads from (by name)."""
     prepare = _preparer(model, bases, interventions, sources, batch_tokens, seed)
     return [effect for part in data for effect in _measure(model, prepare(part), part, batch_tokens, top)]
+
+
+def direction_steering(
+    model: LoadedModel,
+    bases: dict[str, Tensor],
+    data: Sequence[DataSlice],
+    tokens: int,
+    push: float,
+    batch_tokens: int = 4096,
+    seed: int = 0,
+) -> list[dict]:
+    """What pushing each direction i of every write subspace does: ``<channel>/out[i] += push`` and
+    ``-= push`` (standard deviations of the coordinate on the slice) measured on the first prompts of
+    each slice of ``data`` that hold at most ``tokens`` tokens (at least 2 prompts, for a standard
+    error). One row per (slice, channel, direction, push), in the columns of the artifact's
+    ``steering`` table; a rank-0 subspace has none."""
+    interventions = [
+        Intervention(
+            f"{key[:-4]}/out[{i}] {'+=' if sign > 0 else '-='} {push:g}", "add", key[:-4], "out", (i,), sign * push
+        )
+        for key, basis in bases.items()
+        if key.endswith("/out")
+        for i in range(basis.shape[1])
+        for sign in (1.0, -1.0)
+    ]
+    parts = [part.rows(slice(0, min(part.n_sequences, max(2, tokens // part.tokens.shape[1])))) for part in data]
+    effects = steer(model, bases, interventions, parts, {}, batch_tokens, seed, top=0)
+    by_spec = {i.spec: i for i in interventions}
+    return [
+        {
+            "slice": e.slice,
+            "block": e.channel,
+            "direction": by_spec[e.spec].directions[0],
+            "push": by_spec[e.spec].amount,
+            "loss_delta": e.loss_delta,
+            "loss_se": e.loss_se,
+            "accuracy_delta": e.accuracy_delta,
+            "kl": e.kl,
+            "flipped": e.flipped,
+        }
+        for e in effects
+    ]
 
 
 def continuations(
@@ -437,11 +480,25 @@ def _scored_log_probs(logits: Tensor, targets: Targets) -> tuple[Tensor, Tensor]
 def _measure(
     model: LoadedModel, prepared: Sequence[_Prepared], part: DataSlice, batch_tokens: int, top: int
 ) -> list[Effect]:
+    """The effects of ``prepared`` on ``part``, as many interventions per forward pass as fit in
+    ``batch_tokens`` with their clean rows (at least one prompt and one intervention)."""
+    group = max(1, batch_tokens // part.tokens.shape[1] - 1)
+    return [
+        effect
+        for start in range(0, len(prepared), group)
+        for effect in _measure_group(model, prepared[start : start + group], part, batch_tokens, top)
+    ]
+
+
+def _measure_group(
+    model: LoadedModel, prepared: Sequence[_Prepared], part: DataSlice, batch_tokens: int, top: int
+) -> list[Effect]:
     V = len(prepared) + 1
     rows_per_batch = max(1, batch_tokens // (part.tokens.shape[1] * V))
     deltas: list[list[Tensor]] = [[] for _ in prepared]
     accuracy: list[list[Tensor]] = [[] for _ in prepared]
     kl = torch.zeros(len(prepared), dtype=torch.float64)
+    flipped = torch.zeros(len(prepared), dtype=torch.float64)
     shift = torch.zeros(len(prepared), model.spec.outputs, dtype=torch.float64)
     scored = 0
     task = part.metric in ("answer_loss", "label_loss")
@@ -456,15 +513,17 @@ def _measure(
             targets = batch.targets()
             clean_loss = sequence_losses(logits[0], batch.tokens, targets).double().cpu()
             clean_lp, valid = _scored_log_probs(logits[0], targets)
+            clean_top = clean_lp.argmax(-1)
             scored += int(valid.sum())
             for v in range(len(prepared)):
                 lp, _ = _scored_log_probs(logits[v + 1], targets)
                 deltas[v].append(sequence_losses(logits[v + 1], batch.tokens, targets).double().cpu() - clean_loss)
                 kl[v] += float(((clean_lp.exp() * (clean_lp - lp)).sum(-1) * valid).sum())
+                flipped[v] += float(((lp.argmax(-1) != clean_top) & valid).sum())
                 shift[v] += ((lp.exp() - clean_lp.exp()) * valid.unsqueeze(-1)).sum((0, 1)).double().cpu()
                 if task:
                     answers = targets.answers.to(lp.device)  # type: ignore[union-attr]
-                    right = (lp.argmax(-1) == answers).float() - (clean_lp.argmax(-1) == answers).float()
+                    right = (lp.argmax(-1) == answers).float() - (clean_top == answers).float()
                     accuracy[v].append(((right * valid).sum(1) / valid.sum(1).clamp_min(1)).double().cpu())
     effects = []
     for v, p in enumerate(prepared):
@@ -481,6 +540,7 @@ def _measure(
                 float(change.std() / math.sqrt(len(change))) if len(change) > 1 else float("nan"),
                 float(torch.cat(accuracy[v]).mean()) if task else None,
                 float(kl[v] / max(scored, 1)),
+                float(flipped[v] / max(scored, 1)),
                 _tokens(model, order[:top], mean_shift),
                 _tokens(model, order.flip(0)[:top], mean_shift),
             )

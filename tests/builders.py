@@ -268,6 +268,50 @@ def save_native(
     return folder / "config.json", folder / "weights.pt"
 
 
+#: The token whose unembedding the head of :func:`one_token_writer` writes.
+ONE_TOKEN = 7
+
+
+def one_token_writer(folder: Path) -> tuple[Path, Path, torch.Tensor]:
+    """A one-layer attention-only model without normalisation whose single head writes only along the
+    unembedding of :data:`ONE_TOKEN` (unit-norm unembedding columns): its config, its weights and that
+    direction."""
+    d_model, d_head, d_vocab, n_ctx = 16, 4, 20, 16
+    generator = torch.Generator().manual_seed(0)
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator) / d_model**0.5
+
+    W_U = torch.nn.functional.normalize(torch.randn(d_model, d_vocab, generator=generator), dim=0)
+    direction = W_U[:, ONE_TOKEN]
+    state = {
+        "embed.W_E": normal(d_vocab, d_model),
+        "pos_embed.W_pos": normal(n_ctx, d_model),
+        "blocks.0.attn.W_Q": normal(1, d_model, d_head),
+        "blocks.0.attn.W_K": normal(1, d_model, d_head),
+        "blocks.0.attn.W_V": normal(1, d_model, d_head),
+        "blocks.0.attn.W_O": torch.randn(1, d_head, 1, generator=generator) * direction,
+        "blocks.0.attn.b_Q": torch.zeros(1, d_head),
+        "blocks.0.attn.b_K": torch.zeros(1, d_head),
+        "blocks.0.attn.b_V": torch.zeros(1, d_head),
+        "blocks.0.attn.b_O": torch.zeros(d_model),
+        "unembed.W_U": W_U,
+        "unembed.b_U": torch.zeros(d_vocab),
+    }
+    config = {
+        "model_name": "one-token-writer",
+        "n_layers": 1,
+        "d_model": d_model,
+        "n_heads": 1,
+        "d_head": d_head,
+        "n_ctx": n_ctx,
+        "d_vocab": d_vocab,
+        "attn_only": True,
+        "normalization_type": None,
+    }
+    return (*save_native(folder, config, state), direction)
+
+
 def native_model(
     folder: Path, seed: int = 0, wrap: str | None = None, gpu: bool = False, W_pos=None, **config
 ) -> NativeFiles:

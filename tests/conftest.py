@@ -123,6 +123,30 @@ def attention_only_artifact(attention_only_checkpoints, tmp_path_factory) -> Pat
 
 
 @pytest.fixture(scope="session")
+def one_token_writer(tmp_path_factory) -> tuple[Path, torch.Tensor]:
+    """The model of :func:`builders.one_token_writer` ingested on random tokens with every write
+    direction's steering measured (``--steer``); the artifact and the written token's direction."""
+    from builders import one_token_writer
+
+    from circuit_atlas.ingest.config import IngestConfig
+    from circuit_atlas.ingest.pipeline import ingest
+
+    folder = tmp_path_factory.mktemp("one-token-writer")
+    config, weights, direction = one_token_writer(folder)
+    (path,) = ingest(
+        str(config),
+        [str(weights)],
+        ["random"],
+        folder / "artifacts",
+        IngestConfig(n_seq=32, steer=128),
+        "cpu",
+        progress=False,
+        echo=lambda _: None,
+    )
+    return path, direction
+
+
+@pytest.fixture(scope="session")
 def modular_addition_checkpoints() -> list:
     """The modular-addition series (TransformerLens-native, 13 checkpoints through memorisation and the
     algorithm's formation), shipped trained and copied into the cache once per machine."""

@@ -205,6 +205,26 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
             for rank in (1, 2)
         ),
     )
+    steering = frame(  # the first write direction of every writer pushed both ways on every slice
+        "steering",
+        (
+            {
+                "slice": s,
+                "block": name,
+                "direction": 0,
+                "push": push,
+                "loss_delta": push * effect / 10,
+                "loss_se": 0.01,
+                "accuracy_delta": None,
+                "kl": abs(effect) / 10,
+                "flipped": min(1.0, abs(effect) / 10),
+            }
+            for s, by_channel in c.effects.items()
+            for name, effect in by_channel.items()
+            if "out" in ROLES[next(ch.kind for ch in c.channels if ch.name == name)]
+            for push in (3.0, -3.0)
+        ),
+    )
     matches = frame(
         "matches",
         (
@@ -224,6 +244,7 @@ def write(checkpoint: Checkpoint, root: Path) -> Path:
         "slice_edges": slice_edges,
         "activity": activity,
         "examples": examples,
+        "steering": steering,
         "matches": matches,
     }
     bases = {f"{ch.name}/{role}": torch.eye(d_model)[:, :2] for ch in c.channels for role in ROLES[ch.kind]}

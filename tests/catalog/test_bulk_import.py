@@ -20,6 +20,7 @@ def test_a_bulk_import_gives_the_graph_of_loading_one_by_one(migrated, neo4j_set
         load_artifact(migrated, neo4j_settings.database, path, echo=lambda _: None)
     loaded = graph_snapshot(migrated, neo4j_settings.database)
     assert count(migrated, neo4j_settings.database, "()-[:ANALOGOUS]->()") > 0
+    assert count(migrated, neo4j_settings.database, "(:Subspace)-[:STEERED_ON]->(:DataSlice)") > 0
 
     folder = tmp_path / "server"
     result = CliRunner().invoke(cli, ["neo4j", "import", str(root), "--dir", str(folder)])

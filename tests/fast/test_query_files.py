@@ -165,7 +165,7 @@ def test_the_stylesheet_styles_every_label_and_type_of_the_catalog():
     for label in labels:
         assert {"color", "caption"} <= set(rules[f"node.{label}"]), label
     assert list(rules).index("node.Block") < min(list(rules).index(f"node.{k}") for k in KIND_LABELS.values())
-    for kind in ("FEEDS", "FLOWS_ON", "ACTIVE_ON", "MATCHES", "ON", "MEASURED_ON"):
+    for kind in ("FEEDS", "FLOWS_ON", "ACTIVE_ON", "MATCHES", "ON", "MEASURED_ON", "STEERED_ON"):
         assert "caption" in rules[f"relationship.{kind}"], kind
     widths = [
         float(rules[f"relationship.CARRIES_{grade}"]["shaft-width"].removesuffix("px"))

@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from builders import ONE_TOKEN as TOKEN
 from click.testing import CliRunner
 
 from circuit_atlas.cli import cli
@@ -23,7 +24,6 @@ from circuit_atlas.reference.attention_only import (
     HOOK_ATTN_OUT,
     HOOK_KEY_INPUT,
     HOOK_Z,
-    NATIVE_CONFIG,
     AttentionOnly,
     AttentionOnlyRecipe,
 )
@@ -160,6 +160,42 @@ def test_projecting_an_induction_heads_key_read_out_of_its_keys_is_what_a_plain_
     assert effects["loss_delta"] > 10 * effects["loss_se"] > 0, effects
 
 
+def test_pushing_each_write_direction_both_ways_is_what_a_plain_hook_does(plain, artifact):
+    """What ``ingest --steer`` stores (``direction_steering``), on the previous-token head's write subspace
+    and the first 8 prompts of each slice: every direction pushed up and down by 3 standard deviations of
+    its coordinate gives the loss change, KL and share of changed top tokens of the same push written as
+    a plain hook; and pushing its first direction hurts the repeated slice (its mechanism) and not the
+    random one."""
+    from circuit_atlas.ingest.data import DataSlice
+    from circuit_atlas.ingest.model_adapter import load_model
+    from circuit_atlas.ingest.steering import direction_steering
+
+    model, tokens, head = plain
+    opened = read_artifact(artifact)
+    key = f"L0H{head}/out"
+    basis = opened.bases()[key]
+    checkpoint = opened.manifest["checkpoint"]
+    loaded = load_model(checkpoint["source"], checkpoint["revision"])
+    parts = [DataSlice.of_tokens(name, name, tokens[name]) for name in ("repeated", "random")]
+    rows = direction_steering(loaded, {key: basis}, parts, 8 * tokens["random"].shape[1], 3.0)
+    assert len(rows) == 2 * 2 * basis.shape[1]
+    for row in rows:
+        part = tokens[row["slice"]][:8]
+        direction = basis[:, row["direction"]]
+        delta = row["push"] * (head_write(model, part, head) @ direction).std() * direction
+        with torch.no_grad():
+            clean = model(part)[:, :-1].log_softmax(-1)
+            pushed = model(part, adding(delta))[:, :-1].log_softmax(-1)
+        change = prompt_losses(model, part, adding(delta)) - prompt_losses(model, part)
+        assert row["loss_delta"] == pytest.approx(float(change.mean()), abs=2e-3), row
+        assert row["loss_se"] == pytest.approx(float(change.std() / 8**0.5), abs=2e-3), row
+        assert row["kl"] == pytest.approx(float((clean.exp() * (clean - pushed)).sum(-1).mean()), abs=2e-3), row
+        assert row["flipped"] == pytest.approx(float((clean.argmax(-1) != pushed.argmax(-1)).float().mean()), abs=0.01)
+    first = {(r["slice"], r["push"]): r["loss_delta"] for r in rows if r["direction"] == 0}
+    hurt = min(first["repeated", 3.0], first["repeated", -3.0])
+    assert hurt > 0.5 and max(abs(first["random", 3.0]), abs(first["random", -3.0])) < 0.1 * hurt, first
+
+
 def _steer_with_basis(artifact, name, basis, specs) -> dict:
     """Effects keyed by (spec, slice) of ``specs`` and of projecting out ``basis`` (spec ``outside``)
     on the artifact's slices (the API's explicit-basis intervention)."""
@@ -202,69 +238,12 @@ def test_the_command_prints_each_slice_and_intervention(artifact):
     assert lines[2].startswith("  ablate L1H0: loss +")
 
 
-TOKEN = 7  # the token whose unembedding the constructed head writes
-
-
-@pytest.fixture(scope="module")
-def constructed(tmp_path_factory):
-    """A one-layer attention-only model without normalisation (TransformerLens-native, built here)
-    whose single head writes only along the unembedding of :data:`TOKEN` (unit-norm unembedding
-    columns), ingested on random tokens; returns the artifact and that direction."""
-    d_model, d_head, d_vocab, n_ctx = 16, 4, 20, 16
-    generator = torch.Generator().manual_seed(0)
-
-    def normal(*shape):
-        return torch.randn(*shape, generator=generator) / d_model**0.5
-
-    W_U = torch.nn.functional.normalize(torch.randn(d_model, d_vocab, generator=generator), dim=0)
-    direction = W_U[:, TOKEN]
-    state = {
-        "embed.W_E": normal(d_vocab, d_model),
-        "pos_embed.W_pos": normal(n_ctx, d_model),
-        "blocks.0.attn.W_Q": normal(1, d_model, d_head),
-        "blocks.0.attn.W_K": normal(1, d_model, d_head),
-        "blocks.0.attn.W_V": normal(1, d_model, d_head),
-        "blocks.0.attn.W_O": torch.randn(1, d_head, 1, generator=generator) * direction,
-        "blocks.0.attn.b_Q": torch.zeros(1, d_head),
-        "blocks.0.attn.b_K": torch.zeros(1, d_head),
-        "blocks.0.attn.b_V": torch.zeros(1, d_head),
-        "blocks.0.attn.b_O": torch.zeros(d_model),
-        "unembed.W_U": W_U,
-        "unembed.b_U": torch.zeros(d_vocab),
-    }
-    folder = tmp_path_factory.mktemp("constructed")
-    config = {
-        "model_name": "one-token-writer",
-        "n_layers": 1,
-        "d_model": d_model,
-        "n_heads": 1,
-        "d_head": d_head,
-        "n_ctx": n_ctx,
-        "d_vocab": d_vocab,
-        "attn_only": True,
-        "normalization_type": None,
-    }
-    (folder / NATIVE_CONFIG).write_text(json.dumps(config))
-    torch.save(state, folder / "weights.pt")
-    (path,) = ingest(
-        str(folder / NATIVE_CONFIG),
-        [str(folder / "weights.pt")],
-        ["random"],
-        folder / "artifacts",
-        IngestConfig(n_seq=32),
-        "cpu",
-        progress=False,
-        echo=lambda _: None,
-    )
-    return path, direction
-
-
-def test_steering_a_write_that_is_one_tokens_unembedding_makes_that_token_the_prediction(constructed):
+def test_steering_a_write_that_is_one_tokens_unembedding_makes_that_token_the_prediction(one_token_writer):
     """The head's stored write subspace is that token's unembedding direction, and the ingest stores the
     token as the direction's first promoted token (first suppressed when the basis points the other
     way); pushed along it (raw units, on the direction's side) the token's probability rises by nearly
     1 on average, so it is the prediction nearly everywhere, and it is the top promoted token."""
-    artifact, direction = constructed
+    artifact, direction = one_token_writer
     opened = read_artifact(artifact)
     basis = opened.bases()["L0H0/out"]
     assert basis.shape[1] == 1 and abs(float(basis[:, 0] @ direction)) > 0.999
@@ -301,8 +280,8 @@ def test_continuations_are_seeded_and_the_clean_one_is_what_the_runnable_samples
     assert torch.equal(again[0], clean) and torch.equal(again[1], patched) and torch.equal(patched[:6], prompt)
 
 
-def test_steering_the_one_token_writer_makes_its_token_the_continuation(constructed):
-    artifact, direction = constructed
+def test_steering_the_one_token_writer_makes_its_token_the_continuation(one_token_writer):
+    artifact, direction = one_token_writer
     basis = read_artifact(artifact).bases()["L0H0/out"]
     sign = 1.0 if float(basis[:, 0] @ direction) > 0 else -1.0
     prompt = torch.tensor([1, 2, 3])
@@ -338,3 +317,22 @@ def test_the_command_continues_a_text_prompt_clean_and_under_each_intervention(t
     assert any(line.startswith("  clean: '") for line in lines)
     assert any(line.startswith("  L0.mlp/out[0] += 5: '") for line in lines)
     assert first.output == second.output
+
+
+def test_ingest_with_steer_measures_every_write_direction_both_ways_and_without_it_none(one_token_writer, artifact):
+    """``--steer``: one row per write direction of every writer, pushed up and down, on every slice, each
+    figure in its range; the reference artifact, ingested without it, has an empty table."""
+    opened = read_artifact(one_token_writer[0])
+    steering = opened.tables["steering"]
+    expected = {
+        (key[:-4], i, push)
+        for key, basis in opened.bases().items()
+        if key.endswith("/out")
+        for i in range(basis.shape[1])
+        for push in (3.0, -3.0)
+    }
+    assert len(steering) == len(expected) > 2
+    assert set(zip(steering["block"], steering["direction"], steering["push"])) == expected
+    assert set(steering["slice"]) == {"random"} and opened.manifest["config"]["steer"] == 128
+    assert steering["flipped"].between(0, 1).all() and (steering["loss_se"] > 0).all() and (steering["kl"] >= 0).all()
+    assert len(read_artifact(artifact).tables["steering"]) == 0
