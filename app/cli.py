@@ -533,11 +533,15 @@ def compare_command(
     multiple=True,
     required=True,
     help="An intervention on a stored write subspace: 'L1H2/out[0] += 3' (standard deviations; '3 raw' for "
-    "raw units), 'L1H2/out[0] = -1', 'project L1H2/out[0,2]', 'patch L1H2/out from SLICE', 'ablate L1H2'. "
+    "raw units), 'L1H2/out[0] = -1', 'project L1H2/out[0,2]', 'patch L1H2/out from SLICE' (a slice or a discovered "
+    "situation), 'ablate L1H2'. "
     "Repeatable: several run as batched variants, each against the clean model.",
 )
 @click.option(
-    "--data", "slices", multiple=True, help="A slice of the checkpoint to measure on (default: all). Repeatable."
+    "--data",
+    "slices",
+    multiple=True,
+    help="A slice or discovered situation of the checkpoint to measure on (default: all). Repeatable.",
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the prompt order a patch resamples.")

@@ -26,6 +26,7 @@ from circuit_atlas.ingest.channels import model_channels
 from circuit_atlas.ingest.data import DataSlice
 from circuit_atlas.ingest.pipeline import load_slices
 from circuit_atlas.ingest.runnable import recorded_checkpoint
+from circuit_atlas.ingest.situations import recorded_situation
 from circuit_atlas.ingest.steering import Effect, Intervention, continuations, parse, steer
 
 from .errors import UserError
@@ -33,13 +34,16 @@ from .errors import UserError
 
 class Steering:
     """One artifact opened for steering: its model, the ingest settings, its stored bases and its
-    slices rebuilt (the same prompts), loaded once for every measurement and continuation."""
+    slices rebuilt (the same prompts; its discovered situations from the prompts and positions the
+    manifest records), loaded once for every measurement and continuation."""
 
     def __init__(self, artifact: Path, device: str = "cpu"):
         self.artifact = Path(artifact)
         opened, self.model, self.config = recorded_checkpoint(self.artifact, device)
         self.bases = opened.bases()
-        self.slices = {part.name: part for part in load_slices(self.model, opened.manifest["data"], self.config)}
+        named = {part.name: part for part in load_slices(self.model, opened.manifest["data"], self.config)}
+        situations = [entry for entry in opened.manifest["slices"] if entry.get("discovered")]
+        self.slices = named | {entry["name"]: recorded_situation(entry, named) for entry in situations}
 
     def _slice(self, name: str) -> DataSlice:
         if name not in self.slices:

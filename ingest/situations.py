@@ -42,6 +42,8 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -244,6 +246,29 @@ def situation_slice(usage: Usage, members: np.ndarray) -> DataSlice:
     chosen: list[list[int]] = [[] for _ in prompts]
     for p, j in zip(usage.prompt[members].tolist(), usage.position[members].tolist()):
         chosen[row[p]].append(j)
+    return _scored_at(situation, chosen)
+
+
+def recorded_situation(entry: dict, named: dict[str, DataSlice]) -> DataSlice:
+    """The discovered situation of a manifest ``entry`` rebuilt from the ``named`` slices it was found
+    in (whole, as the ingest loaded them): its prompts (``[slice, index]``, in order) and, for a token
+    situation, scored at its recorded positions as the ingest scored it."""
+    parts = [
+        named[name].rows(torch.tensor([i for _, i in group]))
+        for name, group in groupby(entry["prompts"], itemgetter(0))
+    ]
+    situation = replace(joined(parts), name=entry["name"], description=entry["description"], discovered=True)
+    if "positions" not in entry:
+        return situation
+    if situation.positions is None:  # next-token slices: the scored index is the position itself
+        return _scored_at(situation, entry["positions"])
+    rows = situation.positions.tolist()
+    return _scored_at(situation, [[row.index(q) for q in qs] for row, qs in zip(rows, entry["positions"])])
+
+
+def _scored_at(situation: DataSlice, chosen: list[list[int]]) -> DataSlice:
+    """``situation`` scored at the ``chosen`` scored-position indices of each prompt only (of a
+    next-token slice: the positions, each predicting the next token, as a task slice)."""
     width = max(len(c) for c in chosen)
     index = torch.tensor([c + [-1] * (width - len(c)) for c in chosen])  # scored-position indices, -1 padded
     valid = index >= 0
@@ -254,7 +279,7 @@ def situation_slice(usage: Usage, members: np.ndarray) -> DataSlice:
             return None
         return torch.where(valid, values.gather(1, index.clamp_min(0)), torch.full_like(index, -1))
 
-    if data.metric == "next_token_loss":  # the scored position q predicts tokens[q + 1]
+    if situation.metric == "next_token_loss":  # the scored position q predicts tokens[q + 1]
         answers = situation.tokens.gather(1, (index + 1).clamp_min(0))
         return replace(
             situation,

@@ -21,7 +21,7 @@ from circuit_atlas.ingest.fidelity import variant_losses
 from circuit_atlas.ingest.interventions import Interventions, Variant
 from circuit_atlas.ingest.model_adapter import load_model
 from circuit_atlas.ingest.pipeline import ingest
-from circuit_atlas.ingest.situations import Discovery, Usage, discover, exact_usage, joined
+from circuit_atlas.ingest.situations import Discovery, Usage, discover, exact_usage, joined, recorded_situation
 from circuit_atlas.ingest.statistics import accumulate_moments
 
 MIN_EFFECT = 0.2  # nats: the circuit of a slice, as in the faithfulness tests
@@ -142,6 +142,13 @@ def test_a_situations_prompts_are_recorded_and_scored_as_the_same_prompts_given_
         ]
         (tmp_path / "same.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         same = [f"same={tmp_path / 'same.jsonl'}"]
+    rebuilt = recorded_situation(situation, named)  # what steering measures on and patches from
+    assert rebuilt.name == situation["name"] and torch.equal(rebuilt.tokens, tokens)
+    if unit == "token":
+        assert rebuilt.metric == "answer_loss"
+        for r, row in enumerate(rows):
+            assert rebuilt.positions[r][rebuilt.positions[r] >= 0].tolist() == row["position"]
+            assert rebuilt.answers[r][rebuilt.answers[r] >= 0].tolist() == row["answer"]
     again = replace(config, situations=0)
     [path] = ingest(str(final), [], same, tmp_path / "b", again, progress=False, echo=lambda _: None)
     activity = artifact.tables["activity"]

@@ -24,6 +24,7 @@ from circuit_atlas.reference.attention_only import (
     HOOK_ATTN_OUT,
     HOOK_KEY_INPUT,
     HOOK_Z,
+    NATIVE_CONFIG,
     AttentionOnly,
     AttentionOnlyRecipe,
 )
@@ -336,3 +337,40 @@ def test_ingest_with_steer_measures_every_write_direction_both_ways_and_without_
     assert set(steering["slice"]) == {"random"} and opened.manifest["config"]["steer"] == 128
     assert steering["flipped"].between(0, 1).all() and (steering["loss_se"] > 0).all() and (steering["kl"] >= 0).all()
     assert len(read_artifact(artifact).tables["steering"]) == 0
+
+
+def test_a_discovered_situation_is_a_patch_source_and_a_slice_to_measure_on(attention_only_checkpoints, tmp_path):
+    """Ingested with --situations, the model's two situations are its repeated and its random prompts
+    (each whole, in order); steering rebuilds them from the manifest, so patching the previous-token
+    head from the random situation, and ablating it on the repeated one, give what the same
+    interventions give with the named slices."""
+    from circuit_atlas.steering import Steering
+
+    final = attention_only_checkpoints[-1]
+    config = IngestConfig(n_seq=64, situations=4)
+    (path,) = ingest(
+        str(final.parent / NATIVE_CONFIG),
+        [str(final)],
+        ["repeated", "random"],
+        tmp_path,
+        config,
+        "cpu",
+        False,
+        echo=lambda _: None,
+    )
+    opened = Steering(path)
+    situations = {
+        e["name"]: {n for n, _ in e["prompts"]} for e in read_artifact(path).manifest["slices"] if e.get("discovered")
+    }
+    assert situations == {"situation-1": {"repeated"}, "situation-2": {"random"}}
+    assert torch.equal(opened.slices["situation-2"].tokens, opened.slices["random"].tokens)
+    effects = opened.effects(
+        ["patch L0H3/out from situation-2", "patch L0H3/out from random", "ablate L0H3"], ["repeated", "situation-1"]
+    ).set_index(["slice", "spec"])
+    situation, named = (
+        effects.loc[("repeated", "patch L0H3/out from situation-2")],
+        effects.loc[("repeated", "patch L0H3/out from random")],
+    )
+    assert situation["loss_delta"] == pytest.approx(named["loss_delta"], abs=1e-9) and named["loss_delta"] > 1.0
+    on_situation, on_slice = effects.loc[("situation-1", "ablate L0H3")], effects.loc[("repeated", "ablate L0H3")]
+    assert on_situation["loss_delta"] == pytest.approx(on_slice["loss_delta"], abs=1e-9)
