@@ -438,14 +438,21 @@ class Catalog:
         return effects
 
     def runnable(
-        self, checkpoint: str, compressed: bool | Sequence[str] = False, circuit: str | None = None, device: str = "cpu"
+        self,
+        checkpoint: str,
+        compressed: bool | Sequence[str] = False,
+        circuit: str | None = None,
+        device: str = "cpu",
+        min_attribution: float | None = None,
     ) -> Runnable:
         """``checkpoint`` runnable as the catalog describes it: its channels compressed (all, or the named
-        ones), or its circuit by faithfulness on a slice (:mod:`circuit_atlas.ingest.runnable`); rebuilt
-        from its artifact, so its losses reproduce the stored recovery and faithfulness."""
+        ones), or its circuit by faithfulness on a slice, at edge level with ``min_attribution`` (the
+        edges between its channels of at least that effect kept, every other edge ablated;
+        :mod:`circuit_atlas.ingest.runnable`); rebuilt from its artifact, so its losses reproduce the
+        stored recovery and faithfulness."""
         from circuit_atlas.ingest.runnable import Runnable  # torch and the model code: only when running
 
-        return Runnable.from_artifact(self.artifact(checkpoint), compressed, circuit, device)
+        return Runnable.from_artifact(self.artifact(checkpoint), compressed, circuit, device, min_attribution)
 
     def interventions(
         self, model: str | None = None, channel: str | None = None, slice_name: str | None = None

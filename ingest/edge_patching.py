@@ -21,7 +21,7 @@ The sample's prompts are repeated along the batch, one copy per edge (as
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor
@@ -129,12 +129,7 @@ def _patching_hooks(
 
         def hook(activation: Tensor, hook) -> None:
             own = activation.expand(len(row_edges), *activation.shape[1:])[index]
-            base = baseline.values(hook.name, prompts[rows], own.shape[1]).expand_as(own)
-            if channel.kind == "attn_head":
-                W_O = params[f"blocks.{channel.layer}.attn.W_O"][channel.head]
-                delta = (base[:, :, channel.head] - own[:, :, channel.head]) @ W_O
-            else:
-                delta = base - own
+            delta = _writer_change(model, channel, own, baseline.values(hook.name, prompts[rows], own.shape[1]))
             if "change" not in state:
                 state["change"] = delta.new_zeros(len(row_edges), *delta.shape[1:])
             state["change"][index] = delta
@@ -176,25 +171,142 @@ def _patching_hooks(
 
     for name, rows in rows_of_writer.items():
         channel = layout.by_name[name]
-        writer_site = {"attn_head": ("z", channel.layer), "mlp": ("mlp_out", channel.layer)}.get(
-            channel.kind, (channel.kind, None)
-        )
-        hooks.append((site(*writer_site), record_writer(channel, rows)))
+        hooks.append((_writer_site(channel), record_writer(channel, rows)))
     recorded: set[str] = set()
     for (name, role), rows in rows_of_reader.items():
         reader = ReadRole(layout.by_name[name], role)
         channel = reader.channel
+        residual_site, reader_hook = _reader_sites(spec, reader)
         if channel.kind == "attn_head":
-            residual_site, reader_hook = site("resid_pre", channel.layer), (site(role, channel.layer))
             patch = patch_head(reader, rows)
-        elif channel.kind == "mlp":
-            residual_site, reader_hook = site(mlp_input_residual(spec), channel.layer), site("mlp_x", channel.layer)
-            patch = patch_rows(residual_site, rows, final=False)
         else:
-            residual_site, reader_hook = site("resid_final"), site("final_x")
-            patch = patch_rows(residual_site, rows, final=True)
+            patch = patch_rows(residual_site, rows, final=channel.kind == "unembed")
         if residual_site not in recorded:
             recorded.add(residual_site)
             hooks.append((residual_site, record_residual(residual_site)))
         hooks.append((reader_hook, patch))
+    return hooks
+
+
+def _writer_site(channel: Channel) -> str:
+    """Where a writer's output is read: a head's z (all heads), an MLP's output, an embedding."""
+    return site(
+        *{"attn_head": ("z", channel.layer), "mlp": ("mlp_out", channel.layer)}.get(channel.kind, (channel.kind, None))
+    )
+
+
+def _reader_sites(spec, reader: ReadRole) -> tuple[str, str]:
+    """The residual a reader role normalises, and the site of its input (a head's role: its q, k or v)."""
+    channel = reader.channel
+    if channel.kind == "attn_head":
+        return site("resid_pre", channel.layer), site(reader.role, channel.layer)
+    if channel.kind == "mlp":
+        return site(mlp_input_residual(spec), channel.layer), site("mlp_x", channel.layer)
+    return site("resid_final"), site("final_x")
+
+
+def _writer_change(model: LoadedModel, channel: Channel, own: Tensor, base: Tensor) -> Tensor:
+    """b_A - y_A [B, p, d] from the writer's activation ``own`` and its baseline ``base`` (broadcastable)."""
+    base = base.expand_as(own)
+    if channel.kind == "attn_head":
+        W_O = model.runner.params[f"blocks.{channel.layer}.attn.W_O"][channel.head]
+        return (base[:, :, channel.head] - own[:, :, channel.head]) @ W_O
+    return base - own
+
+
+def ablated_edge_losses(
+    model: LoadedModel,
+    layout: ChannelLayout,
+    ablated: Collection[Edge],
+    data: DataSlice,
+    baseline: Baseline,
+    batch_tokens: int,
+) -> Tensor:
+    """The metric of every prompt of ``data`` [n] with every edge of ``ablated`` patched at once: each
+    reader role reads ``norm(r + Σ_A (b_A - y_A))`` over the writers A of its ablated edges, where y_A
+    is A's output in this same run (computed from its own patched inputs) and b_A its baseline."""
+    rows = max(1, batch_tokens // data.tokens.shape[1])
+    losses = []
+    with torch.no_grad():
+        for start in range(0, data.n_sequences, rows):
+            prompts = torch.arange(start, min(start + rows, data.n_sequences))
+            batch = data.rows(prompts)
+            logits = model.run(batch.tokens, ablated_edge_hooks(model, layout, ablated, baseline, prompts), batch.mask)
+            losses.append(sequence_losses(logits, batch.tokens, batch.targets()).double().cpu())
+    return torch.cat(losses)
+
+
+def ablated_edge_hooks(
+    model: LoadedModel, layout: ChannelLayout, ablated: Collection[Edge], baseline: Baseline, prompts: Tensor
+) -> list[tuple[str, Hook]]:
+    """Hooks that patch every edge of ``ablated`` in every row of a batch (prompts: their indices in
+    the baseline's slice).
+
+    Every writer adds its change b_A - y_A to a running total; where a residual is normalised by a
+    reader, the total so far is the sum over exactly the writers in that residual, so a reader role
+    with ablated edges reads ``norm(r + total - Σ_K (b_A - y_A))`` over the writers K it keeps: one
+    tensor per residual, and one per writer that some patched reader keeps.
+    """
+    spec, cfg, params = model.spec, model.runner.cfg, model.runner.params
+    ablated_of: dict[ReadRole, set[str]] = defaultdict(set)
+    for writer, reader in ablated:
+        ablated_of[reader].add(writer.name)
+    mask = layout.feeds_mask
+    kept_of = {
+        reader: [w for j, w in enumerate(layout.writers) if mask[i, j] and w.name not in ablated_of[reader]]
+        for i, reader in enumerate(layout.readers)
+        if reader in ablated_of
+    }
+    needed = {w.name for kept in kept_of.values() for w in kept}
+    state: dict[str, Tensor] = {}  # "total"; each residual site's total and activation; kept writers' changes
+
+    def record_writer(channel: Channel) -> Hook:
+        def hook(activation: Tensor, hook) -> None:
+            change = _writer_change(
+                model, channel, activation, baseline.values(hook.name, prompts, activation.shape[1])
+            )
+            state["total"] = state["total"] + change if "total" in state else change
+            if channel.name in needed:
+                state[channel.name] = change
+
+        return hook
+
+    def record_residual(name: str) -> Hook:
+        def hook(activation: Tensor, hook) -> None:
+            state[name] = activation
+            state[f"{name}/total"] = state["total"]
+
+        return hook
+
+    def patched_input(reader: ReadRole, residual_site: str) -> Tensor:
+        change = state[f"{residual_site}/total"]
+        for writer in kept_of[reader]:
+            change = change - state[writer.name]
+        final = reader.channel.kind == "unembed"
+        return normalize(
+            state[residual_site] + change, cfg.final_normalization if final else cfg.normalization, cfg.eps
+        )
+
+    def patch(reader: ReadRole, residual_site: str) -> Hook:
+        def hook(activation: Tensor, hook) -> Tensor:
+            x = patched_input(reader, residual_site)
+            if reader.channel.kind != "attn_head":
+                return x.to(activation.dtype)
+            l, h, role = reader.channel.layer, reader.channel.head, reader.role
+            out = activation.clone()
+            out[:, :, h] = (
+                x @ params[f"blocks.{l}.attn.W_{role.upper()}"][h] + params[f"blocks.{l}.attn.b_{role.upper()}"][h]
+            )
+            return out
+
+        return hook
+
+    hooks = [(_writer_site(w), record_writer(w)) for w in layout.writers]
+    recorded: set[str] = set()
+    for reader in kept_of:
+        residual_site, reader_site = _reader_sites(spec, reader)
+        if residual_site not in recorded:
+            recorded.add(residual_site)
+            hooks.append((residual_site, record_residual(residual_site)))
+        hooks.append((reader_site, patch(reader, residual_site)))
     return hooks

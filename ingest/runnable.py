@@ -8,7 +8,12 @@ It then runs one :class:`~.interventions.Variant` of the model:
 
 - ``compressed=True`` (or a list of channel names): those channels replaced by their compressed maps;
 - ``circuit="SLICE"``: every channel outside the slice's stored circuit by faithfulness ablated to
-  that slice's baseline, the circuit's channels computing on the ablated stream.
+  that slice's baseline, the circuit's channels computing on the ablated stream;
+- ``circuit="SLICE", min_attribution=x``: the same circuit at edge level: of the edges between its
+  channels, those whose effect on the slice (patched where measured, else attribution: the
+  ``circuit`` query's rule) is at least x are kept and every other edge of the model is ablated to
+  the slice's baseline (:func:`~.edge_patching.ablated_edge_losses`), as auto-circuit's patch mode
+  runs a circuit's edges. With every edge between its channels kept, it is the channel circuit.
 
 :meth:`Runnable.loss` is the slice's metric on its held-out sample (the sample every stored figure
 of the slice was measured on) with its standard error over prompts; :meth:`faithfulness` and
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -33,6 +39,7 @@ from .artifact import Artifact, read_artifact
 from .channels import ChannelLayout
 from .config import IngestConfig
 from .data import DataSlice
+from .edge_patching import Edge, ablated_edge_hooks, ablated_edge_losses
 from .fidelity import variant_losses
 from .interventions import Interventions, Variant, VariantMasks
 from .metrics import POSITIONAL
@@ -70,10 +77,12 @@ class Runnable:
         batch_tokens: int,
         circuits: dict[str, list[str]],
         circuit: str | None = None,
+        ablated_edges: list[Edge] | None = None,
     ):
         self.model, self.interventions, self.samples = model, interventions, samples
         self.variant, self.batch_tokens, self.circuits = variant, batch_tokens, circuits
         self.circuit = circuit  # the slice whose circuit runs (its baseline ablates the rest), if any
+        self.ablated_edges = ablated_edges  # an edge-level circuit: the edges ablated (the variant is then clean)
         self.layout = interventions.layout
 
     @classmethod
@@ -83,8 +92,10 @@ class Runnable:
         compressed: bool | Sequence[str] = False,
         circuit: str | None = None,
         device: str = "cpu",
+        min_attribution: float | None = None,
     ) -> Runnable:
-        """The checkpoint of ``artifact`` with the named channels compressed, or its circuit on a slice."""
+        """The checkpoint of ``artifact`` with the named channels compressed, or its circuit on a slice
+        (at edge level with ``min_attribution``)."""
         opened, model, config = recorded_checkpoint(Path(artifact), device)
         manifest = opened.manifest
         label = manifest["checkpoint"]["label"]
@@ -98,7 +109,13 @@ class Runnable:
         layout = interventions.layout
         variant = cls._variant(layout, compressed, circuit, circuits)
         samples = dict(prepared.samples.samples)
-        return cls(model, interventions, samples, variant, config.batch_tokens, circuits, circuit)
+        ablated = None
+        if min_attribution is not None:
+            if circuit is None:
+                raise UserError("min_attribution keeps a circuit's edges: name the circuit's slice (circuit=...).")
+            ablated = _ablated_edges(layout, opened.tables["slice_edges"], circuit, circuits[circuit], min_attribution)
+            variant = Variant()
+        return cls(model, interventions, samples, variant, config.batch_tokens, circuits, circuit, ablated)
 
     @staticmethod
     def _variant(
@@ -125,23 +142,33 @@ class Runnable:
         return self.samples[name]
 
     def run(self, tokens: Tensor, slice_name: str | None = None) -> Tensor:
-        """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` under the variant; ablated channels take
-        the baseline of ``slice_name`` (default: the circuit's slice, else the first slice)."""
+        """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` under the variant; ablated channels (or
+        edges) take the baseline of ``slice_name`` (default: the circuit's slice, else the first slice)."""
         name = slice_name or self.circuit or next(iter(self.samples))
-        masks = VariantMasks(self.layout, [self.variant])
-        rows = torch.zeros(tokens.shape[0], dtype=torch.long)
-        hooks = self.interventions.hooks(
-            masks, rows, self.interventions.baseline(name), torch.arange(tokens.shape[0]), tokens.shape[1]
-        )
+        baseline, prompts = self.interventions.baseline(name), torch.arange(tokens.shape[0])
+        if self.ablated_edges is not None:
+            hooks = ablated_edge_hooks(self.model, self.layout, self.ablated_edges, baseline, prompts)
+        else:
+            masks = VariantMasks(self.layout, [self.variant])
+            hooks = self.interventions.hooks(masks, torch.zeros_like(prompts), baseline, prompts, tokens.shape[1])
         with torch.no_grad():
             return self.model.run(tokens, hooks)
 
     def _losses(self, name: str, variants: Sequence[Variant]) -> Tensor:
         return variant_losses(self.interventions, variants, self._sample(name), self.batch_tokens)
 
+    def _own_losses(self, name: str) -> Tensor:
+        """The slice's metric per held-out prompt under this runnable's variant or ablated edges."""
+        if self.ablated_edges is None:
+            return self._losses(name, [self.variant])[0]
+        baseline = self.interventions.baseline(name)
+        return ablated_edge_losses(
+            self.model, self.layout, self.ablated_edges, self._sample(name), baseline, self.batch_tokens
+        )
+
     def loss(self, slice_name: str) -> Measured:
         """The slice's metric under the variant on its held-out sample."""
-        losses = self._losses(slice_name, [self.variant])[0]
+        losses = self._own_losses(slice_name)
         return Measured(float(losses.mean()), float(losses.std() / math.sqrt(len(losses))))
 
     def accuracy(self, slice_name: str) -> float:
@@ -157,12 +184,14 @@ class Runnable:
     def faithfulness(self, slice_name: str) -> float:
         """``(L_none - L_variant) / (L_none - L_clean)`` on the slice's held-out sample."""
         none = Variant.ablating(*self.layout.channels)
-        variant, clean, ablated = self._losses(slice_name, [self.variant, Variant(), none]).mean(1).tolist()
-        return (ablated - variant) / (ablated - clean)
+        clean, ablated = self._losses(slice_name, [Variant(), none]).mean(1).tolist()
+        return (ablated - float(self._own_losses(slice_name).mean())) / (ablated - clean)
 
     def recovery(self) -> float:
         """The loss recovered by the variant over every slice's held-out sample (weighted by prompts, as
         the rank search weighs them): ``1 - (L_variant - L_clean) / (L_ablated - L_clean)``."""
+        if self.ablated_edges is not None:
+            raise UserError("An edge-level circuit runs on its own slice: use faithfulness(slice) for it.")
         none = Variant.ablating(*self.layout.channels)
         parts = list(self.samples.values())
         losses = variant_losses(self.interventions, [self.variant, Variant(), none], parts, self.batch_tokens)
@@ -178,3 +207,21 @@ class Runnable:
             probabilities = self.run(window, slice_name)[0, -1].float().softmax(-1).cpu()
             tokens = torch.cat([tokens, torch.multinomial(probabilities, 1, generator=generator).view(1, 1)], 1)
         return tokens[0]
+
+
+def _ablated_edges(
+    layout: ChannelLayout, slice_edges: pd.DataFrame, circuit: str, members: list[str], min_attribution: float
+) -> list[Edge]:
+    """Every edge of the model but those between ``members`` whose effect on slice ``circuit``
+    (``patched`` where measured, else ``attribution``) is at least ``min_attribution``."""
+    rows = slice_edges[slice_edges["slice"] == circuit]
+    effect = rows["patched"].fillna(rows["attribution"])
+    inside = rows["writer"].isin(members) & rows["reader"].isin(members) & (effect >= min_attribution)
+    kept = set(zip(rows.loc[inside, "writer"], rows.loc[inside, "reader"], rows.loc[inside, "role"]))
+    mask = layout.feeds_mask
+    return [
+        (writer, reader)
+        for i, reader in enumerate(layout.readers)
+        for j, writer in enumerate(layout.writers)
+        if mask[i, j] and (writer.name, reader.channel.name, reader.role) not in kept
+    ]

@@ -7,6 +7,7 @@ the largest by attribution and by flow, and their effects do not depend on which
 from dataclasses import replace
 
 import pytest
+import torch
 
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import IngestConfig
@@ -91,3 +92,45 @@ def test_a_trained_models_gradients_are_not_flagged_flat(induction_models):
     for name, (_, artifact) in induction_models.items():
         [entry] = artifact.manifest["slices"]
         assert entry["flat_gradients"] is False, name
+
+
+def test_a_set_of_edges_patched_at_once_is_hugging_face_path_patching_of_that_set(induction_models):
+    """Several head -> head edges patched in one run (each reader role reads the stream plus the
+    changes of all its patched writers): the loss equals the Hugging Face reference's for the set of
+    every layer-0 -> layer-1 head edge but the previous-token -> induction key edges, and for those
+    key edges alone (which cost more than all the others together); a set of one edge gives that
+    edge's patched run."""
+    from circuit_atlas.ingest.baselines import Baseline
+    from circuit_atlas.ingest.channels import ChannelLayout, ReadRole
+    from circuit_atlas.ingest.edge_patching import ablated_edge_losses, edge_losses
+    from circuit_atlas.reference.path_patching import ablated_head_edges_loss
+
+    final, _ = induction_models["induction-s0"]
+    model = load_model(str(final))
+    held_out = load_slice("repeated", model.spec, None, 48, CONFIG.n_seq, CONFIG.seed).split(
+        CONFIG.holdout, CONFIG.seed
+    )[1]
+    baseline = Baseline.measure(model, held_out, "position")
+    layout = ChannelLayout(model.spec)
+    heads = mechanisms(final)
+    key = {(w, r, "k") for w, m in heads.items() if m == "previous_token" for r, n in heads.items() if n == "induction"}
+    every = {
+        (writer.name, reader.channel.name, reader.role)
+        for writer in layout.writers
+        for reader in layout.readers
+        if writer.kind == reader.channel.kind == "attn_head" and writer.layer < reader.channel.layer
+    }
+
+    def edges(names):
+        return [(layout.by_name[w], ReadRole(layout.by_name[r], role)) for w, r, role in names]
+
+    truth = {}
+    for name, chosen in (("others", every - key), ("key", key)):
+        truth[name] = ablated_head_edges_loss(final, held_out.tokens, chosen)
+        ours = float(ablated_edge_losses(model, layout, edges(chosen), held_out, baseline, 4096).mean())
+        assert ours == pytest.approx(truth[name], abs=2e-5), name
+    assert truth["key"] > truth["others"]  # the mechanism's few edges carry more than all the others
+    one = edges(sorted(key)[:1])
+    single, clean = edge_losses(model, layout, one, held_out, baseline, 4096)
+    assert torch.allclose(ablated_edge_losses(model, layout, one, held_out, baseline, 4096), single, atol=1e-6)
+    assert float((single - clean).mean()) > 0.1
