@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from circuit_atlas.ingest.config import IngestConfig
     from circuit_atlas.ingest.model_adapter import LoadedModel
     from circuit_atlas.ingest.runnable import Runnable
+    from circuit_atlas.ingest.sweep import RaySweep
 
     from .loader import LoadSummary
 
@@ -146,6 +147,7 @@ def ingest_model(
     on_artifact: Callable[[Path], object] | None = None,
     force: bool = False,
     label: str | None = None,
+    ray: RaySweep | None = None,
 ) -> list[Path]:
     """Compute one artifact per checkpoint of ``model`` under ``out``; returns their directories.
 
@@ -155,7 +157,9 @@ def ingest_model(
     ``repeated``, token or text files, ``NAME=SOURCE``). ``checkpoints``: local checkpoint
     directories or hub revisions. ``label``: the one checkpoint's label in the catalog (default: its
     folder's, revision's or weights file's). A checkpoint whose artifact under ``out`` is complete for the same
-    settings and data is skipped unless ``force``, so an interrupted run resumes. Nothing here needs a
+    settings and data is skipped unless ``force``, so an interrupted run resumes. ``ray``: compute the
+    checkpoints as Ray tasks (:class:`circuit_atlas.ingest.sweep.RaySweep`: a local runtime or a
+    cluster's address, and each task's resources); the artifacts are the same. Nothing here needs a
     catalog.
     """
     from circuit_atlas.ingest.config import IngestConfig
@@ -183,13 +187,14 @@ def ingest_model(
         list(data),
         Path(out),
         config or IngestConfig(),
-        resolve_device(device),
+        device if ray is not None and device == "auto" else resolve_device(device),  # a sweep's workers choose
         name,
         progress,
         echo,
         on_artifact,
         force=force,
         label=label,
+        ray=ray,
     )
 
 
@@ -325,7 +330,7 @@ class Catalog:
         **options: Any,
     ) -> list[Path]:
         """:func:`ingest_model` (``options`` are its keywords: ``checkpoints``, ``weights``, ``name``,
-        ``device``, ``progress``, ``force``, ``label``), loading each checkpoint's artifact as soon as it
+        ``device``, ``progress``, ``force``, ``label``, ``ray``), loading each checkpoint's artifact as soon as it
         is written (or found complete, when a run resumes), pruned by ``top_k`` and ``min_attribution``
         as :meth:`load` prunes."""
         from .loader import load_artifact

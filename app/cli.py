@@ -333,6 +333,25 @@ def setting_options(command):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @setting_options
 @click.option("--force", is_flag=True, help="Recompute checkpoints whose artifact is already complete.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Compute each checkpoint as a Ray task (pip install 'circuit-atlas[ray]'): alone, on a local Ray "
+    "runtime; with ADDRESS (HOST:6379, ray://HOST:10001), on that cluster. Artifacts are written here in step order.",
+)
+@click.option("--ray-cpus", default=1.0, show_default=True, help="CPUs Ray reserves per checkpoint task.")
+@click.option("--ray-gpus", type=float, help="GPUs per task  [default: 1 with --device cuda or auto on a GPU, else 0]")
+@click.option("--ray-memory", type=float, help="GiB of memory Ray reserves per task  [default: none reserved]")
+@click.option("--ray-retries", default=3, show_default=True, help="Retries of a task whose worker died.")
+@click.option(
+    "--ray-threads",
+    type=int,
+    help="Torch threads per task  [default: this process's, which makes the artifacts bitwise a sequential run's]",
+)
 @with_options(prune_options)
 @connection_options
 def ingest_command(
@@ -347,6 +366,12 @@ def ingest_command(
     label: str | None,
     device: str,
     force: bool,
+    ray_address: str | None,
+    ray_cpus: float,
+    ray_gpus: float | None,
+    ray_memory: float | None,
+    ray_retries: int,
+    ray_threads: int | None,
     top_k: int,
     min_attribution: float,
     **settings,
@@ -356,8 +381,22 @@ def ingest_command(
     A checkpoint whose artifact under --out is already complete for the same settings and data is
     skipped (unless --force), so an interrupted run resumes where it stopped."""
     config = IngestConfig(**settings)
+    ray = None
+    if ray_address is not None:
+        from circuit_atlas.ingest.sweep import RaySweep
+
+        gpus = ray_gpus if ray_gpus is not None else float(api.resolve_device(device).startswith("cuda"))
+        address = None if ray_address == "local" else ray_address
+        ray = RaySweep(address, ray_cpus, gpus, ray_memory, ray_retries, ray_threads)
     options: dict[str, Any] = dict(
-        checkpoints=checkpoints, weights=weights, name=name, label=label, device=device, echo=click.echo, force=force
+        checkpoints=checkpoints,
+        weights=weights,
+        name=name,
+        label=label,
+        device=device,
+        echo=click.echo,
+        force=force,
+        ray=ray,
     )
     if not load:
         api.ingest_model(model, data, out, config, **options)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import torch
 
@@ -44,12 +46,11 @@ def artifact_tables(
     prints: dict[str, list[float]],
     pattern_scores: dict[str, torch.Tensor],
     ingest_slice: str,
-    place: SeriesPlace,
     tokens: dict[str, OutputTokens],
 ) -> dict[str, pd.DataFrame]:
-    """Every table of the artifact but ``matches`` and ``examples``, in the schema of :mod:`.artifact`
-    (``place``: the checkpoint's lineages and similarities in its series; ``tokens``: each write
-    subspace's output tokens, :mod:`.direct_effects`)."""
+    """Every table of the artifact but ``matches``, ``examples`` and ``steering``, in the schema of
+    :mod:`.artifact` (``tokens``: each write subspace's output tokens, :mod:`.direct_effects`), with
+    the columns of the checkpoint's place in its series empty until :func:`placed` fills them."""
     channels = layout.channels
     ingest = scored[ingest_slice]
 
@@ -68,8 +69,8 @@ def artifact_tables(
                 "fidelity": channel_recovery[c.name],
                 "fingerprint": prints[c.name],
                 **{s: pattern(c, s) for s in PATTERN_SCORES},
-                "lineage_start": place.lineage[c.name][0],
-                "lineage_similarity": place.lineage[c.name][1],
+                "lineage_start": None,
+                "lineage_similarity": None,
             }
             for c in channels
         ),
@@ -84,8 +85,8 @@ def artifact_tables(
                 "energy": compression.coverage(c, role),
                 "basis_key": f"{c.name}/{role}",
                 "singular_values": compression.singular_values(c, role).float().cpu().tolist(),
-                "similarity_to_first": place.to_first[f"{c.name}/{role}"],
-                "similarity_to_last": place.to_last[f"{c.name}/{role}"],
+                "similarity_to_first": None,
+                "similarity_to_last": None,
                 **vars(tokens.get(f"{c.name}/{role}", empty())),
             }
             for c in channels
@@ -148,3 +149,24 @@ def artifact_tables(
         "slice_edges": slice_edges,
         "activity": activity,
     }
+
+
+def placed(tables: dict[str, pd.DataFrame], place: SeriesPlace) -> dict[str, pd.DataFrame]:
+    """``tables`` with the checkpoint's ``place`` in its series: each block's lineage (its start's label
+    and its similarity there), each subspace's similarity to the series' first and last checkpoints."""
+    blocks, subspaces = tables["blocks"], tables["subspaces"]
+    keys = subspaces["block"] + "/" + subspaces["role"]
+    return tables | {
+        "blocks": blocks.assign(
+            lineage_start=[place.lineage[name][0] for name in blocks["name"]],
+            lineage_similarity=[float(place.lineage[name][1]) for name in blocks["name"]],
+        ),
+        "subspaces": subspaces.assign(
+            similarity_to_first=[_number(place.to_first[k]) for k in keys],
+            similarity_to_last=[_number(place.to_last[k]) for k in keys],
+        ),
+    }
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)

@@ -11,18 +11,20 @@ the scorer -> fingerprints -> matches with the previous checkpoint -> the artifa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+import pandas as pd
 from torch import Tensor
 
 from circuit_atlas.errors import UserError
 
 from .artifact import frame, is_complete, read_artifact, read_manifest, write_artifact
-from .artifact_tables import artifact_tables
-from .channels import ChannelLayout
+from .artifact_tables import artifact_tables, placed
+from .channels import Channel, ChannelLayout
 from .checkpoints import CheckpointSource, resolve_checkpoints
 from .compression import Compression, Decomposition, activation_weighted, decompose
 from .config import IngestConfig
@@ -40,6 +42,9 @@ from .situations import discover, exact_usage
 from .slice_scorer import Profile, SliceSamples, SliceScorer, per_prompt
 from .statistics import Moments, accumulate_moments, statistics_batch_tokens
 from .steering import direction_steering
+
+if TYPE_CHECKING:
+    from .sweep import RaySweep
 from .structural import structural_scores
 
 
@@ -146,6 +151,21 @@ def prepare(
     return Prepared(slices, samples, moments, decompositions)
 
 
+@dataclass
+class ComputedCheckpoint:
+    """One checkpoint's artifact but for its place in its series (lineages, similarities to the
+    series' ends, the matches with the checkpoint before), which needs the checkpoints before it:
+    everything the model is run for, so the checkpoints of a sweep compute independently."""
+
+    name: str
+    label: str
+    manifest: dict
+    tables: dict[str, pd.DataFrame]
+    bases: dict[str, Tensor]
+    prints: dict[str, list[float]]
+    channels: list[Channel]
+
+
 def ingest_checkpoint(
     model: LoadedModel,
     checkpoint: CheckpointSource,
@@ -159,13 +179,30 @@ def ingest_checkpoint(
     profile: Profile = no_profile,
     series: Series | None = None,
 ) -> tuple[Path, PreviousCheckpoint]:
-    """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches against.
+    """Compute one checkpoint's artifact under ``out_root``; returns it and what the next one matches
+    against (:func:`compute_checkpoint`, then :func:`finish_checkpoint`)."""
+    computed = compute_checkpoint(model, checkpoint, data_args, config, model_name, progress, echo, profile, series)
+    return finish_checkpoint(computed, out_root, config, data_args, previous, series, echo, profile)
+
+
+def compute_checkpoint(
+    model: LoadedModel,
+    checkpoint: CheckpointSource,
+    data_args: list[str],
+    config: IngestConfig,
+    model_name: str | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    profile: Profile = no_profile,
+    series: Series | None = None,
+) -> ComputedCheckpoint:
+    """Everything of one checkpoint's artifact that its model computes.
 
     Moments come from at most ``statistics_tokens`` of the fitting sequences; the rank search,
     channel recovery and exact ablation from at most ``effect_tokens`` held-out tokens of each
     slice; the attribution pass reads every sequence of every slice. ``series``: the run's
     checkpoints when there are several (the checkpoint is compressed at the series' rank fraction when
-    it has one, its own search recorded beside, and compared with the last's bases).
+    it has one, its own search recorded beside).
     """
     started = time.time()
     spec = model.spec
@@ -225,13 +262,10 @@ def ingest_checkpoint(
         prints, pattern_scores = channel_fingerprints(model, compression, moments, layout, config.batch_tokens)
     with profile("artifact"):
         bases = bases_of(compression, layout)
-        last = None if series is None or checkpoint.label == series.labels[-1] else series.last
-        place = series_place(layout.channels, checkpoint.label, bases, previous, last, config.match_threshold)
         tokens = output_tokens(bases, model.runner.params["unembed.W_U"], model.tokenizer)
         tables = artifact_tables(
-            layout, compression, structural, scored, recovery, prints, pattern_scores, union.name, place, tokens
+            layout, compression, structural, scored, recovery, prints, pattern_scores, union.name, tokens
         )
-        tables["matches"] = matches(layout.channels, bases, prints, previous, config.match_threshold)
         per_slice = {slice_name: s.scores for slice_name, s in scored.items()}
         examples = example_rows([*slices, *situations], per_slice, config.example_context, model.tokenizer)
         tables["examples"] = frame("examples", examples)
@@ -249,17 +283,107 @@ def ingest_checkpoint(
         "ranks": {"rule": rule, "searched": None if searched is None else searched.as_dict()},
         "series": list(series.labels) if series is not None else [checkpoint.label],
     }
+    return ComputedCheckpoint(name, checkpoint.label, manifest, tables, bases, prints, layout.channels)
+
+
+def finish_checkpoint(
+    computed: ComputedCheckpoint,
+    out_root: Path,
+    config: IngestConfig,
+    data_args: list[str],
+    previous: PreviousCheckpoint | None,
+    series: Series | None,
+    echo: Callable[[str], None] = print,
+    profile: Profile = no_profile,
+) -> tuple[Path, PreviousCheckpoint]:
+    """Place a computed checkpoint in its series after ``previous`` (compared with the last's bases)
+    and write its artifact under ``out_root``; returns it and what the next one matches against."""
+    label, bases, prints, channels = computed.label, computed.bases, computed.prints, computed.channels
     with profile("artifact"):
+        last = None if series is None or label == series.labels[-1] else series.last
+        place = series_place(channels, label, bases, previous, last, config.match_threshold)
+        tables = placed(computed.tables, place)
+        tables["matches"] = matches(channels, bases, prints, previous, config.match_threshold)
         path = write_artifact(
-            artifact_path(out_root, name, checkpoint.label, config, data_args), manifest, tables, bases
+            artifact_path(out_root, computed.name, label, config, data_args), computed.manifest, tables, bases
         )
-    echo(f"[{checkpoint.label}] artifact: {path}")
-    return path, following(checkpoint.label, bases, prints, previous, place.lineage)
+    echo(f"[{label}] artifact: {path}")
+    return path, following(label, bases, prints, previous, place.lineage)
 
 
 def bases_of(compression: Compression, layout: ChannelLayout) -> dict[str, Tensor]:
     """Every subspace's orthonormal basis, "<block>/<role>" -> float32 [d_model, rank] on the CPU."""
     return {f"{c.name}/{role}": compression.basis(c, role).float().cpu() for c in layout.channels for role in c.roles}
+
+
+def search_series(
+    model: LoadedModel,
+    data_args: list[str],
+    config: IngestConfig,
+    label: str,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    profile: Profile = no_profile,
+) -> tuple[float, dict[str, Tensor]]:
+    """The rank fraction a series' last checkpoint searches (at ``--energy`` if fixed), and its bases."""
+    compression, report = prepare(model, data_args, config, label, progress, echo, profile).compress(
+        model, config, config.energy
+    )
+    return report.fraction, bases_of(compression, ChannelLayout(model.spec))
+
+
+class CheckpointRunner(Protocol):
+    """Where a run's checkpoints are computed: here, one after the other (:class:`LocalRunner`), or
+    as Ray tasks (:class:`~.sweep.RayRunner`)."""
+
+    def search(self, checkpoint: CheckpointSource) -> tuple[float, dict[str, Tensor]]:
+        """:func:`search_series` on ``checkpoint``."""
+        ...
+
+    def computed(self, checkpoints: list[CheckpointSource], series: Series | None) -> Iterator[ComputedCheckpoint]:
+        """:func:`compute_checkpoint` of each of ``checkpoints``, yielded in their order."""
+        ...
+
+
+@dataclass
+class LocalRunner:
+    """Each checkpoint's model loaded here when its turn comes (``loaded``: those given loaded, by
+    label) and released after it."""
+
+    data_args: list[str]
+    config: IngestConfig
+    device: str
+    names: dict[str, str]  # label -> the model's name in the catalog
+    loaded: dict[str, LoadedModel]
+    progress: bool
+    echo: Callable[[str], None]
+    profile: Profile
+
+    def _model(self, checkpoint: CheckpointSource) -> LoadedModel:
+        with self.profile("load model"):
+            return self.loaded.get(checkpoint.label) or load_model(checkpoint.source, checkpoint.revision, self.device)
+
+    def search(self, checkpoint: CheckpointSource) -> tuple[float, dict[str, Tensor]]:
+        model = self._model(checkpoint)
+        return search_series(
+            model, self.data_args, self.config, checkpoint.label, self.progress, self.echo, self.profile
+        )
+
+    def computed(self, checkpoints: list[CheckpointSource], series: Series | None) -> Iterator[ComputedCheckpoint]:
+        for checkpoint in checkpoints:
+            model = self._model(checkpoint)
+            yield compute_checkpoint(
+                model,
+                checkpoint,
+                self.data_args,
+                self.config,
+                self.names[checkpoint.label],
+                self.progress,
+                self.echo,
+                self.profile,
+                series,
+            )
+            del model
 
 
 def ingest(
@@ -276,6 +400,7 @@ def ingest(
     profile: Profile = no_profile,
     force: bool = False,
     label: str | None = None,
+    ray: RaySweep | None = None,
 ) -> list[Path]:
     """Ingest every checkpoint of ``model`` in step order; returns the artifact directories.
 
@@ -285,7 +410,8 @@ def ingest(
     it is written (the catalog loads it then, so a long run shows its checkpoints as they finish).
     ``label`` names the one checkpoint in the catalog (``<model>@<label>``) instead of its own label.
     A checkpoint whose artifact is already complete under ``out_root`` for the same settings and
-    data is not recomputed unless ``force``: an interrupted multi-checkpoint run resumes.
+    data is not recomputed unless ``force``: an interrupted multi-checkpoint run resumes. ``ray``
+    computes the checkpoints as Ray tasks (:mod:`.sweep`); their artifacts are the same.
     """
     reason = unwritable(Path(out_root))
     if reason:
@@ -293,6 +419,8 @@ def ingest(
     if isinstance(model, LoadedModel):
         if checkpoints:
             raise UserError("A loaded model is one checkpoint: give no --checkpoint with it.")
+        if ray is not None:
+            raise UserError("A sweep on Ray loads each checkpoint in its worker: give the model's name or folder.")
         sources: list[tuple[LoadedModel | None, CheckpointSource]] = [
             (model, CheckpointSource(model.spec.source, None, "main", 0, None, None))
         ]
@@ -309,50 +437,52 @@ def ingest(
         return model_name or checkpoint.model_name or (loaded.spec.name if loaded else model_name_of(checkpoint.source))
 
     labels = [checkpoint.label for _, checkpoint in sources]
+    names = {checkpoint.label: name_of(loaded, checkpoint) for loaded, checkpoint in sources}
+    done = {label: artifact_path(out_root, names[label], label, config, data_args) for label in labels}
 
-    def complete(done: Path, fraction: float | None) -> bool:
-        """Whether ``done`` holds this checkpoint for these settings, data and series (and, when the
+    def complete(label: str, fraction: float | None) -> bool:
+        """Whether ``label``'s artifact is there for these settings, data and series (and, when the
         series has one, compressed at its rank fraction)."""
-        if force or not is_complete(done, config.digest()):
+        if force or not is_complete(done[label], config.digest()):
             return False
-        manifest = read_manifest(done)
+        manifest = read_manifest(done[label])
         if manifest["data"] != list(data_args) or manifest["series"] != labels:
             return False
         return fraction is None or manifest["fidelity"]["fraction"] == fraction
 
+    runner: CheckpointRunner
+    if ray is not None:
+        from .sweep import RayRunner  # Ray only when a sweep asks for it
+
+        runner = RayRunner(ray, data_args, config, device, names, Path(out_root), echo)
+    else:
+        given = {checkpoint.label: loaded for loaded, checkpoint in sources if loaded is not None}
+        runner = LocalRunner(data_args, config, device, names, given, progress, echo, profile)
     series = None
     if len(sources) > 1:  # the last checkpoint first: its bases, and its search for --series-ranks last
-        loaded, last = sources[-1]
-        done = artifact_path(out_root, name_of(loaded, last), last.label, config, data_args)
-        if complete(done, None):
-            manifest, last_bases = read_manifest(done), read_artifact(done).bases()
+        last = sources[-1][1]
+        if complete(last.label, None):
+            manifest, last_bases = read_manifest(done[last.label]), read_artifact(done[last.label]).bases()
             fraction = (manifest["ranks"]["searched"] or manifest["fidelity"])["fraction"]
         else:
-            with profile("load model"):
-                loaded = loaded or load_model(last.source, last.revision, device)
-            compression, report = prepare(loaded, data_args, config, last.label, progress, echo, profile).compress(
-                loaded, config, config.energy
-            )
-            fraction, last_bases = report.fraction, bases_of(compression, ChannelLayout(loaded.spec))
-            del loaded
+            fraction, last_bases = runner.search(last)
         by_series = config.energy is None and config.series_ranks == "last"
         series = Series(tuple(labels), fraction if by_series else None, last_bases)
         if by_series:
             echo(f"[series] rank fraction {fraction}, searched on {last.label}, compresses every checkpoint")
+    fraction = None if series is None else series.fraction
+    pending = [checkpoint for _, checkpoint in sources if not complete(checkpoint.label, fraction)]
+    computed = runner.computed(pending, series)
     paths, previous = [], None
-    for loaded, checkpoint in sources:
-        name = name_of(loaded, checkpoint)
-        done = artifact_path(out_root, name, checkpoint.label, config, data_args)
-        if complete(done, None if series is None else series.fraction):
-            echo(f"[{checkpoint.label}] artifact already complete, skipped (--force recomputes it): {done}")
-            path, previous = done, PreviousCheckpoint.from_artifact(done, previous)
-        else:
-            with profile("load model"):
-                loaded = loaded or load_model(checkpoint.source, checkpoint.revision, device)
-            path, previous = ingest_checkpoint(
-                loaded, checkpoint, data_args, out_root, config, name, previous, progress, echo, profile, series
+    for _, checkpoint in sources:
+        path = done[checkpoint.label]
+        if any(checkpoint.label == p.label for p in pending):
+            path, previous = finish_checkpoint(
+                next(computed), out_root, config, data_args, previous, series, echo, profile
             )
-            del loaded
+        else:
+            echo(f"[{checkpoint.label}] artifact already complete, skipped (--force recomputes it): {path}")
+            previous = PreviousCheckpoint.from_artifact(path, previous)
         paths.append(path)
         if on_artifact is not None:
             on_artifact(path)

@@ -1,0 +1,115 @@
+"""Sweeps on Ray (ingest/sweep.py) on a local Ray runtime with 2 workers: a 4-checkpoint sweep of the
+reference induction series gives the sequential run's artifacts, file for file (the same SHA-256 of
+every table and of the bases, so the same catalog when loaded); a worker killed mid-task by its pid
+is retried to the same result; a checkpoint that fails on bad input fails the sweep with its own
+line and leaves no artifact of it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from circuit_atlas.errors import UserError
+from circuit_atlas.ingest.artifact import read_manifest
+from circuit_atlas.ingest.config import IngestConfig
+from circuit_atlas.ingest.pipeline import ingest
+from circuit_atlas.ingest.sweep import RUNNING, RaySweep
+
+CONFIG = IngestConfig(n_seq=32, examples=2)
+SLICES = ["repeated", "random"]
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """A local Ray runtime of 2 CPUs (two checkpoint tasks at a time), for this module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def series(reference_checkpoints) -> list[str]:
+    """4 checkpoints of the induction series, before, during and after the induction heads form."""
+    return [str(reference_checkpoints[i]) for i in (0, 2, 4, -1)]
+
+
+@pytest.fixture(scope="module")
+def sequential(series, tmp_path_factory) -> list[Path]:
+    return ingest(series[-1], series, SLICES, tmp_path_factory.mktemp("sequential"), CONFIG, echo=lambda _: None)
+
+
+def files(paths: list[Path]) -> list[dict[str, str]]:
+    """Each artifact's files and their SHA-256 (every table and the bases)."""
+    return [read_manifest(path)["files"] for path in paths]
+
+
+def test_a_sweep_on_two_workers_gives_the_sequential_artifacts_in_step_order(ray_runtime, series, sequential, tmp_path):
+    published = []
+    paths = ingest(
+        series[-1], series, SLICES, tmp_path, CONFIG, echo=lambda _: None, on_artifact=published.append, ray=RaySweep()
+    )
+    assert published == paths and [p.name for p in paths] == [p.name for p in sequential]
+    assert files(paths) == files(sequential)
+    assert not any((tmp_path / RUNNING).iterdir())  # every task's marker is gone
+
+
+def test_a_worker_killed_mid_task_is_retried_to_the_same_result(ray_runtime, series, sequential, tmp_path):
+    marker = tmp_path / RUNNING / f"{Path(series[-1]).name}.running"
+    outcome: dict = {}
+
+    def sweep() -> None:
+        try:
+            outcome["paths"] = ingest(series[-1], series, SLICES, tmp_path, CONFIG, echo=lambda _: None, ray=RaySweep())
+        except BaseException as error:  # reported by the test below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        if marker.exists() and marker.read_text().strip():
+            killed = int(marker.read_text().split(":")[-1])
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    thread.join(timeout=600)
+    assert killed is not None, "the last checkpoint's task was never seen running"
+    assert "error" not in outcome, outcome.get("error")
+    assert files(outcome["paths"]) == files(sequential)
+
+
+def test_a_checkpoint_with_nan_weights_fails_the_sweep_with_its_line_and_leaves_no_artifact_of_it(
+    ray_runtime, series, tmp_path
+):
+    folder = tmp_path / "series"
+    copies = [shutil.copytree(path, folder / Path(path).name) for path in series]
+    weights = Path(copies[1]) / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(weights)
+    name = next(k for k in state if k.endswith("attention.dense.weight"))
+    state[name][0, 0] = torch.nan
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(UserError) as raised:
+        ingest(
+            str(copies[-1]),
+            [str(c) for c in copies],
+            SLICES,
+            tmp_path / "out",
+            CONFIG,
+            echo=lambda _: None,
+            ray=RaySweep(),
+        )
+    assert "\n" not in str(raised.value) and "NaN" in str(raised.value), raised.value
+    written = [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".sweep")]
+    assert not any(Path(copies[1]).name in name for name in written), written
+    assert not any(".partial" in name for name in written), written
