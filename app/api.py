@@ -19,6 +19,7 @@ Every method that reads the catalog returns a pandas DataFrame (one row per quer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ import neo4j
 import pandas as pd
 
 from circuit_atlas import queries
+from circuit_atlas.ingest import storage
 from circuit_atlas.schema import migrations
 
 from .circuits import Circuit, fetch_circuit
@@ -168,7 +170,7 @@ def ingest_model(
     from circuit_atlas.ingest.pipeline import ingest as run
 
     _require(model, (str, Path, LoadedModel), "model", "a model name, a folder or config path, or a loaded model")
-    _require(out, (str, Path), "out", "a folder path")
+    _require(out, (str, Path), "out", "a folder path or an fsspec URL")
     _require(config, (IngestConfig, type(None)), "config", "an IngestConfig (ca.IngestConfig(n_seq=...))")
     if not isinstance(data, (list, tuple)) or not all(isinstance(d, str) for d in data):
         raise UserError(f"data must be a list of slice arguments such as ['repeated', 'random'], not {data!r:.60}.")
@@ -181,11 +183,23 @@ def ingest_model(
         )
     _check_token_files(data)
     source = str(model) if isinstance(model, (str, Path)) else model
+    folder = Path(out)
+    if storage.is_url(out):  # written into the URL's local mirror, each artifact uploaded when whole
+        url, folder, then = str(out), storage.mirror(str(out)), on_artifact
+        with contextlib.suppress(UserError):
+            storage.download(url)  # what the URL already holds: a rerun resumes from it
+
+        def on_artifact(path: Path) -> object:
+            uploaded = storage.upload(path, url)
+            if uploaded is not None:
+                echo(f"[{path.name}] uploaded to {uploaded}")
+            return then(path) if then is not None else None
+
     return run(
         source,
         [*map(str, checkpoints), *([str(weights)] if weights else [])],
         list(data),
-        Path(out),
+        folder,
         config or IngestConfig(),
         device if ray is not None and device == "auto" else resolve_device(device),  # a sweep's workers choose
         name,
@@ -311,7 +325,7 @@ class Catalog:
             manifest = read_manifest(artifact)
             return manifest["model"]["name"], manifest["checkpoint"]["step"]
 
-        paths = sorted(find_artifacts(Path(path)), key=order)
+        paths = sorted(find_artifacts(storage.local_artifacts(path)), key=order)
         if len(paths) > 1:
             for artifact in paths:
                 read_artifact(artifact)

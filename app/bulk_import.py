@@ -4,7 +4,9 @@ The loader writes through Cypher transactions (tens of thousands of relationship
 offline importer of Neo4j writes store files directly, an order of magnitude faster, but only into
 a database that it creates, with the server stopped. :func:`bulk_import` turns artifacts into the
 importer's CSV files (the same rows as the loader's :func:`~circuit_atlas.loader.checkpoint_rows`,
-with the published ids), runs it through the local runtime's jars
+with the published ids; the edges, nearly all of the rows, written as Arrow columns by worker
+processes, one artifact each, and appended in order to one file per type), runs it through the
+local runtime's jars
 (``org.neo4j.server.startup.Neo4jAdminCommand``, arguments in an owner-only ``@FILE``), and
 deletes the CSV files. The result is the graph the loader gives for the same artifacts loaded one
 by one in step order; start the server and run ``circuit-atlas schema migrate`` to create the
@@ -13,17 +15,25 @@ constraints and indexes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
 from circuit_atlas.ingest.artifact import find_artifacts, read_artifact, read_manifest
 from circuit_atlas.ingest.channels import KIND_LABELS
+from circuit_atlas.ingest.storage import local_artifacts
 
 from .analogous import Fingerprinted, analogous_links
 from .errors import UserError
@@ -39,7 +49,8 @@ class ImportSummary:
     checkpoints: int
     nodes: int
     relationships: int
-    seconds: float
+    seconds: float  # end to end: artifacts read and checked, files written, the importer run
+    importer_seconds: float  # neo4j-admin alone, on the files written
 
 
 def _neo4j_type(values: Iterable) -> str | None:
@@ -115,34 +126,62 @@ class _Files:
 
     @contextmanager
     def edge_files(self):
-        """Writers of FEEDS and FLOWS_ON, a checkpoint at a time (10 M edges do not fit in memory
-        as Python rows); their properties' types are the artifact's columns'."""
-        handles, writers = [], {}
-        for name, kind, names in (
-            ("feeds.csv", "FEEDS", FEEDS_PROPERTIES),
-            ("flows_on.csv", "FLOWS_ON", FLOWS_ON_PROPERTIES),
-        ):
-            handle = (self.folder / name).open("w", newline="")
-            handles.append(handle)
-            writer = csv.writer(handle)
-            kinds = ["string" if n in ("role", "slice") else "double" for n in names]
-            writer.writerow(
-                [":START_ID(Subspace)", ":END_ID(Subspace)", ":TYPE", *(f"{n}:{k}" for n, k in zip(names, kinds))]
-            )
-            writers[kind] = (writer, kinds)
-            self.arguments.append(f"--relationships={self.folder / name}")
-        try:
-            yield lambda rows: self._write_edges(rows, writers)
-        finally:
-            for handle in handles:
-                handle.close()
+        """FEEDS and FLOWS_ON, each one file (the importer reads one file of 10 M edges 1.7 x as fast
+        as 152): a header, then each part of :func:`_prepared` appended, in order, as it comes."""
+        with contextlib.ExitStack() as stack:
+            outs = {}
+            for name, kind, names in (
+                ("feeds", "FEEDS", FEEDS_PROPERTIES),
+                ("flows_on", "FLOWS_ON", FLOWS_ON_PROPERTIES),
+            ):
+                whole = self.folder / f"{name}.csv"
+                outs[name] = stack.enter_context(whole.open("wb"))
+                outs[name].write((",".join(field.name for field in _edge_schema(names)) + "\n").encode())
+                self.arguments.append(f"--relationships={kind}={whole}")
 
-    def _write_edges(self, rows: CheckpointRows, writers: dict) -> None:
-        ids = rows.subspace_ids
-        for kind, edges in (("FEEDS", rows.feeds), ("FLOWS_ON", rows.flows)):
-            writer, kinds = writers[kind]
-            writer.writerows([ids[r[0]], ids[r[1]], kind, *(_cell(v, k) for v, k in zip(r[2:], kinds))] for r in edges)
-            self.relationships += len(edges)
+            def append(index: int) -> None:
+                for name, out in outs.items():
+                    part = self.folder / f"{name}-{index}.csv"
+                    with part.open("rb") as source:
+                        shutil.copyfileobj(source, out, 1 << 24)
+                    part.unlink()
+
+            yield append
+
+
+def _edge_schema(names: tuple[str, ...]) -> pa.Schema:
+    """The importer's columns of an edge file: its ends (subspace ids) and ``names``, typed."""
+    ends = [pa.field(f"{c}(Subspace)", pa.string()) for c in (":START_ID", ":END_ID")]
+    kinds = [pa.field(f"{n}:{'string' if _arrow(n) == pa.string() else 'double'}", _arrow(n)) for n in names]
+    return pa.schema([*ends, *kinds])
+
+
+def _prepared(job: tuple[Path, Path, int, int | None, float]) -> tuple[CheckpointRows, int]:
+    """One artifact read, checked and turned into the loader's rows (published ids), its FEEDS and
+    FLOWS_ON written to ``folder`` as part ``index`` of their files (Arrow columns, the ends taken
+    from the subspace ids by position: no Python loop over the edges); the rows without them, and
+    how many edges were written. Runs in a worker process, one artifact at a time."""
+    path, folder, index, top_k, min_attribution = job
+    artifact = read_artifact(path)
+    checkpoint_id = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
+    rows = checkpoint_rows(artifact, top_k, min_attribution, node_checkpoint_id=checkpoint_id)
+    ids = pa.array(rows.subspace_ids, pa.string())
+    options = pacsv.WriteOptions(include_header=False)
+    for name, edges, names in (("feeds", rows.feeds, FEEDS_PROPERTIES), ("flows_on", rows.flows, FLOWS_ON_PROPERTIES)):
+        columns = [
+            ids.take(pa.array(edges["source"].to_numpy(np.int64))),
+            ids.take(pa.array(edges["target"].to_numpy(np.int64))),
+            *(pa.array(edges[n], _arrow(n), from_pandas=True) for n in names),
+        ]
+        table = pa.Table.from_arrays(columns, schema=_edge_schema(names))
+        pacsv.write_csv(table, str(folder / f"{name}-{index}.csv"), options)
+    written = len(rows.feeds) + len(rows.flows)
+    rows.feeds, rows.flows = rows.feeds.iloc[:0], rows.flows.iloc[:0]
+    return rows, written
+
+
+def _arrow(name: str) -> pa.DataType:
+    return pa.string() if name in ("role", "slice") else pa.float64()
 
 
 def _graph(all_rows: list[CheckpointRows]) -> dict:
@@ -234,7 +273,7 @@ def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
 
 def bulk_import(
     server: LocalServer,
-    path: Path,
+    path: str | Path,
     top_k: int | None = TOP_K,
     min_attribution: float = MIN_ATTRIBUTION,
     replace: bool = False,
@@ -255,28 +294,28 @@ def bulk_import(
         return manifest["model"]["name"], manifest["checkpoint"]["step"]
 
     start = time.perf_counter()
-    paths = sorted(find_artifacts(Path(path)), key=order)
-    for artifact_path in paths:  # every artifact whole before anything is written
-        read_artifact(artifact_path)
+    paths = sorted(find_artifacts(local_artifacts(path)), key=order)
     server.prepare_for_admin()
     folder = server.directory / "import" / "bulk"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
         files = _Files(folder)
+        jobs = [(artifact, folder, i, top_k, min_attribution) for i, artifact in enumerate(paths)]
         all_rows: list[CheckpointRows] = []
-        with files.edge_files() as write_edges:
-            for artifact_path in paths:
-                artifact = read_artifact(artifact_path)
-                checkpoint_id = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
-                if any(rows.checkpoint_id == checkpoint_id for rows in all_rows):
-                    raise UserError(f"Two artifacts under {path} are checkpoint {checkpoint_id}; import one of them.")
-                rows = checkpoint_rows(artifact, top_k, min_attribution, node_checkpoint_id=checkpoint_id)
-                write_edges(rows)
-                rows.feeds, rows.flows = [], []  # written: only the nodes are kept for the files below
+        workers = max(1, min(os.cpu_count() or 1, len(jobs)))
+        with ProcessPoolExecutor(max_workers=workers) as pool, files.edge_files() as append:
+            for index, (rows, written) in enumerate(pool.map(_prepared, jobs)):  # in order, as they come
+                if any(rows.checkpoint_id == earlier.checkpoint_id for earlier in all_rows):
+                    raise UserError(
+                        f"Two artifacts under {path} are checkpoint {rows.checkpoint_id}; import one of them."
+                    )
+                append(index)
+                files.relationships += written
                 all_rows.append(rows)
         write_import_files(files, all_rows)
         echo(f"Importing {len(all_rows)} checkpoints: {files.nodes:,} nodes, {files.relationships:,} relationships ...")
+        importer_started = time.perf_counter()
         server.admin(
             "database",
             "import",
@@ -287,9 +326,11 @@ def bulk_import(
             f"--array-delimiter=U+{ord(ARRAY_DELIMITER):04X}",
             *files.arguments,
         )
+        importer_seconds = time.perf_counter() - importer_started
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    summary = ImportSummary(len(all_rows), files.nodes, files.relationships, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    summary = ImportSummary(len(all_rows), files.nodes, files.relationships, seconds, importer_seconds)
     echo(
         f"Imported {summary.checkpoints} checkpoints ({summary.nodes:,} nodes, {summary.relationships:,} "
         f"relationships) in {summary.seconds:.1f} s. Start the server and run `circuit-atlas schema migrate`."

@@ -319,9 +319,9 @@ def setting_options(command):
 @click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder for the artifact directories (one per checkpoint).",
+    help="Folder for the artifact directories (one per checkpoint), or an fsspec URL (s3://bucket/run, gs://...): "
+    "each artifact is uploaded there when whole, manifest last.",
 )
 @click.option("--load", "load", is_flag=True, help="Load each artifact into Neo4j as soon as it is written.")
 @click.option("--name", help="Model name in the catalog  [default: the checkpoint's or MODEL's name]")
@@ -406,23 +406,24 @@ def ingest_command(
 
 
 @cli.command("load")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path")
 @with_options(prune_options)
 @connection_options
-def load_command(connection: Connection, path: Path, top_k: int, min_attribution: float) -> None:
-    """Load an artifact directory (or every one under PATH) into Neo4j, in step order."""
+def load_command(connection: Connection, path: str, top_k: int, min_attribution: float) -> None:
+    """Load an artifact directory (or every one under PATH, a folder or an fsspec URL) into Neo4j, in
+    step order."""
     with connection.open() as catalog:
         catalog.load(path, top_k, min_attribution, echo=click.echo)
 
 
 @neo4j_group.command("import")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path")
 @server_dir_option
 @click.option("--replace", is_flag=True, help="Replace the database the folder already holds.")
 @with_options(prune_options)
-def neo4j_import(path: Path, server_dir: Path, replace: bool, top_k: int, min_attribution: float) -> None:
-    """A large first load: every artifact under PATH into a new database of the stopped local server
-    (neo4j-admin database import; then start it and run `schema migrate`)."""
+def neo4j_import(path: str, server_dir: Path, replace: bool, top_k: int, min_attribution: float) -> None:
+    """A large first load: every artifact under PATH (a folder or an fsspec URL) into a new database of
+    the stopped local server (neo4j-admin database import; then start it and run `schema migrate`)."""
     from .bulk_import import bulk_import
 
     bulk_import(LocalServer(server_dir, Distribution.in_cache()), path, top_k, min_attribution, replace, click.echo)

@@ -92,9 +92,11 @@ class CheckpointRows:
     """Everything one checkpoint writes, as the parameters of the ``queries/load`` statements.
 
     Node ids are built under ``node_checkpoint_id``: the staging id the rows are written under
-    (the published ids replace it when the checkpoint is published). ``feeds`` and ``flows`` rows
-    are lists ``[source, target, *properties]`` (:data:`FEEDS_PROPERTIES`,
-    :data:`FLOWS_ON_PROPERTIES`) whose ends are positions in ``subspace_ids``.
+    (the published ids replace it when the checkpoint is published). ``feeds`` and ``flows`` are
+    frames of columns ``source, target, *properties`` (:data:`FEEDS_PROPERTIES`,
+    :data:`FLOWS_ON_PROPERTIES`) whose ends are positions in ``subspace_ids``; :func:`edge_rows`
+    turns them into the statements' row lists a batch at a time, and the bulk import writes them
+    whole.
     """
 
     model: dict
@@ -105,8 +107,8 @@ class CheckpointRows:
     subspaces: list[dict]
     slices: list[dict]
     subspace_ids: list[str]
-    feeds: list[list]
-    flows: list[list]
+    feeds: pd.DataFrame
+    flows: pd.DataFrame
     activity: list[dict]
     examples: list[dict]
     steering: list[dict]
@@ -119,9 +121,11 @@ class CheckpointRows:
         return LoadSummary(self.checkpoint_id, len(self.blocks), len(self.subspaces), len(self.feeds), len(self.flows))
 
 
-def _chunks(rows: Sequence[dict | list], size: int = BATCH_ROWS) -> Iterator[list[dict | list]]:
+def _chunks(rows: Sequence[dict] | pd.DataFrame, size: int = BATCH_ROWS) -> Iterator[list]:
+    """``rows`` in batches of ``size``; an edge frame's as row lists (:func:`edge_rows`)."""
     for start in range(0, len(rows), size):
-        yield list(rows[start : start + size])
+        part = rows[start : start + size]
+        yield edge_rows(part) if isinstance(part, pd.DataFrame) else list(part)
 
 
 def _clean(value):
@@ -138,7 +142,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def _row_lists(frame: pd.DataFrame) -> list[list]:
+def edge_rows(frame: pd.DataFrame) -> list[list]:
     """``frame``'s rows as lists of plain Python values, NaN as None (Neo4j stores no nulls)."""
     if frame.isna().to_numpy().any():
         frame = frame.astype(object).where(frame.notna(), None)
@@ -255,24 +259,22 @@ def checkpoint_rows(
             id=lambda f: f["block"].map(block_id) + "/" + f["role"],
             block_id=lambda f: f["block"].map(block_id),
             checkpoint_id=under,
-            basis_uri=lambda f: f["basis_key"].map(artifact.basis_uri),
+            basis_uri=lambda f: artifact.basis_uri("") + f["basis_key"],  # the folder resolved once
         )
         .drop(columns=["block", "basis_key"])
     )
     slice_edges = t["slice_edges"]
     edges = pruned_edges(t["edges"], top_k, min_attribution, slice_edges[slice_edges["patched"].notna()])
     subspace_ids = subspaces["id"].tolist()
-    position = {name: i for i, name in enumerate(t["subspaces"]["block"] + "/" + t["subspaces"]["role"])}
+    position = pd.MultiIndex.from_frame(t["subspaces"][["block", "role"]].astype(str))
 
-    def endpoint_rows(frame: pd.DataFrame, properties: tuple[str, ...]) -> list[list]:
+    def endpoint_rows(frame: pd.DataFrame, properties: tuple[str, ...]) -> pd.DataFrame:
+        writers = pd.MultiIndex.from_arrays([frame["writer"].astype(str), ["out"] * len(frame)])
+        readers = pd.MultiIndex.from_arrays([frame["reader"].astype(str), frame["role"].astype(str)])
         ends = pd.DataFrame(
-            {
-                "source": (frame["writer"] + "/out").map(position),
-                "target": (frame["reader"] + "/" + frame["role"]).map(position),
-            },
-            index=frame.index,
+            {"source": position.get_indexer(writers), "target": position.get_indexer(readers)}, index=frame.index
         )
-        return _row_lists(pd.concat([ends, frame[list(properties)]], axis=1))
+        return pd.concat([ends, frame[list(properties)]], axis=1).reset_index(drop=True)
 
     kept = pd.MultiIndex.from_frame(slice_edges[EDGE_KEY].astype(str)).isin(
         pd.MultiIndex.from_frame(edges[EDGE_KEY].astype(str))

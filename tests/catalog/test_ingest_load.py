@@ -207,3 +207,36 @@ def test_ingest_with_load_checks_the_catalog_before_computing(empty_catalog, neo
     down = CliRunner().invoke(cli, args, env={**cli_env, "NEO4J_URI": f"bolt://127.0.0.1:{free_port()}"})
     assert down.exit_code == 1 and "No Neo4j server answers" in down.output
     assert not (tmp_path / "out").exists()
+
+
+def test_load_reads_an_fsspec_url_through_its_local_mirror(
+    migrated, neo4j_settings, cli_env, reference_artifact, tmp_path
+):
+    """An artifact uploaded to a URL (fsspec's in-memory store) loads as its folder does; only the bases'
+    address differs, pointing into the URL's local mirror, where the bases are."""
+    import json
+    import secrets
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    from circuit_atlas.ingest.storage import upload
+
+    url = f"memory://catalog-{secrets.token_hex(4)}/run"
+    upload(Path(reference_artifact), url)
+    runner = CliRunner()
+    loaded = runner.invoke(cli, ["load", url], env={**cli_env, "CIRCUIT_ATLAS_CACHE": str(tmp_path / "cache")})
+    assert loaded.exit_code == 0, loaded.output
+    uris = [r["u"] for r in migrated.execute_query("MATCH (s:Subspace) RETURN s.basis_uri AS u").records]
+    assert uris and all(unquote(urlparse(u).path).startswith(str(tmp_path / "cache")) for u in uris)
+    assert Path(unquote(urlparse(uris[0]).path)).is_file()
+
+    def without_bases_address(snapshot):
+        nodes, rels = snapshot
+        parsed = [json.loads(line) for line in nodes]
+        return sorted(
+            json.dumps([labels, {k: v for k, v in p.items() if k != "basis_uri"}]) for labels, p in parsed
+        ), rels
+
+    from_url = without_bases_address(graph_snapshot(migrated, neo4j_settings.database))
+    assert runner.invoke(cli, ["load", str(reference_artifact)], env=cli_env).exit_code == 0
+    assert without_bases_address(graph_snapshot(migrated, neo4j_settings.database)) == from_url

@@ -4,15 +4,15 @@ from hand_made_catalog import CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION
 from synthetic_artifacts import Checkpoint, Edge, SyntheticChannel, write
 
 from circuit_atlas.ingest.artifact import read_artifact
-from circuit_atlas.loader import FEEDS_PROPERTIES, checkpoint_rows
+from circuit_atlas.loader import FEEDS_PROPERTIES, checkpoint_rows, edge_rows
 
 
-def test_edges_are_lists_whose_ends_are_positions_in_the_subspace_ids(tmp_path):
+def test_edges_are_rows_whose_ends_are_positions_in_the_subspace_ids(tmp_path):
     rows = checkpoint_rows(
         read_artifact(write(Checkpoint("m", "1", 1, CHANNELS, EDGES, EFFECTS, SLICE_ATTRIBUTION), tmp_path)), top_k=None
     )
     assert rows.node_checkpoint_id.startswith("m@1~staging-")
-    first = dict(zip(("source", "target", *FEEDS_PROPERTIES), rows.feeds[0]))
+    first = dict(zip(("source", "target", *FEEDS_PROPERTIES), edge_rows(rows.feeds)[0]))
     assert rows.subspace_ids[first["source"]] == f"{rows.node_checkpoint_id}/A/out"
     assert rows.subspace_ids[first["target"]] == f"{rows.node_checkpoint_id}/B/k"
     assert (first["role"], first["weight"], first["attribution"]) == ("k", 0.9, 0.3)
@@ -21,7 +21,7 @@ def test_edges_are_lists_whose_ends_are_positions_in_the_subspace_ids(tmp_path):
 
 def test_a_checkpoint_without_edges_has_no_edge_rows(tmp_path):
     rows = checkpoint_rows(read_artifact(write(Checkpoint("m", "2", 2, CHANNELS), tmp_path)), node_checkpoint_id="m@2")
-    assert rows.feeds == [] and rows.flows == [] and rows.subspace_ids[0] == "m@2/A/q"
+    assert len(rows.feeds) == len(rows.flows) == 0 and rows.subspace_ids[0] == "m@2/A/q"
 
 
 def test_pruning_keeps_every_edge_measured_by_patching(tmp_path):
@@ -35,7 +35,7 @@ def test_pruning_keeps_every_edge_measured_by_patching(tmp_path):
     attribution = {s: {(e.writer, e.reader): e.attribution for e in edges} for s in EFFECTS}
     artifact = read_artifact(write(Checkpoint("m", "1", 1, CHANNELS, edges, EFFECTS, attribution), tmp_path))
     rows = checkpoint_rows(artifact, top_k=1, min_attribution=0.01)
-    kept = [dict(zip(("source", "target", *FEEDS_PROPERTIES), row)) for row in rows.feeds]
+    kept = [dict(zip(("source", "target", *FEEDS_PROPERTIES), row)) for row in edge_rows(rows.feeds)]
     writers = {rows.subspace_ids[row["source"]].split("/")[-2]: row["patched"] for row in kept}
     assert writers == {"A": None, "C": 0.7}
     assert len(rows.flows) == 2 * len(kept)  # each kept edge on both slices
@@ -53,7 +53,7 @@ def test_top_k_keeps_each_reader_roles_largest_edges_by_attribution(tmp_path):
     on_slice = {"s": {(e.writer, e.reader): e.attribution for e in edges}}
     artifact = read_artifact(write(Checkpoint("m", "1", 1, channels, edges, effects, on_slice), tmp_path))
     rows = checkpoint_rows(artifact, top_k=16)
-    kept = [dict(zip(("source", "target", *FEEDS_PROPERTIES), row)) for row in rows.feeds]
+    kept = [dict(zip(("source", "target", *FEEDS_PROPERTIES), row)) for row in edge_rows(rows.feeds)]
     reader = {row["target"]: rows.subspace_ids[row["target"]].split("/")[-2] for row in kept}
     into_m = sorted(row["attribution"] for row in kept if reader[row["target"]] == "M")
     assert into_m == sorted(attribution.values())[-16:]

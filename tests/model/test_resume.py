@@ -111,3 +111,31 @@ def test_a_label_names_the_one_checkpoint(tmp_path):
         run(checkpoints, tmp_path / "out", label="trained")
     with pytest.raises(UserError, match="without '@'"):
         run(checkpoints[:1], tmp_path / "out", label="a@b")
+
+
+def test_an_ingest_into_a_url_uploads_each_artifact_and_a_rerun_elsewhere_resumes_from_it(tmp_path, monkeypatch):
+    """--out as an fsspec URL (here fsspec's in-memory store): each artifact is uploaded when whole; a
+    rerun on a machine whose mirror is empty (another cache) finds both complete at the URL."""
+    import secrets
+
+    import fsspec
+
+    from circuit_atlas.api import ingest_model
+
+    checkpoints = [random_gpt2(tmp_path / "step-1", seed=0), random_gpt2(tmp_path / "step-2", seed=1)]
+    url = f"memory://run-{secrets.token_hex(4)}/artifacts"
+
+    def run_into(cache: str) -> list[str]:
+        monkeypatch.setenv("CIRCUIT_ATLAS_CACHE", str(tmp_path / cache))
+        said: list[str] = []
+        options = {"checkpoints": [str(c) for c in checkpoints], "device": "cpu", "progress": False}
+        ingest_model(str(checkpoints[-1]), ["random"], url, CONFIG, echo=said.append, **options)
+        return said
+
+    said = run_into("first")
+    assert sum("uploaded to memory://" in line for line in said) == 2
+    fs, root = fsspec.core.url_to_fs(url)
+    assert len(fs.glob(f"{root}/*/manifest.json")) == 2
+    again = run_into("second")
+    assert sum("skipped" in line for line in again) == 2
+    assert not any("uploaded" in line for line in again)
