@@ -486,4 +486,5 @@ def ingest(
         paths.append(path)
         if on_artifact is not None:
             on_artifact(path)
+    next(computed, None)  # the runner's end (a sweep stops the Ray runtime it started)
     return paths

@@ -10,13 +10,14 @@ and writes each artifact as soon as the ones before it are written: the artifact
 sequential run (the same computation, at the driver's number of torch threads), and with ``--load``
 each is published in step order, so its MATCHES are the sequential ones.
 
-Without an address Ray starts a local runtime on this machine (or uses the one this process already
-joined); with one (``HOST:6379`` or ``ray://HOST:10001``), the driver joins that cluster, whose
-workers must see the same model and data paths and have this package installed. A worker killed
-mid-task is retried (``retries`` times) and computes the same result again; a task that fails on
-bad input fails the sweep with its own one-line error and cancels the others, and nothing is left
-half-written (artifacts are written by the driver, each whole or not at all). While a task runs, the
-host and pid of its worker are in ``<out>/.sweep/<label>.running``.
+Without an address Ray starts a local runtime on this machine for the sweep and stops it at its end
+(or uses the one this process already joined, and leaves it); with one (``HOST:6379`` or
+``ray://HOST:10001``), the driver joins that cluster for the sweep, whose workers must see the same
+model and data paths and have this package installed. A worker killed mid-task is retried
+(``retries`` times) and computes the same result again; a task that fails on bad input fails the
+sweep with its own one-line error and cancels the others, and nothing is left half-written
+(artifacts are written by the driver, each whole or not at all). While a task runs, the host and
+pid of its worker are in ``<out>/.sweep/<label>.running``.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class RayRunner:
         self.data_args, self.config, self.device, self.names = data_args, config, device, names
         self.running = out_root / RUNNING
         self.threads = sweep.threads or torch.get_num_threads()
-        if not ray.is_initialized():
+        self.started = not ray.is_initialized()  # a runtime this sweep started, it also stops
+        if self.started:
             try:
                 ray.init(address=sweep.address, include_dashboard=False, log_to_driver=True)
             except (ConnectionError, RuntimeError, ValueError) as error:
@@ -152,11 +154,15 @@ class RayRunner:
             self.echo(f"[sweep] {len(refs)} checkpoint(s) submitted to Ray ({self.sweep.options()})")
         ready: set = set()
         waiting = list(refs)
-        for done, (checkpoint, ref) in enumerate(zip(checkpoints, refs), 1):
-            while ref not in ready:
-                finished, waiting = self.ray.wait(waiting, num_returns=1)
-                ready.update(finished)
-                self._get(finished)  # a failed task fails the sweep now, not when its turn comes
-                self.echo(f"[sweep] {len(ready)}/{len(refs)} computed")
-            yield self._get([ref])[0]
-            self.echo(f"[sweep] {checkpoint.label} placed ({done}/{len(refs)})")
+        try:
+            for done, (checkpoint, ref) in enumerate(zip(checkpoints, refs), 1):
+                while ref not in ready:
+                    finished, waiting = self.ray.wait(waiting, num_returns=1)
+                    ready.update(finished)
+                    self._get(finished)  # a failed task fails the sweep now, not when its turn comes
+                    self.echo(f"[sweep] {len(ready)}/{len(refs)} computed")
+                yield self._get([ref])[0]
+                self.echo(f"[sweep] {checkpoint.label} placed ({done}/{len(refs)})")
+        finally:
+            if self.started:
+                self.ray.shutdown()

@@ -136,16 +136,18 @@ def test_browser_draws_the_circuit_with_the_stylesheet(catalog, browser, neo4j_s
     frame = browser.run(" ".join(queries.library()["circuit_view"].body.split()))  # one line for the editor
     browser.wait.until(
         lambda _: (
-            len(browser.css("svg.neod3viz g.node", frame)) == 3
-            and len(browser.css("svg.neod3viz g.relationship", frame)) == 2
+            len(browser.css("svg.neod3viz g.node", frame)) == 6
+            and len(browser.css("svg.neod3viz g.relationship", frame)) == 5
         )
     )
 
     nodes = browser.driver.execute_script(DRAWN_NODES, frame)
-    assert sorted(n["caption"] for n in nodes) == ["A", "B", "C"]
-    assert {n["fill"].upper() for n in nodes} == {ATTENTION_HEAD_COLOUR}
-    widths = {r["caption"]: r["width"] for r in browser.driver.execute_script(DRAWN_RELATIONSHIPS, frame)}
+    assert sorted(n["caption"] for n in nodes) == ["A", "B", "C", "out", "out", "out"]  # each head and its write
+    assert {n["fill"].upper() for n in nodes if n["caption"] != "out"} == {ATTENTION_HEAD_COLOUR}
+    drawn = browser.driver.execute_script(DRAWN_RELATIONSHIPS, frame)
+    widths = {r["caption"]: r["width"] for r in drawn if r["caption"] != "HAS_SUBSPACE"}
     assert widths == {"k": 8.0, "v": 4.0}  # CARRIES_STRONG and CARRIES_MEDIUM
+    assert sum(r["caption"] == "HAS_SUBSPACE" for r in drawn) == 3
 
     screenshot = tmp_path / "circuit_view.png"
     assert browser.driver.save_screenshot(str(screenshot))

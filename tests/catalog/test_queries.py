@@ -218,6 +218,8 @@ def test_circuit_view_grades_channel_edges_by_effect(catalog, empty_catalog, neo
         ("A", "CARRIES_STRONG", "B", ["k"], 1.0),
         ("B", "CARRIES_MEDIUM", "C", ["v"], pytest.approx(0.6)),
     ]
+    writes = sorted((p.start_node["name"], p.relationships[0].type, p.end_node["role"]) for p in row["writes"])
+    assert writes == [("A", "HAS_SUBSPACE", "out"), ("B", "HAS_SUBSPACE", "out"), ("C", "HAS_SUBSPACE", "out")]
 
 
 def test_channel_graph_grades_channel_edges_by_weight(catalog, empty_catalog, neo4j_settings):

@@ -113,3 +113,25 @@ def test_a_checkpoint_with_nan_weights_fails_the_sweep_with_its_line_and_leaves_
     written = [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".sweep")]
     assert not any(Path(copies[1]).name in name for name in written), written
     assert not any(".partial" in name for name in written), written
+
+
+def test_a_sweep_that_starts_ray_stops_it_at_its_end(series, tmp_path):
+    """Run in a process of its own (this module's other tests share one runtime): the sweep starts a
+    local runtime, and none is left once it returns."""
+    import subprocess
+    import sys
+
+    script = (
+        "import ray, sys\n"
+        "from pathlib import Path\n"
+        "from circuit_atlas.ingest.config import IngestConfig\n"
+        "from circuit_atlas.ingest.pipeline import ingest\n"
+        "from circuit_atlas.ingest.sweep import RaySweep\n"
+        "series = sys.argv[1:]\n"
+        f"ingest(series[-1], series, ['random'], Path({str(tmp_path)!r}), IngestConfig(n_seq=16), "
+        "echo=lambda _: None, ray=RaySweep())\n"
+        "print('still initialized' if ray.is_initialized() else 'stopped')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *series[-2:]], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "stopped"
