@@ -114,7 +114,7 @@ def _patching_hooks(
     (rows of one [B, p, d] tensor); a reader's residual is recorded where its normalisation reads
     it, and the reader role's input is recomputed from the residual plus that change.
     """
-    spec, cfg, params, device = model.spec, model.runner.cfg, model.runner.params, model.device
+    spec, device = model.spec, model.device
     rows_of_writer: dict[str, list[int]] = defaultdict(list)
     rows_of_reader: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, edge in enumerate(row_edges):
@@ -142,30 +142,12 @@ def _patching_hooks(
 
         return hook
 
-    def patched_input(residual_site: str, index: Tensor, final: bool = False) -> Tensor:
-        residual = state[residual_site][index] + state["change"][index]
-        return normalize(residual, cfg.final_normalization if final else cfg.normalization, cfg.eps)
-
-    def patch_head(reader: ReadRole, rows: list[int]) -> Hook:
-        l, h, role = reader.channel.layer, reader.channel.head, reader.role
-        weight = params[f"blocks.{l}.attn.W_{role.upper()}"][h]
-        bias = params[f"blocks.{l}.attn.b_{role.upper()}"][h]
+    def patch(reader: ReadRole, residual_site: str, rows: list[int]) -> Hook:
         index = torch.tensor(rows, device=device)
 
         def hook(activation: Tensor, hook) -> Tensor:
-            out = activation.clone()
-            out[index, :, h] = patched_input(site("resid_pre", l), index) @ weight + bias
-            return out
-
-        return hook
-
-    def patch_rows(residual_site: str, rows: list[int], final: bool) -> Hook:
-        index = torch.tensor(rows, device=device)
-
-        def hook(activation: Tensor, hook) -> Tensor:
-            out = activation.clone()
-            out[index] = patched_input(residual_site, index, final)
-            return out
+            residual = state[residual_site][index] + state["change"][index]
+            return _reading(model, reader, residual, activation, index)
 
         return hook
 
@@ -175,16 +157,11 @@ def _patching_hooks(
     recorded: set[str] = set()
     for (name, role), rows in rows_of_reader.items():
         reader = ReadRole(layout.by_name[name], role)
-        channel = reader.channel
         residual_site, reader_hook = _reader_sites(spec, reader)
-        if channel.kind == "attn_head":
-            patch = patch_head(reader, rows)
-        else:
-            patch = patch_rows(residual_site, rows, final=channel.kind == "unembed")
         if residual_site not in recorded:
             recorded.add(residual_site)
             hooks.append((residual_site, record_residual(residual_site)))
-        hooks.append((reader_hook, patch))
+        hooks.append((reader_hook, patch(reader, residual_site, rows)))
     return hooks
 
 
@@ -203,6 +180,27 @@ def _reader_sites(spec, reader: ReadRole) -> tuple[str, str]:
     if channel.kind == "mlp":
         return site(mlp_input_residual(spec), channel.layer), site("mlp_x", channel.layer)
     return site("resid_final"), site("final_x")
+
+
+def _reading(
+    model: LoadedModel, reader: ReadRole, residual: Tensor, activation: Tensor, rows: Tensor | None = None
+) -> Tensor:
+    """The reader role's input site ``activation`` with what the role reads of ``residual`` in
+    ``rows`` (None: all): the residual normalised (the unembedding: by the final norm), for a head's
+    role through that head's own weights and bias of the role."""
+    cfg, params, channel = model.runner.cfg, model.runner.params, reader.channel
+    final = channel.kind == "unembed"
+    x = normalize(residual, cfg.final_normalization if final else cfg.normalization, cfg.eps)
+    if channel.kind != "attn_head" and rows is None:
+        return x.to(activation.dtype)
+    out = activation.clone()
+    at = slice(None) if rows is None else rows
+    if channel.kind != "attn_head":
+        out[at] = x.to(out.dtype)
+        return out
+    l, h, role = channel.layer, channel.head, reader.role.upper()
+    out[at, :, h] = (x @ params[f"blocks.{l}.attn.W_{role}"][h] + params[f"blocks.{l}.attn.b_{role}"][h]).to(out.dtype)
+    return out
 
 
 def _writer_change(model: LoadedModel, channel: Channel, own: Tensor, base: Tensor) -> Tensor:
@@ -247,7 +245,7 @@ def ablated_edge_hooks(
     with ablated edges reads ``norm(r + total - Σ_K (b_A - y_A))`` over the writers K it keeps: one
     tensor per residual, and one per writer that some patched reader keeps.
     """
-    spec, cfg, params = model.spec, model.runner.cfg, model.runner.params
+    spec = model.spec
     ablated_of: dict[ReadRole, set[str]] = defaultdict(set)
     for writer, reader in ablated:
         ablated_of[reader].add(writer.name)
@@ -278,26 +276,12 @@ def ablated_edge_hooks(
 
         return hook
 
-    def patched_input(reader: ReadRole, residual_site: str) -> Tensor:
-        change = state[f"{residual_site}/total"]
-        for writer in kept_of[reader]:
-            change = change - state[writer.name]
-        final = reader.channel.kind == "unembed"
-        return normalize(
-            state[residual_site] + change, cfg.final_normalization if final else cfg.normalization, cfg.eps
-        )
-
     def patch(reader: ReadRole, residual_site: str) -> Hook:
         def hook(activation: Tensor, hook) -> Tensor:
-            x = patched_input(reader, residual_site)
-            if reader.channel.kind != "attn_head":
-                return x.to(activation.dtype)
-            l, h, role = reader.channel.layer, reader.channel.head, reader.role
-            out = activation.clone()
-            out[:, :, h] = (
-                x @ params[f"blocks.{l}.attn.W_{role.upper()}"][h] + params[f"blocks.{l}.attn.b_{role.upper()}"][h]
-            )
-            return out
+            change = state[f"{residual_site}/total"]
+            for writer in kept_of[reader]:
+                change = change - state[writer.name]
+            return _reading(model, reader, state[residual_site] + change, activation)
 
         return hook
 
