@@ -42,10 +42,10 @@ from .situations import discover, exact_usage
 from .slice_scorer import Profile, SliceSamples, SliceScorer, per_prompt
 from .statistics import Moments, accumulate_moments, statistics_batch_tokens
 from .steering import direction_steering
+from .structural import structural_scores
 
 if TYPE_CHECKING:
     from .sweep import RaySweep
-from .structural import structural_scores
 
 
 @dataclass(frozen=True)
@@ -476,7 +476,7 @@ def ingest(
     paths, previous = [], None
     for _, checkpoint in sources:
         path = done[checkpoint.label]
-        if any(checkpoint.label == p.label for p in pending):
+        if checkpoint in pending:
             path, previous = finish_checkpoint(
                 next(computed), out_root, config, data_args, previous, series, echo, profile
             )

@@ -152,16 +152,15 @@ class RayRunner:
         ]
         if refs:
             self.echo(f"[sweep] {len(refs)} checkpoint(s) submitted to Ray ({self.sweep.options()})")
-        ready: set = set()
+        results: dict = {}  # finished, not yet placed (each fetched once)
         waiting = list(refs)
         try:
             for done, (checkpoint, ref) in enumerate(zip(checkpoints, refs), 1):
-                while ref not in ready:
+                while ref not in results:
                     finished, waiting = self.ray.wait(waiting, num_returns=1)
-                    ready.update(finished)
-                    self._get(finished)  # a failed task fails the sweep now, not when its turn comes
-                    self.echo(f"[sweep] {len(ready)}/{len(refs)} computed")
-                yield self._get([ref])[0]
+                    results.update(zip(finished, self._get(finished)))  # a failed task fails the sweep now
+                    self.echo(f"[sweep] {len(refs) - len(waiting)}/{len(refs)} computed")
+                yield results.pop(ref)
                 self.echo(f"[sweep] {checkpoint.label} placed ({done}/{len(refs)})")
         finally:
             if self.started:
