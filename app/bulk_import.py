@@ -42,6 +42,8 @@ from .local_server import LocalServer
 from .pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
 
 DATABASE = "neo4j"
+#: The edge files: their name, relationship type and properties (the loader's FEEDS and FLOWS_ON rows).
+EDGE_FILES = (("feeds", "FEEDS", FEEDS_PROPERTIES), ("flows_on", "FLOWS_ON", FLOWS_ON_PROPERTIES))
 
 
 @dataclass
@@ -130,10 +132,7 @@ class _Files:
         as 152): a header, then each part of :func:`_prepared` appended, in order, as it comes."""
         with contextlib.ExitStack() as stack:
             outs = {}
-            for name, kind, names in (
-                ("feeds", "FEEDS", FEEDS_PROPERTIES),
-                ("flows_on", "FLOWS_ON", FLOWS_ON_PROPERTIES),
-            ):
+            for name, kind, names in EDGE_FILES:
                 whole = self.folder / f"{name}.csv"
                 outs[name] = stack.enter_context(whole.open("wb"))
                 outs[name].write((",".join(field.name for field in _edge_schema(names)) + "\n").encode())
@@ -167,7 +166,7 @@ def _prepared(job: tuple[Path, Path, int, int | None, float]) -> tuple[Checkpoin
     rows = checkpoint_rows(artifact, top_k, min_attribution, node_checkpoint_id=checkpoint_id)
     ids = pa.array(rows.subspace_ids, pa.string())
     options = pacsv.WriteOptions(include_header=False)
-    for name, edges, names in (("feeds", rows.feeds, FEEDS_PROPERTIES), ("flows_on", rows.flows, FLOWS_ON_PROPERTIES)):
+    for (name, _, names), edges in zip(EDGE_FILES, (rows.feeds, rows.flows)):
         columns = [
             ids.take(pa.array(edges["source"].to_numpy(np.int64))),
             ids.take(pa.array(edges["target"].to_numpy(np.int64))),
