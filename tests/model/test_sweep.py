@@ -1,11 +1,12 @@
 """Sweeps on Ray (ingest/sweep.py) on a local Ray runtime with 2 workers: a 4-checkpoint sweep of the
 reference induction series gives the sequential run's artifacts, file for file (the same SHA-256 of
-every table and of the bases, so the same catalog when loaded); a worker killed mid-task by its pid
-is retried to the same result; a checkpoint that fails on bad input fails the sweep with its own
-line and leaves no artifact of it."""
+every table and of the bases) and, loaded as its tasks finish, the catalog of loading the sequential
+run; a worker killed mid-task by its pid is retried to the same result; a checkpoint that fails on
+bad input fails the sweep with its own line and leaves no artifact of it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from empty_database import empty_database
+from snapshots import graph_snapshot
 
+from circuit_atlas.api import Catalog
 from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import read_manifest
 from circuit_atlas.ingest.config import IngestConfig
@@ -24,6 +28,7 @@ from circuit_atlas.ingest.sweep import RUNNING, RaySweep
 
 CONFIG = IngestConfig(n_seq=32, examples=2)
 SLICES = ["repeated", "random"]
+PLACE_AND_TIME = {"basis_uri", "started", "finished"}  # a Subspace's bases folder, an IngestRun's clock
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,34 @@ def test_a_sweep_on_two_workers_gives_the_sequential_artifacts_in_step_order(ray
     assert published == paths and [p.name for p in paths] == [p.name for p in sequential]
     assert files(paths) == files(sequential)
     assert not any((tmp_path / RUNNING).iterdir())  # every task's marker is gone
+
+
+@pytest.mark.neo4j
+def test_a_sweep_loaded_as_it_goes_gives_the_catalog_of_the_sequential_run(
+    ray_runtime, series, sequential, empty_catalog, neo4j_settings, tmp_path
+):
+    """``Catalog.ingest(..., ray=...)`` publishes each artifact as the driver places it, in step order:
+    the catalog (every node, relationship and property, MATCHES included) is the sequential run's
+    artifacts loaded one by one, but for where the bases are stored and when each run started and
+    finished."""
+
+    def where_and_when_left_out(snapshot):
+        nodes, relationships = snapshot
+        parsed = (json.loads(line) for line in nodes)
+        kept = (json.dumps([labels, {k: v for k, v in p.items() if k not in PLACE_AND_TIME}]) for labels, p in parsed)
+        return sorted(kept), relationships
+
+    with Catalog(neo4j_settings) as catalog:
+        catalog.migrate()
+        catalog.ingest(series[-1], SLICES, tmp_path, CONFIG, checkpoints=series, echo=lambda _: None, ray=RaySweep())
+        swept = where_and_when_left_out(graph_snapshot(catalog.driver, catalog.database))
+        empty_database(catalog.driver, catalog.database)
+        catalog.migrate()
+        for path in sequential:
+            catalog.load(path, echo=lambda _: None)
+        loaded = where_and_when_left_out(graph_snapshot(catalog.driver, catalog.database))
+    assert any('"MATCHES"' in line for line in loaded[1])
+    assert swept == loaded
 
 
 def test_a_worker_killed_mid_task_is_retried_to_the_same_result(ray_runtime, series, sequential, tmp_path):
