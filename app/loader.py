@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,10 +47,12 @@ from pathlib import Path
 import neo4j
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from circuit_atlas.analogous import Fingerprinted, analogous_links
 from circuit_atlas.errors import UserError
-from circuit_atlas.ingest.artifact import Artifact, read_artifact
+from circuit_atlas.ingest.artifact import Artifact, read_artifact, subspace_positions
 from circuit_atlas.ingest.channels import KIND_LABELS
 from circuit_atlas.processes import owner_is_gone, this_process
 from circuit_atlas.pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
@@ -128,18 +129,16 @@ def _chunks(rows: Sequence[dict] | pd.DataFrame, size: int = BATCH_ROWS) -> Iter
         yield edge_rows(part) if isinstance(part, pd.DataFrame) else list(part)
 
 
-def _clean(value):
-    """pandas/numpy values as plain Python; NaN, NA and an empty list as None (Neo4j stores no nulls, and
-    the bulk import cannot write an empty array, so a property without elements is absent on both paths)."""
-    if isinstance(value, (np.ndarray, list, tuple)):
-        return [v.item() if isinstance(v, np.generic) else v for v in value] or None
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    """``frame``'s rows as dicts of plain Python values; NaN, NA and an empty list as None (Neo4j stores
+    no nulls, and the bulk import cannot write an empty array, so a property without elements is absent
+    on both paths). Converted by Arrow, column by column."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    columns = [
+        pc.if_else(pc.equal(pc.list_value_length(c), 0), pa.scalar(None, c.type), c) if pa.types.is_list(c.type) else c
+        for c in table.columns
+    ]
+    return pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
 
 
 def edge_rows(frame: pd.DataFrame) -> list[list]:
@@ -161,8 +160,9 @@ def pruned_edges(
     check_pruning(top_k, min_attribution)
     alive = edges[(edges["attribution"] > 0) | (edges["weight"] > 0)]
     alive = alive[alive["attribution"] >= min_attribution]
-    ranked = alive.sort_values(["reader", "role", "attribution", "writer"], ascending=[True, True, False, True])
+    ranked = alive
     if top_k is not None:
+        ranked = alive.sort_values(["reader", "role", "attribution", "writer"], ascending=[True, True, False, True])
         ranked = ranked.groupby(["reader", "role"], sort=False).head(top_k)
     if patched is not None and len(patched):
         measured = edges.merge(patched[EDGE_KEY].drop_duplicates(), on=EDGE_KEY)
@@ -266,20 +266,23 @@ def checkpoint_rows(
     slice_edges = t["slice_edges"]
     edges = pruned_edges(t["edges"], top_k, min_attribution, slice_edges[slice_edges["patched"].notna()])
     subspace_ids = subspaces["id"].tolist()
-    position = pd.MultiIndex.from_frame(t["subspaces"][["block", "role"]].astype(str))
 
-    def endpoint_rows(frame: pd.DataFrame, properties: tuple[str, ...]) -> pd.DataFrame:
-        writers = pd.MultiIndex.from_arrays([frame["writer"].astype(str), ["out"] * len(frame)])
-        readers = pd.MultiIndex.from_arrays([frame["reader"].astype(str), frame["role"].astype(str)])
-        ends = pd.DataFrame(
-            {"source": position.get_indexer(writers), "target": position.get_indexer(readers)}, index=frame.index
+    def ends(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Each edge's ends: the positions of its writer's out subspace and its reader's subspace."""
+        readers = subspace_positions(t["subspaces"], frame["reader"], frame["role"])
+        return subspace_positions(t["subspaces"], frame["writer"], "out"), readers
+
+    def endpoint_rows(
+        frame: pd.DataFrame, at: tuple[np.ndarray, np.ndarray], properties: tuple[str, ...]
+    ) -> pd.DataFrame:
+        return pd.concat(
+            [pd.DataFrame({"source": at[0], "target": at[1]}), frame[list(properties)].reset_index(drop=True)], axis=1
         )
-        return pd.concat([ends, frame[list(properties)]], axis=1).reset_index(drop=True)
 
-    kept = pd.MultiIndex.from_frame(slice_edges[EDGE_KEY].astype(str)).isin(
-        pd.MultiIndex.from_frame(edges[EDGE_KEY].astype(str))
-    )
-    slice_edges = slice_edges.loc[kept]
+    edge_ends, slice_ends = ends(edges), ends(slice_edges)
+    pair = len(subspace_ids)  # (writer, reader subspace) as one number: the edge's key, its role in the reader's
+    kept = np.isin(slice_ends[0] * pair + slice_ends[1], edge_ends[0] * pair + edge_ends[1])
+    slice_edges, slice_ends = slice_edges.loc[kept], (slice_ends[0][kept], slice_ends[1][kept])
     return CheckpointRows(
         model=model,
         checkpoint=checkpoint,
@@ -295,36 +298,36 @@ def checkpoint_rows(
             for s in m["slices"]
         ],
         subspace_ids=subspace_ids,
-        feeds=endpoint_rows(edges, FEEDS_PROPERTIES),
-        flows=endpoint_rows(slice_edges, FLOWS_ON_PROPERTIES),
+        feeds=endpoint_rows(edges, edge_ends, FEEDS_PROPERTIES),
+        flows=endpoint_rows(slice_edges, slice_ends, FLOWS_ON_PROPERTIES),
         activity=[
             {
                 "block_id": block_id[r["block"]],
                 "slice_id": slice_id[r["slice"]],
-                "properties": {k: _clean(r[k]) for k in ACTIVE_ON_PROPERTIES}
+                "properties": {k: r[k] for k in ACTIVE_ON_PROPERTIES}
                 | ({"ablation_baseline": ablation[r["slice"]]} if ablation[r["slice"]] else {})
                 | ({"flat_gradients": flat[r["slice"]]} if flat[r["slice"]] is not None else {})
                 | circuit.get(r["slice"], {}),
             }
-            for r in t["activity"].to_dict("records")
+            for r in _records(t["activity"])
         ],
         examples=[
             {
                 "block_id": block_id[r["block"]],
                 "properties": {
                     "id": f"{block_id[r['block']]}/{r['slice']}/{r['ranking']}/{r['rank']}",
-                    **{k: _clean(v) for k, v in r.items() if k != "block"},
+                    **{k: v for k, v in r.items() if k != "block"},
                 },
             }
-            for r in t["examples"].to_dict("records")
+            for r in _records(t["examples"])
         ],
         steering=[
             {
                 "subspace_id": f"{block_id[r['block']]}/out",
                 "slice_id": slice_id[r["slice"]],
-                "properties": {k: _clean(r[k]) for k in STEERED_ON_PROPERTIES},
+                "properties": {k: r[k] for k in STEERED_ON_PROPERTIES},
             }
-            for r in t["steering"].to_dict("records")
+            for r in _records(t["steering"])
         ],
     )
 

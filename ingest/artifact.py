@@ -408,7 +408,6 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
     matched = tables["matches"]["block"]
     errors += [f"matches name {name!r} twice" for name in matched[matched.duplicated()].unique()[:1]]
     known_blocks, known_slices = set(blocks.unique()), {s["name"] for s in manifest["slices"]}
-    subspaces = pd.MultiIndex.from_frame(tables["subspaces"][["block", "role"]].astype(str))
     for table, column in (
         ("subspaces", "block"),
         ("edges", "writer"),
@@ -429,10 +428,12 @@ def _reference_errors(manifest: dict, tables: dict[str, pd.DataFrame]) -> list[s
             errors.append(f"{table} names slice {unknown[0]!r}, which the manifest does not list")
     for table in ("edges", "slice_edges"):
         frame = tables[table]
-        writers = pd.DataFrame({"block": frame["writer"].unique(), "role": "out"})
-        readers = frame[["reader", "role"]].drop_duplicates().set_axis(["block", "role"], axis=1)
-        ends = pd.MultiIndex.from_frame(pd.concat([writers, readers]).astype(str))
-        missing = sorted(ends[~ends.isin(subspaces)])
+        writers = subspace_positions(tables["subspaces"], frame["writer"], "out")
+        readers = subspace_positions(tables["subspaces"], frame["reader"], frame["role"])
+        missing = sorted(
+            {(w, "out") for w in frame["writer"][writers < 0]}
+            | set(zip(frame["reader"][readers < 0], frame["role"][readers < 0]))
+        )
         if missing:
             errors.append(f"{table} names subspace {'/'.join(missing[0])!r}, which is not in subspaces")
     if tables["matches"]["previous_checkpoint"].nunique() > 1:
@@ -451,6 +452,17 @@ NON_NEGATIVE = {
 }
 
 
+def subspace_positions(subspaces: pd.DataFrame, blocks: pd.Series, roles: pd.Series | str) -> np.ndarray:
+    """For each row of ``blocks`` and ``roles`` (one role for all, or one per row), the position in
+    ``subspaces`` (columns ``block``, ``role``) of that block's subspace of that role; -1 where there is
+    none. The distinct blocks and roles are looked up once each (an edge table names a few hundred)."""
+    position = {key: i for i, key in enumerate(zip(subspaces["block"].tolist(), subspaces["role"].tolist()))}
+    block_codes, block_names = pd.factorize(blocks, use_na_sentinel=False)
+    role_codes, role_names = (0, [roles]) if isinstance(roles, str) else pd.factorize(roles, use_na_sentinel=False)
+    found = [[position.get((b, r), -1) for r in list(role_names)] for b in block_names.tolist()]
+    return np.array(found, np.int64).reshape(len(block_names), len(role_names))[block_codes, role_codes]
+
+
 def _value_errors(tables: dict[str, pd.DataFrame]) -> list[str]:
     """Rows given twice, and scores that are NaN, infinite or negative where they cannot be."""
     errors = []
@@ -459,9 +471,9 @@ def _value_errors(tables: dict[str, pd.DataFrame]) -> list[str]:
         errors += [f"{table} gives {'/'.join(map(str, row))} twice" for row in twice[key].head(1).itertuples(False)]
     for table, columns in NON_NEGATIVE.items():
         for column in columns:
-            values = tables[table][column]
+            values = tables[table][column].to_numpy(np.float64, na_value=np.nan)
             bad = values[~(np.isfinite(values) & (values >= -ROUNDING))]
-            errors += [f"{table}.{column} holds {value!r}, not a finite number >= 0" for value in bad.head(1)]
+            errors += [f"{table}.{column} holds {value!r}, not a finite number >= 0" for value in bad[:1].tolist()]
     return errors
 
 
