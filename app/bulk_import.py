@@ -3,32 +3,29 @@
 The loader writes through Cypher transactions (tens of thousands of relationships a second); the
 offline importer of Neo4j writes store files directly, an order of magnitude faster, but only into
 a database that it creates, with the server stopped. :func:`bulk_import` turns artifacts into the
-importer's CSV files (the same rows as the loader's :func:`~circuit_atlas.loader.checkpoint_rows`,
-with the published ids; the edges, nearly all of the rows, written as Arrow columns by worker
-processes, one artifact each, and appended in order to one file per type), runs it through the
-local runtime's jars
-(``org.neo4j.server.startup.Neo4jAdminCommand``, arguments in an owner-only ``@FILE``), and
-deletes the CSV files. The result is the graph the loader gives for the same artifacts loaded one
-by one in step order; start the server and run ``circuit-atlas schema migrate`` to create the
-constraints and indexes.
+importer's CSV files, written from Arrow columns with no Python loop over the rows (the same rows
+as the loader's :func:`~circuit_atlas.loader.checkpoint_rows`, with the published ids). Worker
+processes read and check the artifacts, one at a time each, and append the edges, nearly all of the
+rows, to edge files of their own; the other rows come back as Arrow tables, written one file per
+kind. The importer runs on the local runtime's jars (``org.neo4j.server.startup.Neo4jAdminCommand``,
+arguments in an owner-only ``@FILE``), and the CSV files are deleted. The result is the graph the
+loader gives for the same artifacts loaded one by one in step order; start the server and run
+``circuit-atlas schema migrate`` to create the constraints and indexes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from circuit_atlas.ingest.artifact import find_artifacts, read_artifact, read_manifest
@@ -42,8 +39,6 @@ from .local_server import LocalServer
 from .pruning import MIN_ATTRIBUTION, TOP_K, check_pruning
 
 DATABASE = "neo4j"
-#: The edge files: their name, relationship type and properties (the loader's FEEDS and FLOWS_ON rows).
-EDGE_FILES = (("feeds", "FEEDS", FEEDS_PROPERTIES), ("flows_on", "FLOWS_ON", FLOWS_ON_PROPERTIES))
 
 
 @dataclass
@@ -55,132 +50,138 @@ class ImportSummary:
     importer_seconds: float  # neo4j-admin alone, on the files written
 
 
-def _neo4j_type(values: Iterable) -> str | None:
-    """The importer's type for a column of Python values (None when every value is null)."""
-    values = list(values)
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return None
-    if kinds == {bool}:
-        return "boolean"
-    if kinds <= {int}:
-        return "long"
-    if kinds <= {int, float}:
-        return "double"
-    if kinds <= {list, tuple}:
-        items = {type(x) for v in values if v for x in v}
-        return "string[]" if str in items else "long[]" if items == {int} else "double[]"
-    return "string"
-
-
 #: Between the elements of an array cell: the unit separator, which no stored text holds (the manifest's
 #: names are printable, :func:`circuit_atlas.ingest.artifact.read_manifest`), where ``;`` split names.
 ARRAY_DELIMITER = "\x1f"
+#: The importer's node files: name -> id space (each node's ``id`` is its ``:ID`` in that space).
+NODE_FILES = {
+    "models": "Model",
+    "slices": "DataSlice",
+    "runs": "IngestRun",
+    "checkpoints": "Checkpoint",
+    "blocks": "Block",
+    "subspaces": "Subspace",
+    "examples": "Example",
+}
+#: Its relationship files: name -> (type, start space, end space).
+RELATIONSHIP_FILES = {
+    "has_checkpoint": ("HAS_CHECKPOINT", "Model", "Checkpoint"),
+    "produced": ("PRODUCED", "IngestRun", "Checkpoint"),
+    "has_block": ("HAS_BLOCK", "Checkpoint", "Block"),
+    "has_subspace": ("HAS_SUBSPACE", "Block", "Subspace"),
+    "has_example": ("HAS_EXAMPLE", "Block", "Example"),
+    "active_on": ("ACTIVE_ON", "Block", "DataSlice"),
+    "steered_on": ("STEERED_ON", "Subspace", "DataSlice"),
+    "matches": ("MATCHES", "Block", "Block"),
+    "analogous": ("ANALOGOUS", "Block", "Block"),
+    "feeds": ("FEEDS", "Subspace", "Subspace"),
+    "flows_on": ("FLOWS_ON", "Subspace", "Subspace"),
+}
+#: The edge files (nearly all of the rows), written by the workers: their name and properties.
+EDGE_FILES = (("feeds", FEEDS_PROPERTIES), ("flows_on", FLOWS_ON_PROPERTIES))
+ENDS = (":START_ID", ":END_ID")
 
 
-def _cell(value, kind: str | None) -> str:
-    """One CSV cell; empty for null (the loader stores no empty list either: :func:`circuit_atlas.loader._clean`)."""
-    if value is None:
-        return ""
-    if kind == "boolean":
-        return "true" if value else "false"
-    if kind == "double":
-        return repr(float(value)) if math.isfinite(value) else str(value)
-    if kind in ("double[]", "long[]", "string[]"):
-        return ARRAY_DELIMITER.join(repr(float(x)) if kind == "double[]" else str(x) for x in value)
-    return str(value)
+def _neo4j_type(kind: pa.DataType) -> str:
+    """The importer's type for an Arrow column (``string`` for one of nulls only)."""
+    if pa.types.is_list(kind):
+        return f"{_neo4j_type(kind.value_type)}[]"
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_integer(kind):
+        return "long"
+    return "double" if pa.types.is_floating(kind) else "string"
 
 
-class _Files:
-    """CSV files for the importer under ``folder``, with the ``--nodes``/``--relationships`` arguments."""
+def _header(name: str, schema: pa.Schema) -> str:
+    """The importer's header line of file ``name`` with these columns: ``id`` is a node's ``:ID``, the
+    ends a relationship's, ``:LABEL`` the labels; every other column a typed property."""
+    space = NODE_FILES.get(name)
+    _, *spaces = RELATIONSHIP_FILES.get(name, (None, None, None))
 
-    def __init__(self, folder: Path):
-        self.folder, self.nodes, self.relationships = folder, 0, 0
-        self.arguments: list[str] = []
+    def field(column: pa.Field) -> str:
+        if column.name == "id" and space:
+            return f"id:ID({space})"
+        if column.name in ENDS:
+            return f"{column.name}({spaces[ENDS.index(column.name)]})"
+        return column.name if column.name == ":LABEL" else f"{column.name}:{_neo4j_type(column.type)}"
 
-    def nodes_file(self, name: str, space: str, rows: list[dict], labels: Callable[[dict], str]) -> None:
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        kinds = {c: _neo4j_type(row.get(c) for row in rows) for c in columns}
-        header = [f"id:ID({space})" if c == "id" else f"{c}:{kinds[c] or 'string'}" for c in columns]
-        self._write(
-            name, [*header, ":LABEL"], ([*(_cell(r.get(c), kinds[c]) for c in columns), labels(r)] for r in rows)
-        )
-        self.arguments.append(f"--nodes={self.folder / name}")
-        self.nodes += len(rows)
+    return ",".join(map(field, schema)) + "\n"
 
-    def relationships_file(
-        self, name: str, kind: str, spaces: tuple[str, str], rows: list[tuple[str, str, dict]]
-    ) -> None:
-        columns = list(dict.fromkeys(key for _, _, properties in rows for key in properties))
-        kinds = {c: _neo4j_type(p.get(c) for _, _, p in rows) for c in columns}
-        header = [f":START_ID({spaces[0]})", f":END_ID({spaces[1]})", ":TYPE"]
-        header += [f"{c}:{kinds[c] or 'string'}" for c in columns]
-        lines = ([a, b, kind, *(_cell(p.get(c), kinds[c]) for c in columns)] for a, b, p in rows)
-        self._write(name, header, lines)
-        self.arguments.append(f"--relationships={self.folder / name}")
-        self.relationships += len(rows)
 
-    def _write(self, name: str, header: list[str], lines: Iterable[list[str]]) -> None:
-        with (self.folder / name).open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(lines)
+def _table(rows: list[dict], columns: tuple[str, ...]) -> pa.Table:
+    """``rows`` as Arrow columns, each typed by its values; with no rows, ``columns`` of strings."""
+    if not rows:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.Table.from_pylist(rows)
 
-    @contextmanager
-    def edge_files(self):
-        """FEEDS and FLOWS_ON, each one file (the importer reads one file of 10 M edges 1.7 x as fast
-        as 152): a header, then each part of :func:`_prepared` appended, in order, as it comes."""
-        with contextlib.ExitStack() as stack:
-            outs = {}
-            for name, kind, names in EDGE_FILES:
-                whole = self.folder / f"{name}.csv"
-                outs[name] = stack.enter_context(whole.open("wb"))
-                outs[name].write((",".join(field.name for field in _edge_schema(names)) + "\n").encode())
-                self.arguments.append(f"--relationships={kind}={whole}")
 
-            def append(index: int) -> None:
-                for name, out in outs.items():
-                    part = self.folder / f"{name}-{index}.csv"
-                    with part.open("rb") as source:
-                        shutil.copyfileobj(source, out, 1 << 24)
-                    part.unlink()
+def _relationships(rows: Iterable[tuple[str, str, dict]]) -> pa.Table:
+    return _table([{ENDS[0]: a, ENDS[1]: b, **properties} for a, b, properties in rows], ENDS)
 
-            yield append
+
+def _cells(table: pa.Table) -> pa.Table:
+    """``table`` as the importer reads it: arrays joined by :data:`ARRAY_DELIMITER`, null columns as strings."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_list(column.type):
+            column = pc.binary_join(pc.cast(column, pa.list_(pa.string())), ARRAY_DELIMITER)
+        columns.append(column.cast(pa.string()) if pa.types.is_null(column.type) else column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _checkpoint_tables(rows: CheckpointRows) -> dict[str, pa.Table]:
+    """The node and relationship files' rows of one checkpoint (published ids)."""
+    blocks = [
+        {**b, "checkpoint_id": rows.checkpoint_id, ":LABEL": f"Block{ARRAY_DELIMITER}{KIND_LABELS[b['kind']]}"}
+        for b in rows.blocks
+    ]
+    return {
+        "blocks": _table(blocks, ("id",)),
+        "subspaces": _table([{**s, ":LABEL": "Subspace"} for s in rows.subspaces], ("id",)),
+        "examples": _table([{**e["properties"], ":LABEL": "Example"} for e in rows.examples], ("id",)),
+        "has_block": _relationships((rows.checkpoint_id, b["id"], {}) for b in rows.blocks),
+        "has_subspace": _relationships((s["block_id"], s["id"], {}) for s in rows.subspaces),
+        "has_example": _relationships((e["block_id"], e["properties"]["id"], {}) for e in rows.examples),
+        "active_on": _relationships((a["block_id"], a["slice_id"], a["properties"]) for a in rows.activity),
+        "steered_on": _relationships((r["subspace_id"], r["slice_id"], r["properties"]) for r in rows.steering),
+    }
 
 
 def _edge_schema(names: tuple[str, ...]) -> pa.Schema:
-    """The importer's columns of an edge file: its ends (subspace ids) and ``names``, typed."""
-    ends = [pa.field(f"{c}(Subspace)", pa.string()) for c in (":START_ID", ":END_ID")]
-    kinds = [pa.field(f"{n}:{'string' if _arrow(n) == pa.string() else 'double'}", _arrow(n)) for n in names]
-    return pa.schema([*ends, *kinds])
+    """The columns of an edge file: its ends (subspace ids) and the properties ``names``, typed."""
+    kinds = [pa.field(n, pa.string() if n in ("role", "slice") else pa.float64()) for n in names]
+    return pa.schema([pa.field(ENDS[0], pa.string()), pa.field(ENDS[1], pa.string()), *kinds])
 
 
-def _prepared(job: tuple[Path, Path, int, int | None, float]) -> tuple[CheckpointRows, int]:
-    """One artifact read, checked and turned into the loader's rows (published ids), its FEEDS and
-    FLOWS_ON written to ``folder`` as part ``index`` of their files (Arrow columns, the ends taken
-    from the subspace ids by position: no Python loop over the edges); the rows without them, and
-    how many edges were written. Runs in a worker process, one artifact at a time."""
-    path, folder, index, top_k, min_attribution = job
+def _prepared(
+    job: tuple[Path, Path, int | None, float],
+) -> tuple[CheckpointRows, dict[str, pa.Table], dict[str, int]]:
+    """One artifact read, checked and turned into the loader's rows (published ids); its FEEDS and
+    FLOWS_ON appended to this worker process's own edge files in ``folder`` (Arrow columns, the ends
+    taken from the subspace ids by position: no Python loop over the edges). Returns the rows without
+    the edges and nodes written elsewhere, the tables of its other files' rows, and how many edges it
+    wrote to each edge file."""
+    path, folder, top_k, min_attribution = job
     artifact = read_artifact(path)
     checkpoint_id = f"{artifact.manifest['model']['name']}@{artifact.manifest['checkpoint']['label']}"
     rows = checkpoint_rows(artifact, top_k, min_attribution, node_checkpoint_id=checkpoint_id)
     ids = pa.array(rows.subspace_ids, pa.string())
     options = pacsv.WriteOptions(include_header=False)
-    for (name, _, names), edges in zip(EDGE_FILES, (rows.feeds, rows.flows)):
+    for (name, names), edges in zip(EDGE_FILES, (rows.feeds, rows.flows)):
+        schema = _edge_schema(names)
         columns = [
             ids.take(pa.array(edges["source"].to_numpy(np.int64))),
             ids.take(pa.array(edges["target"].to_numpy(np.int64))),
-            *(pa.array(edges[n], _arrow(n), from_pandas=True) for n in names),
+            *(pa.array(edges[n], schema.field(n).type, from_pandas=True) for n in names),
         ]
-        table = pa.Table.from_arrays(columns, schema=_edge_schema(names))
-        pacsv.write_csv(table, str(folder / f"{name}-{index}.csv"), options)
-    written = len(rows.feeds) + len(rows.flows)
+        with (folder / f"{name}-{os.getpid()}.csv").open("ab") as out:
+            pacsv.write_csv(pa.Table.from_arrays(columns, schema=schema), out, options)
+    written = {name: len(edges) for (name, _), edges in zip(EDGE_FILES, (rows.feeds, rows.flows))}
+    tables = _checkpoint_tables(rows)
     rows.feeds, rows.flows = rows.feeds.iloc[:0], rows.flows.iloc[:0]
-    return rows, written
-
-
-def _arrow(name: str) -> pa.DataType:
-    return pa.string() if name in ("role", "slice") else pa.float64()
+    rows.subspaces, rows.subspace_ids, rows.examples, rows.activity, rows.steering = [], [], [], [], []
+    return rows, tables, written
 
 
 def _graph(all_rows: list[CheckpointRows]) -> dict:
@@ -230,44 +231,47 @@ def _analogous(all_rows: list[CheckpointRows]) -> list[tuple[str, str, dict]]:
     return [(source, target, properties) for (source, target), properties in found.items()]
 
 
-def write_import_files(files: _Files, all_rows: list[CheckpointRows]) -> None:
-    """The importer's node files and its files of every relationship but FEEDS and FLOWS_ON (which
-    :meth:`_Files.edge_files` writes) for ``all_rows`` (published ids, in load order)."""
+def _shared_tables(all_rows: list[CheckpointRows]) -> dict[str, pa.Table]:
+    """The files' rows that depend on the whole series (``all_rows``: published ids, in load order)."""
     shared = _graph(all_rows)
-    files.nodes_file("models.csv", "Model", list(shared["models"].values()), lambda _: "Model")
-    files.nodes_file("slices.csv", "DataSlice", list(shared["slices"].values()), lambda _: "DataSlice")
-    files.nodes_file("runs.csv", "IngestRun", list(shared["runs"].values()), lambda _: "IngestRun")
     checkpoints = [{**rows.checkpoint, "status": "complete"} for rows in all_rows]
-    files.nodes_file("checkpoints.csv", "Checkpoint", checkpoints, lambda _: "Checkpoint")
-    blocks = [{**b, "checkpoint_id": rows.checkpoint_id} for rows in all_rows for b in rows.blocks]
-    files.nodes_file("blocks.csv", "Block", blocks, lambda b: f"Block{ARRAY_DELIMITER}{KIND_LABELS[b['kind']]}")
-    subspaces = [s for rows in all_rows for s in rows.subspaces]
-    files.nodes_file("subspaces.csv", "Subspace", subspaces, lambda _: "Subspace")
-    examples = [e for rows in all_rows for e in rows.examples]
-    files.nodes_file("examples.csv", "Example", [e["properties"] for e in examples], lambda _: "Example")
+    return {
+        "models": _table([{**m, ":LABEL": "Model"} for m in shared["models"].values()], ("id",)),
+        "slices": _table([{**d, ":LABEL": "DataSlice"} for d in shared["slices"].values()], ("id",)),
+        "runs": _table([{**r, ":LABEL": "IngestRun"} for r in shared["runs"].values()], ("id",)),
+        "checkpoints": _table([{**c, ":LABEL": "Checkpoint"} for c in checkpoints], ("id",)),
+        "has_checkpoint": _relationships((c["model_id"], c["id"], {}) for c in checkpoints),
+        "produced": _relationships((rows.run["id"], rows.checkpoint_id, {}) for rows in all_rows),
+        "matches": _relationships(_matches(all_rows)),
+        "analogous": _relationships(_analogous(all_rows)),
+    }
 
-    def pairs(space_rows, start, end):
-        return [(r[start], r[end], {}) for r in space_rows]
 
-    files.relationships_file(
-        "has_checkpoint.csv", "HAS_CHECKPOINT", ("Model", "Checkpoint"), pairs(checkpoints, "model_id", "id")
-    )
-    produced: list[tuple[str, str, dict]] = [(rows.run["id"], rows.checkpoint_id, {}) for rows in all_rows]
-    files.relationships_file("produced.csv", "PRODUCED", ("IngestRun", "Checkpoint"), produced)
-    files.relationships_file(
-        "has_block.csv", "HAS_BLOCK", ("Checkpoint", "Block"), pairs(blocks, "checkpoint_id", "id")
-    )
-    files.relationships_file(
-        "has_subspace.csv", "HAS_SUBSPACE", ("Block", "Subspace"), pairs(subspaces, "block_id", "id")
-    )
-    has_example: list[tuple[str, str, dict]] = [(e["block_id"], e["properties"]["id"], {}) for e in examples]
-    files.relationships_file("has_example.csv", "HAS_EXAMPLE", ("Block", "Example"), has_example)
-    active = [(a["block_id"], a["slice_id"], a["properties"]) for rows in all_rows for a in rows.activity]
-    files.relationships_file("active_on.csv", "ACTIVE_ON", ("Block", "DataSlice"), active)
-    steered = [(r["subspace_id"], r["slice_id"], r["properties"]) for rows in all_rows for r in rows.steering]
-    files.relationships_file("steered_on.csv", "STEERED_ON", ("Subspace", "DataSlice"), steered)
-    files.relationships_file("matches.csv", "MATCHES", ("Block", "Block"), _matches(all_rows))
-    files.relationships_file("analogous.csv", "ANALOGOUS", ("Block", "Block"), _analogous(all_rows))
+class _Files:
+    """The importer's files under ``folder`` and its ``--nodes``/``--relationships`` arguments."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.nodes, self.relationships = folder, 0, 0
+        self.arguments: list[str] = []
+
+    def add(self, name: str, header: str, parts: list[Path], rows: int) -> None:
+        """File ``name``: a header file, then its ``parts`` (header-less CSV) in order."""
+        (self.folder / f"{name}.header.csv").write_text(header)
+        files = ",".join(str(f) for f in [self.folder / f"{name}.header.csv", *parts])
+        if name in NODE_FILES:
+            self.arguments.append(f"--nodes={files}")
+            self.nodes += rows
+        else:
+            self.arguments.append(f"--relationships={RELATIONSHIP_FILES[name][0]}={files}")
+            self.relationships += rows
+
+    def write(self, name: str, tables: list[pa.Table]) -> None:
+        """File ``name`` from ``tables`` (their columns united; a number column of integers in one
+        table and fractions in another becomes fractions)."""
+        table = pa.concat_tables(tables, promote_options="permissive")
+        part = self.folder / f"{name}.csv"
+        pacsv.write_csv(_cells(table), part, pacsv.WriteOptions(include_header=False))
+        self.add(name, _header(name, table.schema), [part], table.num_rows)
 
 
 def bulk_import(
@@ -299,20 +303,28 @@ def bulk_import(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
-        files = _Files(folder)
-        jobs = [(artifact, folder, i, top_k, min_attribution) for i, artifact in enumerate(paths)]
         all_rows: list[CheckpointRows] = []
-        workers = max(1, min(os.cpu_count() or 1, len(jobs)))
-        with ProcessPoolExecutor(max_workers=workers) as pool, files.edge_files() as append:
-            for index, (rows, written) in enumerate(pool.map(_prepared, jobs)):  # in order, as they come
+        edges = dict.fromkeys((name for name, _ in EDGE_FILES), 0)  # rows in the workers' edge files
+        tables: dict[str, list[pa.Table]] = {n: [] for n in (*NODE_FILES, *RELATIONSHIP_FILES) if n not in edges}
+        jobs = [(artifact, folder, top_k, min_attribution) for artifact in paths]
+        with ProcessPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(jobs)))) as pool:
+            for rows, own, written in pool.map(_prepared, jobs):  # in order, as they come
                 if any(rows.checkpoint_id == earlier.checkpoint_id for earlier in all_rows):
                     raise UserError(
                         f"Two artifacts under {path} are checkpoint {rows.checkpoint_id}; import one of them."
                     )
-                append(index)
-                files.relationships += written
                 all_rows.append(rows)
-        write_import_files(files, all_rows)
+                for name, table in own.items():
+                    tables[name].append(table)
+                for name in edges:
+                    edges[name] += written[name]
+        for name, table in _shared_tables(all_rows).items():
+            tables[name].append(table)
+        files = _Files(folder)
+        for name, parts in tables.items():
+            files.write(name, parts)
+        for name, names in EDGE_FILES:
+            files.add(name, _header(name, _edge_schema(names)), sorted(folder.glob(f"{name}-*.csv")), edges[name])
         echo(f"Importing {len(all_rows)} checkpoints: {files.nodes:,} nodes, {files.relationships:,} relationships ...")
         importer_started = time.perf_counter()
         server.admin(
@@ -323,6 +335,7 @@ def bulk_import(
             "--overwrite-destination=true",
             "--multiline-fields=true",
             f"--array-delimiter=U+{ord(ARRAY_DELIMITER):04X}",
+            f"--report-file={server.directory / 'logs' / 'import.report'}",  # not the working directory
             *files.arguments,
         )
         importer_seconds = time.perf_counter() - importer_started

@@ -376,18 +376,22 @@ class LocalServer:
         self._owner_only_file(self.password_file, password + "\n")
 
     def prepare_for_admin(self) -> None:
-        """Make the home ready for an offline ``neo4j-admin`` command (as a start would: folders,
-        configuration, and the password of a folder that never ran)."""
+        """Make the home ready for an offline ``neo4j-admin`` command, as a start would: its folders and
+        configuration. A home that never ran gets its password at its first start."""
         self._prepare_home(self.settings() or ServerSettings())
-        self._ensure_password()
+        self._require_password_file()
+
+    def _require_password_file(self) -> None:
+        """:class:`UserError` if the home has run (it holds the system database) but lost its password file."""
+        if self.password() is None and (self.directory / "data" / "databases" / "system").exists():
+            raise UserError(
+                f"{self.directory} holds a database but no password file; "
+                f"restore {self.password_file} or use an empty folder."
+            )
 
     def _ensure_password(self) -> None:
+        self._require_password_file()
         if self.password() is None:
-            if (self.directory / "data" / "databases" / "system").exists():
-                raise UserError(
-                    f"{self.directory} holds a database but no password file; "
-                    f"restore {self.password_file} or use an empty folder."
-                )
             self._set_initial_password()
 
     def start(

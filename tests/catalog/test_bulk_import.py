@@ -13,7 +13,7 @@ from circuit_atlas.local_server import Distribution, LocalServer, ServerSettings
 from circuit_atlas.schema.migrations import migrate
 
 
-def test_a_bulk_import_gives_the_graph_of_loading_one_by_one(migrated, neo4j_settings, tmp_path):
+def test_a_bulk_import_gives_the_graph_of_loading_one_by_one(migrated, neo4j_settings, tmp_path, monkeypatch):
     root = tmp_path / "artifacts"
     paths = write_all(root)
     for path in random.Random(3).sample(paths, len(paths)):
@@ -23,8 +23,10 @@ def test_a_bulk_import_gives_the_graph_of_loading_one_by_one(migrated, neo4j_set
     assert count(migrated, neo4j_settings.database, "(:Subspace)-[:STEERED_ON]->(:DataSlice)") > 0
 
     folder = tmp_path / "server"
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["neo4j", "import", str(root), "--dir", str(folder)])
     assert result.exit_code == 0, result.output
+    assert (folder / "logs" / "import.report").is_file() and not (tmp_path / "import.report").exists()
     assert f"Imported {len(paths)} checkpoints" in result.output
     again = CliRunner().invoke(cli, ["neo4j", "import", str(root), "--dir", str(folder)])
     assert again.exit_code == 1 and "--replace" in again.output
