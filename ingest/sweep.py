@@ -15,8 +15,10 @@ Without an address Ray starts a local runtime on this machine for the sweep and 
 ``ray://HOST:10001``), the driver joins that cluster for the sweep, whose workers must see the same
 model and data paths and have this package installed. A worker killed mid-task is retried
 (``retries`` times) and computes the same result again; a task that fails on bad input fails the
-sweep with its own one-line error and cancels the others, and nothing is left half-written
-(artifacts are written by the driver, each whole or not at all). While a task runs, the host and
+sweep with its own one-line error, and nothing is left half-written (artifacts are written by the
+driver, each whole or not at all). The other tasks are not cancelled: a runtime the sweep started
+stops with it, and on a cluster they finish and are dropped (Ray 2.60 aborts the driver when a
+cancellation races with a task's end, which a test run hit). While a task runs, the host and
 pid of its worker are in ``<out>/.sweep/<label>.running``.
 """
 
@@ -126,12 +128,10 @@ class RayRunner:
         return self.ray.remote(function).options(**self.sweep.options())
 
     def _get(self, refs: list) -> list:
-        """``ray.get`` with a task's own error (a :class:`UserError` stays one line) and the others cancelled."""
+        """``ray.get`` with a task's own error (a :class:`UserError` stays one line)."""
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayTaskError as error:
-            for ref in refs:
-                self.ray.cancel(ref, force=True)
             cause = error.cause if isinstance(error.cause, Exception) else error
             if isinstance(cause, UserError):
                 raise UserError(str(cause)) from None
