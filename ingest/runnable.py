@@ -36,6 +36,7 @@ from torch import Tensor
 from circuit_atlas.errors import UserError
 
 from .artifact import Artifact, read_artifact
+from .baselines import Baseline
 from .channels import ChannelLayout
 from .config import IngestConfig
 from .data import DataSlice
@@ -98,6 +99,11 @@ class Runnable:
         (at edge level with ``min_attribution``)."""
         opened, model, config = recorded_checkpoint(Path(artifact), device)
         manifest = opened.manifest
+        if circuit in {entry["name"] for entry in manifest["slices"] if entry.get("discovered")}:
+            raise UserError(
+                f"{circuit!r} is a situation discovered at ingest: a runnable rebuilds the ingest's named slices "
+                f"and their baselines only. Measure on it by steering (`circuit-atlas steer ... --data {circuit}`)."
+            )
         label = manifest["checkpoint"]["label"]
         prepared = prepare(model, manifest["data"], config, label, False, lambda _: None, no_profile)
         compression, _ = prepared.compress(model, config, manifest["fidelity"]["fraction"])
@@ -141,11 +147,16 @@ class Runnable:
             raise UserError(f"No slice {name!r}; the slices are {', '.join(self.samples)}.")
         return self.samples[name]
 
+    def _baseline(self, name: str) -> Baseline:
+        """The baseline ablated channels take on slice ``name`` (:class:`UserError` for a slice it lacks)."""
+        self._sample(name)
+        return self.interventions.baseline(name)
+
     def run(self, tokens: Tensor, slice_name: str | None = None) -> Tensor:
         """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` under the variant; ablated channels (or
         edges) take the baseline of ``slice_name`` (default: the circuit's slice, else the first slice)."""
         name = slice_name or self.circuit or next(iter(self.samples))
-        baseline, prompts = self.interventions.baseline(name), torch.arange(tokens.shape[0])
+        baseline, prompts = self._baseline(name), torch.arange(tokens.shape[0])
         if self.ablated_edges is not None:
             hooks = ablated_edge_hooks(self.model, self.layout, self.ablated_edges, baseline, prompts)
         else:
@@ -161,7 +172,7 @@ class Runnable:
         """The slice's metric per held-out prompt under this runnable's variant or ablated edges."""
         if self.ablated_edges is None:
             return self._losses(name, [self.variant])[0]
-        baseline = self.interventions.baseline(name)
+        baseline = self._baseline(name)
         return ablated_edge_losses(
             self.model, self.layout, self.ablated_edges, self._sample(name), baseline, self.batch_tokens
         )

@@ -91,6 +91,8 @@ def test_generation_is_seeded_and_bad_choices_are_one_line(attention_only_artifa
             Runnable.from_artifact(attention_only_artifact, **kwargs)
     with pytest.raises(UserError, match="No slice 'nowhere'"):
         circuit.loss("nowhere")
+    with pytest.raises(UserError, match="No slice 'nowhere'"):
+        circuit.run(prompt.view(1, -1), "nowhere")
     assert circuit.circuits["random"] == []  # no behaviour on random tokens: an empty circuit, by slice
 
 

@@ -19,6 +19,7 @@ from circuit_atlas.errors import UserError
 from circuit_atlas.ingest.artifact import read_artifact
 from circuit_atlas.ingest.config import IngestConfig
 from circuit_atlas.ingest.pipeline import ingest
+from circuit_atlas.ingest.runnable import Runnable
 from circuit_atlas.ingest.steering import Intervention, resample_order
 from circuit_atlas.reference.attention_only import (
     HOOK_ATTN_OUT,
@@ -374,3 +375,5 @@ def test_a_discovered_situation_is_a_patch_source_and_a_slice_to_measure_on(atte
     assert situation["loss_delta"] == pytest.approx(named["loss_delta"], abs=1e-9) and named["loss_delta"] > 1.0
     on_situation, on_slice = effects.loc[("situation-1", "ablate L0H3")], effects.loc[("repeated", "ablate L0H3")]
     assert on_situation["loss_delta"] == pytest.approx(on_slice["loss_delta"], abs=1e-9)
+    with pytest.raises(UserError, match=r"'situation-1' is a situation discovered at ingest.*--data situation-1"):
+        Runnable.from_artifact(path, circuit="situation-1")  # a runnable has the named slices only
