@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from . import cache
 from .errors import UserError
 from .processes import process_is_gone
 
@@ -42,11 +43,6 @@ LAUNCHER = "org.neo4j.server.startup.Neo4jCommand"
 ADMIN = "org.neo4j.server.startup.Neo4jAdminCommand"
 USER = "neo4j"
 HOME_FOLDERS = ("conf", "data", "logs", "plugins", "import", "run")
-
-
-def default_cache_dir() -> Path:
-    """Where the jars live: ``$CIRCUIT_ATLAS_CACHE`` or ``~/.cache/circuit-atlas``."""
-    return Path(os.environ.get("CIRCUIT_ATLAS_CACHE", Path.home() / ".cache" / "circuit-atlas"))
 
 
 def default_server_dir() -> Path:
@@ -87,8 +83,7 @@ class Distribution:
 
     @classmethod
     def in_cache(cls, cache_dir: Path | None = None) -> Distribution:
-        cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        return cls(cache / f"neo4j-{pinned_neo4j_version()}")
+        return cls(Path(cache_dir or cache.cache_dir()) / f"neo4j-{pinned_neo4j_version()}")
 
     @property
     def lib(self) -> Path:

@@ -14,9 +14,9 @@ and configuration); the store's client library is the user's to install (``s3fs`
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from circuit_atlas.cache import cache_dir
 from circuit_atlas.errors import UserError
 
 from .artifact import MANIFEST
@@ -38,8 +38,7 @@ def local_artifacts(location: str | Path) -> Path:
 
 def mirror(url: str) -> Path:
     """The local folder that mirrors ``url``: one per URL under the cache."""
-    cache = Path(os.environ.get("CIRCUIT_ATLAS_CACHE", Path.home() / ".cache" / "circuit-atlas"))
-    return cache / "mirrors" / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+    return cache_dir() / "mirrors" / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
 
 
 def _filesystem(url: str):

@@ -18,10 +18,11 @@ TransformerLens-native checkpoints with their exact residual layout.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from circuit_atlas.cache import cache_dir
 
 
 def default_reference_dir() -> Path:
     """``$CIRCUIT_ATLAS_CACHE/reference-models`` (default ``~/.cache/circuit-atlas/reference-models``)."""
-    return Path(os.environ.get("CIRCUIT_ATLAS_CACHE", Path.home() / ".cache" / "circuit-atlas")) / "reference-models"
+    return cache_dir() / "reference-models"
